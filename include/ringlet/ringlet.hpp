@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: Apache-2.0
+// ringlet: ring allreduce for data-parallel training. This header is the whole public API.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+#include <vector>
+
+namespace ringlet {
+
+// The library's version, "MAJOR.MINOR.PATCH".
+[[gnu::visibility("default")]] std::string_view version() noexcept;
+
+// ringlet::DataType: the element types a collective can carry.
+enum class DataType : std::uint8_t { float32, float64, float16, bfloat16, int8, uint8, int32, int64 };
+
+// 16-bit storage types for the std::span overloads (g++ 12 has no std::float16_t). They hold
+// IEEE binary16 and bfloat16 bit patterns; ringlet reduces them with float32 arithmetic and
+// rounds to nearest even when it stores the result.
+struct Half {
+  std::uint16_t bits = 0;
+};
+struct BFloat16 {
+  std::uint16_t bits = 0;
+};
+
+// ringlet::ReduceOp: how elements combine. avg is sum divided by size(); it is defined for
+// floating-point types only (an integer avg throws ErrorCode::invalid_argument).
+enum class ReduceOp : std::uint8_t { sum, prod, min, max, avg };
+
+// Where a Tensor's memory lives. This release reduces host memory only.
+enum class MemoryKind : std::uint8_t { host, cuda };
+
+// Size in bytes of one element, and the names used in messages ("float32", "sum").
+[[gnu::visibility("default")]] std::size_t size_of(DataType type) noexcept;
+[[gnu::visibility("default")]] std::string_view to_string(DataType type) noexcept;
+[[gnu::visibility("default")]] std::string_view to_string(ReduceOp op) noexcept;
+
+namespace detail {
+template <class T>
+struct DataTypeOf;
+template <> struct DataTypeOf<float> { static constexpr DataType value = DataType::float32; };
+template <> struct DataTypeOf<double> { static constexpr DataType value = DataType::float64; };
+template <> struct DataTypeOf<Half> { static constexpr DataType value = DataType::float16; };
+template <> struct DataTypeOf<BFloat16> { static constexpr DataType value = DataType::bfloat16; };
+template <> struct DataTypeOf<std::int8_t> { static constexpr DataType value = DataType::int8; };
+template <> struct DataTypeOf<std::uint8_t> { static constexpr DataType value = DataType::uint8; };
+template <> struct DataTypeOf<std::int32_t> { static constexpr DataType value = DataType::int32; };
+template <> struct DataTypeOf<std::int64_t> { static constexpr DataType value = DataType::int64; };
+}  // namespace detail
+
+// The DataType of a C++ element type: data_type_of<float>() == DataType::float32.
+template <class T>
+constexpr DataType data_type_of() {
+  return detail::DataTypeOf<std::remove_cv_t<T>>::value;
+}
+
+// ringlet::Tensor
+//
+// A non-owning view of `count` contiguous elements. The caller keeps the memory alive, and
+// does not touch it, until the collective that uses it returns.
+struct [[gnu::visibility("default")]] Tensor {
+  void* data = nullptr;
+  std::size_t count = 0;
+  DataType type = DataType::float32;
+  MemoryKind memory = MemoryKind::host;
+  int device = -1;  // CUDA ordinal when memory == MemoryKind::cuda
+
+  // A view of a span; a span of const elements may only be used as an input.
+  template <class T>
+  static Tensor of(std::span<T> s) {
+    return {const_cast<std::remove_cv_t<T>*>(s.data()), s.size(), data_type_of<T>()};
+  }
+  std::size_t bytes() const noexcept;
+};
+
+// ringlet::ErrorCode: what went wrong, and from that what the caller may do next
+// (docs/errors.md).
+//   invalid_argument  a bug in the caller; nothing is damaged, the communicator still works.
+//   mismatch          ranks disagree on a collective; the communicator is aborted.
+//   timeout           a deadline passed; the communicator is aborted.
+//   peer_lost         a peer closed its connection or died; the communicator is aborted.
+//   transport         a network or system call failed; the communicator is aborted.
+//   aborted           abort() was called, or an earlier error aborted the communicator.
+enum class ErrorCode { invalid_argument = 1, mismatch, timeout, peer_lost, transport, aborted };
+
+[[gnu::visibility("default")]] const std::error_category& error_category() noexcept;
+[[gnu::visibility("default")]] std::error_code make_error_code(ErrorCode code) noexcept;
+
+// ringlet::Error: the only exception ringlet throws. `e.code() == ErrorCode::timeout` works.
+class [[gnu::visibility("default")]] Error : public std::system_error {
+ public:
+  Error(ErrorCode code, const std::string& what, std::vector<int> ranks = {});
+  ErrorCode error_code() const noexcept;
+  const std::vector<int>& ranks() const noexcept;  // the ranks involved, may be empty
+
+ private:
+  std::vector<int> ranks_;
+};
+
+// ringlet::Options
+//
+// What a rank knows about its job. Every field left at its default comes from the
+// environment (docs/env.md): RINGLET_* first, then torchrun, Open MPI, MPICH/PMI and SLURM
+// variables. Fields set here win over the environment.
+struct Options {
+  int rank = -1;        // -1: from the environment
+  int size = -1;        // -1: from the environment
+  int local_rank = -1;  // -1: from the environment, else from the node identity
+  int local_size = -1;  // -1: from the environment, else from the node identity
+  std::string store;    // "host:port" of rank 0's rendezvous store; empty: environment
+  std::string node_id;  // overrides the node identity (RINGLET_NODE_ID); empty: detected
+  // Deadline of every blocking call. Zero: RINGLET_TIMEOUT (seconds), else 300 s.
+  std::chrono::milliseconds timeout{0};
+};
+
+// ringlet::Communicator
+//
+// One member of a group of `size()` ranks. Not thread-safe: call it from one thread at a
+// time (abort() is the exception). Collectives must be issued in the same order, with the
+// same count, type, op and root, on every rank; otherwise every rank gets
+// ErrorCode::mismatch. Every blocking call ends by its deadline (Options::timeout).
+// After any error other than invalid_argument the communicator is aborted: later calls
+// throw ErrorCode::aborted, and a new communicator must be created.
+class [[gnu::visibility("default")]] Communicator {
+ public:
+  // Rendezvous with all ranks and connect to the peers. Blocks until connected.
+  // Throws invalid_argument (bad options or environment), timeout, transport, mismatch
+  // (another rank speaks a different protocol version or disagrees on the job size).
+  static Communicator create(const Options& options = {});
+
+  Communicator(Communicator&&) noexcept;
+  Communicator& operator=(Communicator&&) noexcept;
+  ~Communicator();
+
+  int rank() const noexcept;
+  int size() const noexcept;
+  int local_rank() const noexcept;  // rank among the ranks of this node
+  int local_size() const noexcept;  // ranks on this node
+  int node_count() const noexcept;  // nodes in the job
+
+  // A new, independent communicator over the same ranks, with its own connections.
+  // Collective: every rank must call it, in the same order as its other collectives.
+  Communicator dup();
+
+  // Reduce `inout` element-wise across all ranks; every rank ends with the same bits.
+  void allreduce(Tensor inout, ReduceOp op = ReduceOp::sum);
+  // Out of place: `out` receives the reduction of every rank's `in`; `in` is not modified.
+  // `in` and `out` have the same count and type; they may be the same buffer.
+  void allreduce(Tensor in, Tensor out, ReduceOp op = ReduceOp::sum);
+
+  // Copy root's `inout` to every rank.
+  void broadcast(Tensor inout, int root);
+  // Out of place: root sends `in`, every rank (root included) receives into `out`.
+  void broadcast(Tensor in, Tensor out, int root);
+
+  // Each rank contributes `in.count` elements; `out` (size() * in.count) receives them in
+  // rank order. In place when `in` is the rank's own block of `out`.
+  void allgather(Tensor in, Tensor out);
+
+  // `in` holds size() * out.count elements; rank r receives the reduction of block r.
+  // In place when `out` is the rank's own block of `in`.
+  void reduce_scatter(Tensor in, Tensor out, ReduceOp op = ReduceOp::sum);
+
+  // Returns once every rank has entered barrier().
+  void barrier();
+
+  // Typed conveniences: comm.allreduce(std::span(grads)).
+  template <class T>
+  void allreduce(std::span<T> inout, ReduceOp op = ReduceOp::sum) {
+    allreduce(Tensor::of(inout), op);
+  }
+  template <class T, class U>
+  void allreduce(std::span<T> in, std::span<U> out, ReduceOp op = ReduceOp::sum) {
+    allreduce(Tensor::of(in), Tensor::of(out), op);
+  }
+  template <class T>
+  void broadcast(std::span<T> inout, int root) {
+    broadcast(Tensor::of(inout), root);
+  }
+
+  // Fail pending and future calls on this communicator with ErrorCode::aborted; peers then
+  // see peer_lost. Thread-safe: may be called from any thread, also during a collective.
+  void abort() noexcept;
+
+  class Impl;
+  explicit Communicator(std::unique_ptr<Impl> impl);
+  Impl& impl() noexcept { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ringlet
+
+template <>
+struct std::is_error_code_enum<ringlet::ErrorCode> : std::true_type {};

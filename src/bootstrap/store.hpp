@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: Apache-2.0
+// Store: the rendezvous key-value interface (gloo's Store). Used only for bootstrap: ranks
+// exchange addresses and node identities through it; no collective data ever goes through it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "src/common/deadline.hpp"
+
+namespace ringlet::bootstrap {
+
+// Implementations are thread-safe: several threads (ranks of one process in tests) may share
+// one Store. Errors are ringlet::Error: timeout when get() passes its deadline, transport or
+// peer_lost when the store's server cannot be reached.
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual void set(std::string_view key, std::span<const std::byte> value) = 0;
+  // Blocks until `key` exists, then returns its value; Error(timeout) at the deadline,
+  // naming the key.
+  virtual std::vector<std::byte> get(std::string_view key, Deadline deadline) = 0;
+  // Adds `delta` to the integer stored at `key` (absent: 0) and returns the new value.
+  virtual std::int64_t add(std::string_view key, std::int64_t delta) = 0;
+  // Deletes `key`; returns whether it existed.
+  virtual bool remove(std::string_view key) = 0;
+
+  // Conveniences over set/get for text values.
+  void set_string(std::string_view key, std::string_view value);
+  std::string get_string(std::string_view key, Deadline deadline);
+};
+
+// In-process store shared by ranks that run as threads (tests).
+std::shared_ptr<Store> make_hash_store();
+
+// A store in a directory of a shared file system: one file per key, written atomically
+// (write to a temporary name, then rename), polled by get().
+std::shared_ptr<Store> make_file_store(const std::string& directory);
+
+// Gives each communicator its own key space: every key is prefixed by `prefix` + "/".
+std::shared_ptr<Store> make_prefix_store(std::string prefix, std::shared_ptr<Store> base);
+
+// The TCP store. Rank 0 serves it (is_server) on host:port, all ranks (rank 0 included)
+// are clients. The server runs on its own thread for the life of the returned object,
+// drops any client that fails the handshake (magic, protocol version), and never lets a
+// bad client stall others. Connecting retries until the deadline (rank 0 may start last).
+struct TcpStoreOptions {
+  std::string host;  // name or IPv4/IPv6 literal; "[::1]" brackets accepted
+  int port = 29500;
+  bool is_server = false;
+  Deadline deadline;  // for the initial connection
+};
+std::shared_ptr<Store> make_tcp_store(const TcpStoreOptions& options);
+
+// The local IP address (numeric) of the client connection of a TCP store, i.e. the address
+// this host uses to reach rank 0; empty for stores that are not TCP stores. The TCP
+// transport listens on it by default.
+std::string local_address_of(const Store& store);
+
+}  // namespace ringlet::bootstrap

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+// The one interface every transport implements (gloo's nouns, NCCL's post-then-test rules).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "include/ringlet/ringlet.hpp"
+#include "src/common/deadline.hpp"
+
+namespace ringlet::transport {
+
+using ringlet::Deadline;
+
+// Pinned or registered memory; deregisters on destruction. Trivial for tcp and shm.
+class MemoryRegion {
+ public:
+  virtual ~MemoryRegion() = default;
+};
+
+// One reliable, ordered channel to one peer.
+//
+// Posts never block. The n-th send posted on one side is matched with the n-th receive
+// posted on the other; both must have the same length (a different length is
+// Error(mismatch)). Tags name operations for test()/wait() and must be unique among a
+// connection's outstanding sends, and among its outstanding receives.
+//
+// test() and wait() make progress on every connection of the same Transport, so a send
+// posted to the right neighbour moves while the caller waits for a receive from the left.
+// They throw ringlet::Error: peer_lost when the peer closed or reset the connection,
+// transport for other failures, timeout at the deadline, aborted when the transport's abort
+// flag is set, and the peer's own code and message when the peer sent an error frame
+// (send_error), which is noticed even while no receive is posted.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  virtual int peer() const noexcept = 0;
+  virtual void post_send(const MemoryRegion* mr, std::span<const std::byte> data,
+                         std::uint64_t tag) = 0;
+  virtual void post_recv(const MemoryRegion* mr, std::span<std::byte> data,
+                         std::uint64_t tag) = 0;
+  virtual bool test_send(std::uint64_t tag) = 0;  // true once the send has completed
+  virtual bool test_recv(std::uint64_t tag) = 0;  // true once the receive has completed
+  virtual void wait_send(std::uint64_t tag, Deadline deadline) = 0;
+  virtual void wait_recv(std::uint64_t tag, Deadline deadline) = 0;
+  // Best effort, bounded by a short internal deadline, never throws: tells the peer that
+  // this rank failed with `code` and `what`; the peer's next test()/wait() on any connection
+  // of its transport rethrows it. Used to spread an error (mismatch, peer_lost) around the
+  // group so that no rank waits for a peer that has given up.
+  virtual void send_error(ErrorCode code, std::string_view what) noexcept = 0;
+};
+
+// One NIC or node-local domain: listens, connects to peers, owns their connections.
+// Used from one thread at a time, except interrupt().
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual std::string_view name() const noexcept = 0;
+  // Opaque blob the peers need to reach this rank; exchanged through the bootstrap Store.
+  virtual std::vector<std::byte> local_address() const = 0;
+  // Connects to `peer` (both ranks call connect() for each other, in any order).
+  virtual std::unique_ptr<Connection> connect(int peer, std::span<const std::byte> peer_address,
+                                              Deadline deadline) = 0;
+  virtual std::unique_ptr<MemoryRegion> register_memory(std::span<std::byte> buf,
+                                                        MemoryKind kind) = 0;
+  // Thread-safe: wakes any test()/wait() blocked in this transport so that it sees the
+  // abort flag. Never throws.
+  virtual void interrupt() noexcept = 0;
+};
+
+// What a transport needs to know about the job.
+struct TransportOptions {
+  int rank = 0;
+  int size = 1;
+  std::uint64_t job_id = 0;                        // from the rendezvous; in every handshake
+  const std::atomic<bool>* abort_flag = nullptr;   // checked on every wait loop
+  std::chrono::milliseconds timeout{300000};
+};
+
+}  // namespace ringlet::transport
