@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: Apache-2.0
+// Latency-optimal allreduce for small messages: recursive doubling.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "src/algo/context.hpp"
+
+namespace ringlet::algo {
+
+// The peers recursive doubling talks to from `rank` among `size` ranks (for connecting).
+std::vector<int> recursive_doubling_peers(int rank, int size);
+
+// Recursive doubling allreduce, in place in `buf` (count elements, bytes <= small_scratch):
+// ceil(log2 N) exchange steps of the whole message, plus one step before and after for the
+// ranks beyond the largest power of two p <= N (they hand their data to a partner and get
+// the result back). Time ~ (log2 p + 2[N != p]) (a + S/B). Each pair combines the lower
+// rank's operand first, so every rank ends with identical bits.
+void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count,
+                                  DataType type, ReduceOp op);
+
+}  // namespace ringlet::algo

@@ -1,0 +1,611 @@
+// SPDX-License-Identifier: Apache-2.0
+// Communicator and Communicator::Impl: rendezvous, connections, validation, fingerprints,
+// algorithm selection and error propagation.
+#include "src/communicator.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+#include "src/algo/recursive_doubling.hpp"
+#include "src/algo/ring.hpp"
+#include "src/bootstrap/launch_env.hpp"
+#include "src/common/check.hpp"
+#include "src/common/env.hpp"
+#include "src/common/log.hpp"
+#include "src/communicator_impl.hpp"
+#include "src/reduce/reduce.hpp"
+#include "transports/tcp/transport.hpp"
+
+namespace ringlet {
+namespace {
+
+constexpr std::uint32_t kHeaderMagic = 0x524c4348;  // "RLCH"
+constexpr std::uint32_t kProtocolVersion = 1;
+constexpr std::uint64_t kHeaderTag = std::uint64_t{1} << 62;
+// Below this many bytes allreduce uses recursive doubling (RINGLET_CROSSOVER_BYTES).
+constexpr std::size_t kDefaultCrossoverBytes = 64 * 1024;
+constexpr int kRingSlots = 4;
+
+// The fingerprint as it travels: 32 bytes, host byte order (all ranks of a job share one
+// architecture).
+struct WireHeader {
+  std::uint32_t magic;
+  std::uint32_t version;
+  std::uint8_t kind;
+  std::uint8_t type;
+  std::uint8_t op;
+  std::uint8_t reserved;
+  std::int32_t root;
+  std::uint64_t seq;
+  std::uint64_t count;
+};
+static_assert(sizeof(WireHeader) == 32);
+
+std::string_view kind_name(CollectiveKind k) {
+  switch (k) {
+    case CollectiveKind::allreduce: return "allreduce";
+    case CollectiveKind::broadcast: return "broadcast";
+    case CollectiveKind::allgather: return "allgather";
+    case CollectiveKind::reduce_scatter: return "reduce_scatter";
+    case CollectiveKind::barrier: return "barrier";
+    case CollectiveKind::dup: return "dup";
+  }
+  return "unknown";
+}
+
+// The message of an Error without the category's text that std::system_error appends.
+std::string raw_message(const Error& e) {
+  std::string what = e.what();
+  std::string suffix = ": " + e.code().message();
+  if (what.size() >= suffix.size() &&
+      what.compare(what.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    what.resize(what.size() - suffix.size());
+  }
+  return what;
+}
+
+bool is_float(DataType t) {
+  return t == DataType::float32 || t == DataType::float64 || t == DataType::float16 ||
+         t == DataType::bfloat16;
+}
+
+bool overlaps(const void* a, std::size_t an, const void* b, std::size_t bn) {
+  auto pa = reinterpret_cast<std::uintptr_t>(a);
+  auto pb = reinterpret_cast<std::uintptr_t>(b);
+  return an > 0 && bn > 0 && pa < pb + bn && pb < pa + an;
+}
+
+}  // namespace
+
+std::string describe(const Fingerprint& f) {
+  std::string s = str_cat(kind_name(f.kind), "(");
+  switch (f.kind) {
+    case CollectiveKind::allreduce:
+    case CollectiveKind::reduce_scatter:
+      return str_cat(s, "count=", f.count, ", ", to_string(f.type), ", ", to_string(f.op), ")");
+    case CollectiveKind::broadcast:
+      return str_cat(s, "count=", f.count, ", ", to_string(f.type), ", root=", f.root, ")");
+    case CollectiveKind::allgather:
+      return str_cat(s, "count=", f.count, ", ", to_string(f.type), ")");
+    case CollectiveKind::barrier:
+    case CollectiveKind::dup:
+      return s + ")";
+  }
+  return s + ")";
+}
+
+// --- Communicator::Impl -----------------------------------------------------------------
+
+Communicator::Impl::Impl(const Identity& id, std::shared_ptr<bootstrap::Store> base_store,
+                         std::string prefix)
+    : rank_(id.rank),
+      size_(id.size),
+      local_rank_(id.local_rank),
+      local_size_(id.local_size),
+      node_id_(id.node_id),
+      timeout_(id.timeout),
+      base_store_(std::move(base_store)),
+      prefix_(std::move(prefix)) {
+  RINGLET_CHECK(size_ >= 1, "size ", size_, " must be at least 1");
+  RINGLET_CHECK(rank_ >= 0 && rank_ < size_, "rank ", rank_, " is outside [0, ", size_, ")");
+  log::set_thread_rank(rank_);
+  store_ = bootstrap::make_prefix_store(prefix_, base_store_);
+  algo_ = env::algo();
+  crossover_bytes_ = env::crossover_bytes().value_or(kDefaultCrossoverBytes);
+  slice_bytes_ = env::slice_bytes();
+  if (slice_bytes_ == 0) slice_bytes_ = transport::kTcpRecommendedSliceBytes;
+  slice_bytes_ = std::max<std::size_t>(64, slice_bytes_ / 64 * 64);
+  slots_ = kRingSlots;
+  if (node_id_.empty()) node_id_ = bootstrap::detect_node_identity();
+
+  const Deadline deadline = Clock::now() + timeout_;
+  rendezvous(deadline);
+  connect_peers(deadline);
+  // Scratch memory is allocated and touched once, here, never per call.
+  if (size_ > 1) {
+    ring_scratch_.assign(slice_bytes_ * static_cast<std::size_t>(slots_), std::byte{0});
+    small_scratch_.assign(std::max<std::size_t>(crossover_bytes_, 64), std::byte{0});
+  }
+  RINGLET_LOG(info, "rank ", rank_, "/", size_, " on node ", node_of_rank_[static_cast<std::size_t>(rank_)],
+              " of ", node_count_, " (local rank ", local_rank_, "/", local_size_, "), transport ",
+              transport_ ? transport_->name() : std::string_view("none"), ", algorithm ", algo_,
+              ", crossover ", crossover_bytes_, " bytes (recursive doubling below, ring above)",
+              ", ring slice ", slice_bytes_, " bytes x ", slots_, " slots, timeout ",
+              timeout_.count(), " ms, reduce kernels ", reduce::host_isa());
+  // Every rank has read what it needs from the store once this barrier completes, so rank
+  // 0 may tear the store down afterwards.
+  barrier();
+}
+
+Communicator::Impl::~Impl() = default;
+
+void Communicator::Impl::rendezvous(Deadline deadline) {
+  // The job id names this communicator in every transport handshake.
+  if (rank_ == 0) {
+    std::random_device rd;
+    job_id_ = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+    store_->set_string("job", std::to_string(job_id_));
+  } else {
+    job_id_ = std::stoull(store_->get_string("job", deadline));
+  }
+  // Every rank states its protocol version, its idea of the job size, and its node.
+  store_->set_string(str_cat("info/", rank_), str_cat(kProtocolVersion, " ", size_, " ", node_id_));
+  node_of_rank_.assign(static_cast<std::size_t>(size_), 0);
+  std::vector<std::string> nodes;
+  int computed_local_rank = 0;
+  int computed_local_size = 0;
+  for (int r = 0; r < size_; ++r) {
+    std::string v = store_->get_string(str_cat("info/", r), deadline);
+    std::size_t a = v.find(' ');
+    std::size_t b = v.find(' ', a == std::string::npos ? 0 : a + 1);
+    if (a == std::string::npos || b == std::string::npos) {
+      throw Error(ErrorCode::transport, str_cat("rank ", r, " published a malformed rendezvous record"), {r});
+    }
+    unsigned long version = std::stoul(v.substr(0, a));
+    int size = std::stoi(v.substr(a + 1, b - a - 1));
+    std::string node = v.substr(b + 1);
+    if (version != kProtocolVersion) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("rank ", r, " speaks ringlet protocol version ", version, ", rank ", rank_,
+                          " speaks version ", kProtocolVersion),
+                  {r, rank_});
+    }
+    if (size != size_) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("rank ", r, " believes the job has ", size, " ranks, rank ", rank_,
+                          " believes ", size_),
+                  {r, rank_});
+    }
+    auto it = std::find(nodes.begin(), nodes.end(), node);
+    int node_index = static_cast<int>(it - nodes.begin());
+    if (it == nodes.end()) nodes.push_back(node);
+    node_of_rank_[static_cast<std::size_t>(r)] = node_index;
+    if (node == node_id_) {
+      if (r < rank_) ++computed_local_rank;
+      ++computed_local_size;
+    }
+  }
+  node_count_ = static_cast<int>(nodes.size());
+  if (local_rank_ < 0) local_rank_ = computed_local_rank;
+  if (local_size_ < 0) local_size_ = computed_local_size;
+}
+
+void Communicator::Impl::connect_peers(Deadline deadline) {
+  peers_.assign(static_cast<std::size_t>(size_), nullptr);
+  if (size_ == 1) return;
+  transport::TcpOptions options;
+  options.rank = rank_;
+  options.size = size_;
+  options.job_id = job_id_;
+  options.abort_flag = &aborted_;
+  options.timeout = timeout_;
+  std::string spec = env::socket_ifname();
+  if (!spec.empty()) {
+    auto interfaces = transport::select_interfaces(spec);
+    const auto& pick = interfaces[static_cast<std::size_t>(std::max(local_rank_, 0)) % interfaces.size()];
+    options.bind_address = pick.address;
+    RINGLET_LOG(info, "RINGLET_SOCKET_IFNAME=", spec, " selects interface ", pick.name, " (",
+                pick.address, ")");
+  } else {
+    options.bind_address = bootstrap::local_address_of(*base_store_);
+    if (options.bind_address.empty()) options.bind_address = "127.0.0.1";
+    RINGLET_LOG(info, "listening on ", options.bind_address,
+                " (the address that reaches the rendezvous store)");
+  }
+  transport_ = transport::make_tcp_transport(options);
+  auto blob = transport_->local_address();
+  store_->set(str_cat("addr/", rank_), blob);
+
+  // Ring neighbours, and the partners of recursive doubling.
+  std::vector<int> wanted = algo::recursive_doubling_peers(rank_, size_);
+  wanted.push_back(algo::mod(rank_ - 1, size_));
+  wanted.push_back(algo::mod(rank_ + 1, size_));
+  std::sort(wanted.begin(), wanted.end());
+  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+  for (int peer : wanted) {
+    auto address = store_->get(str_cat("addr/", peer), deadline);
+    auto conn = transport_->connect(peer, address, deadline);
+    peers_[static_cast<std::size_t>(peer)] = conn.get();
+    connections_[peer] = std::move(conn);
+  }
+}
+
+algo::Context Communicator::Impl::context(Deadline deadline) {
+  algo::Context ctx;
+  ctx.rank = rank_;
+  ctx.size = size_;
+  ctx.peers = peers_;
+  if (size_ > 1) {
+    ctx.left = peers_[static_cast<std::size_t>(algo::mod(rank_ - 1, size_))];
+    ctx.right = peers_[static_cast<std::size_t>(algo::mod(rank_ + 1, size_))];
+  }
+  ctx.ring_scratch = ring_scratch_;
+  ctx.slice_bytes = slice_bytes_;
+  ctx.slots = slots_;
+  ctx.small_scratch = small_scratch_;
+  ctx.deadline = deadline;
+  return ctx;
+}
+
+void Communicator::Impl::check_usable() const {
+  if (aborted_.load(std::memory_order_acquire)) {
+    throw Error(ErrorCode::aborted,
+                str_cat("rank ", rank_, ": the communicator was aborted",
+                        abort_reason_.empty() ? std::string(" by abort()") : ": " + abort_reason_),
+                {rank_});
+  }
+}
+
+void Communicator::Impl::check_tensor(const Tensor& t, const char* what) const {
+  if (t.memory != MemoryKind::host) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat(what, ": rank ", rank_, " passed CUDA memory; this build reduces host memory only"),
+                {rank_});
+  }
+  if (t.count > 0 && t.data == nullptr) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat(what, ": rank ", rank_, " passed a null pointer with count ", t.count), {rank_});
+  }
+  if (size_of(t.type) == 0) {
+    throw Error(ErrorCode::invalid_argument, str_cat(what, ": rank ", rank_, " passed an unknown data type"),
+                {rank_});
+  }
+}
+
+void Communicator::Impl::fail(const Error& e) noexcept {
+  aborted_.store(true, std::memory_order_release);
+  if (propagated_) return;
+  propagated_ = true;
+  try {
+    abort_reason_ = raw_message(e);
+    ErrorCode code = e.error_code();
+    // An abort is seen by the peers as a lost peer.
+    if (code == ErrorCode::aborted) code = ErrorCode::peer_lost;
+    std::string text = abort_reason_;
+    if (text.rfind("rank ", 0) != 0) text = str_cat("rank ", rank_, ": ", text);
+    for (auto& [peer, conn] : connections_) conn->send_error(code, text);
+  } catch (...) {
+  }
+}
+
+void Communicator::Impl::exchange_fingerprints(const Fingerprint& fp, Deadline deadline) {
+  WireHeader mine{kHeaderMagic, kProtocolVersion, static_cast<std::uint8_t>(fp.kind),
+                  static_cast<std::uint8_t>(fp.type), static_cast<std::uint8_t>(fp.op), 0,
+                  fp.root, fp.seq, fp.count};
+  const int left = algo::mod(rank_ - 1, size_);
+  const int right = algo::mod(rank_ + 1, size_);
+  int neighbours[2] = {left, right};
+  const int n = left == right ? 1 : 2;
+  WireHeader theirs[2] = {};
+  for (int i = 0; i < n; ++i) {
+    auto* c = peers_[static_cast<std::size_t>(neighbours[i])];
+    c->post_recv(nullptr, {reinterpret_cast<std::byte*>(&theirs[i]), sizeof(WireHeader)}, kHeaderTag);
+    c->post_send(nullptr, {reinterpret_cast<const std::byte*>(&mine), sizeof(WireHeader)}, kHeaderTag);
+  }
+  for (int i = 0; i < n; ++i) {
+    auto* c = peers_[static_cast<std::size_t>(neighbours[i])];
+    c->wait_recv(kHeaderTag, deadline);
+    const WireHeader& h = theirs[i];
+    const int peer = neighbours[i];
+    if (h.magic != kHeaderMagic || h.version != kProtocolVersion) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("rank ", peer, " sent a collective header of protocol version ", h.version,
+                          " (magic ", h.magic, ") where rank ", rank_, " expected version ",
+                          kProtocolVersion),
+                  {peer, rank_});
+    }
+    Fingerprint other{h.seq, static_cast<CollectiveKind>(h.kind), static_cast<DataType>(h.type),
+                      static_cast<ReduceOp>(h.op), h.root, h.count};
+    if (h.seq != fp.seq || h.kind != mine.kind || h.type != mine.type || h.op != mine.op ||
+        h.root != mine.root || h.count != mine.count) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("rank ", peer, " called ", describe(other), " as collective #", h.seq,
+                          " while rank ", rank_, " called ", describe(fp), " as collective #", fp.seq),
+                  {peer, rank_});
+    }
+  }
+  for (int i = 0; i < n; ++i) peers_[static_cast<std::size_t>(neighbours[i])]->wait_send(kHeaderTag, deadline);
+}
+
+template <class Body>
+void Communicator::Impl::run(Fingerprint fp, Body&& body) {
+  check_usable();
+  fp.seq = ++seq_;
+  const Deadline deadline = Clock::now() + timeout_;
+  try {
+    if (size_ > 1) exchange_fingerprints(fp, deadline);
+    body(deadline);
+  } catch (const Error& e) {
+    fail(e);
+    std::string text = raw_message(e);
+    std::string name = str_cat(kind_name(fp.kind), " #", fp.seq, ": ");
+    if (text.find(name) != std::string::npos) throw;
+    throw Error(e.error_code(), name + text, e.ranks());
+  } catch (const std::bad_alloc&) {
+    Error e(ErrorCode::transport, str_cat("rank ", rank_, ": out of memory"), {rank_});
+    fail(e);
+    throw e;
+  }
+}
+
+void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
+  check_usable();
+  check_tensor(in, "allreduce");
+  check_tensor(out, "allreduce");
+  if (in.count != out.count || in.type != out.type) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("allreduce: rank ", rank_, " passed input of ", in.count, " ", to_string(in.type),
+                        " and output of ", out.count, " ", to_string(out.type)),
+                {rank_});
+  }
+  if (op == ReduceOp::avg && !is_float(in.type)) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("allreduce: avg is not defined for ", to_string(in.type),
+                        " (integer types); use sum and divide"),
+                {rank_});
+  }
+  const std::size_t bytes = in.bytes();
+  if (in.data != out.data && overlaps(in.data, bytes, out.data, bytes)) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("allreduce: rank ", rank_, " passed input and output buffers that partly overlap"),
+                {rank_});
+  }
+  Fingerprint fp;
+  fp.kind = CollectiveKind::allreduce;
+  fp.type = in.type;
+  fp.op = op;
+  fp.count = in.count;
+  run(fp, [&](Deadline deadline) {
+    auto* src = static_cast<const std::byte*>(in.data);
+    auto* dst = static_cast<std::byte*>(out.data);
+    if (size_ == 1) {
+      if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
+      return;
+    }
+    const bool small = algo_ == "recursive_doubling" || (algo_ == "auto" && bytes <= crossover_bytes_);
+    algo::Context ctx = context(deadline);
+    if (small) {
+      if (small_scratch_.size() < bytes) {
+        small_scratch_.resize(bytes);  // only when RINGLET_ALGO forces it past the crossover
+        ctx.small_scratch = small_scratch_;
+      }
+      if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
+      algo::recursive_doubling_allreduce(ctx, dst, in.count, in.type, op);
+      if (op == ReduceOp::avg && in.count > 0) reduce::divide_host(dst, in.count, in.type, size_);
+    } else {
+      algo::ring_allreduce(ctx, src, dst, in.count, in.type, op);
+    }
+  });
+}
+
+void Communicator::Impl::broadcast(Tensor in, Tensor out, int root) {
+  check_usable();
+  if (root < 0 || root >= size_) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("broadcast: rank ", rank_, " passed root ", root, " outside [0, ", size_, ")"),
+                {rank_});
+  }
+  check_tensor(out, "broadcast");
+  if (rank_ == root) {
+    check_tensor(in, "broadcast");
+    if (in.count != out.count || in.type != out.type) {
+      throw Error(ErrorCode::invalid_argument,
+                  str_cat("broadcast: root ", rank_, " passed input of ", in.count, " ",
+                          to_string(in.type), " and output of ", out.count, " ", to_string(out.type)),
+                  {rank_});
+    }
+  }
+  Fingerprint fp;
+  fp.kind = CollectiveKind::broadcast;
+  fp.type = out.type;
+  fp.root = root;
+  fp.count = out.count;
+  run(fp, [&](Deadline deadline) {
+    auto* dst = static_cast<std::byte*>(out.data);
+    if (rank_ == root && in.data != out.data && out.bytes() > 0) std::memmove(dst, in.data, out.bytes());
+    algo::Context ctx = context(deadline);
+    algo::ring_broadcast(ctx, dst, out.bytes(), root);
+  });
+}
+
+void Communicator::Impl::allgather(Tensor in, Tensor out) {
+  check_usable();
+  check_tensor(in, "allgather");
+  check_tensor(out, "allgather");
+  if (in.type != out.type || out.count != in.count * static_cast<std::size_t>(size_)) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("allgather: rank ", rank_, " passed input of ", in.count, " ", to_string(in.type),
+                        " and output of ", out.count, " ", to_string(out.type), "; the output needs ",
+                        size_, " x ", in.count, " elements of the input's type"),
+                {rank_});
+  }
+  const std::size_t block = in.bytes();
+  auto* own = static_cast<std::byte*>(out.data) + static_cast<std::size_t>(rank_) * block;
+  if (in.data != own && overlaps(in.data, block, out.data, out.bytes())) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("allgather: rank ", rank_, " passed an input that overlaps the output but is not "
+                        "its own block"),
+                {rank_});
+  }
+  Fingerprint fp;
+  fp.kind = CollectiveKind::allgather;
+  fp.type = in.type;
+  fp.count = in.count;
+  run(fp, [&](Deadline deadline) {
+    if (in.data != own && block > 0) std::memcpy(own, in.data, block);
+    algo::Context ctx = context(deadline);
+    algo::ChunkLayout layout{out.count, size_};
+    algo::ring_allgather(ctx, static_cast<std::byte*>(out.data), layout, in.type, rank_);
+  });
+}
+
+void Communicator::Impl::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
+  check_usable();
+  check_tensor(in, "reduce_scatter");
+  check_tensor(out, "reduce_scatter");
+  if (in.type != out.type || in.count != out.count * static_cast<std::size_t>(size_)) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("reduce_scatter: rank ", rank_, " passed input of ", in.count, " ",
+                        to_string(in.type), " and output of ", out.count, " ", to_string(out.type),
+                        "; the input needs ", size_, " x ", out.count, " elements of the output's type"),
+                {rank_});
+  }
+  if (op == ReduceOp::avg && !is_float(in.type)) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("reduce_scatter: avg is not defined for ", to_string(in.type),
+                        " (integer types); use sum and divide"),
+                {rank_});
+  }
+  const std::size_t block = out.bytes();
+  auto* src = static_cast<std::byte*>(in.data);
+  std::byte* own = src + static_cast<std::size_t>(rank_) * block;
+  const bool in_place = out.data == own;
+  if (!in_place && overlaps(in.data, in.bytes(), out.data, block)) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("reduce_scatter: rank ", rank_, " passed an output that overlaps the input but "
+                        "is not its own block"),
+                {rank_});
+  }
+  Fingerprint fp;
+  fp.kind = CollectiveKind::reduce_scatter;
+  fp.type = in.type;
+  fp.op = op;
+  fp.count = out.count;
+  run(fp, [&](Deadline deadline) {
+    // In place, the input itself accumulates; out of place, a staging copy kept by the
+    // communicator does, so that the input is never written.
+    std::byte* acc = src;
+    if (!in_place) {
+      if (work_.size() < in.bytes()) work_.resize(in.bytes());
+      acc = work_.data();
+    }
+    algo::Context ctx = context(deadline);
+    algo::ChunkLayout layout{in.count, size_};
+    algo::ring_reduce_scatter(ctx, src, acc, layout, in.type, op, -1);
+    std::byte* mine = acc + static_cast<std::size_t>(rank_) * block;
+    if (op == ReduceOp::avg && out.count > 0) reduce::divide_host(mine, out.count, in.type, size_);
+    if (!in_place && block > 0) std::memcpy(out.data, mine, block);
+  });
+}
+
+void Communicator::Impl::barrier() {
+  Fingerprint fp;
+  fp.kind = CollectiveKind::barrier;
+  fp.type = DataType::uint8;
+  fp.op = ReduceOp::max;
+  run(fp, [&](Deadline deadline) {
+    if (size_ == 1) return;
+    std::byte token{0};
+    algo::Context ctx = context(deadline);
+    algo::recursive_doubling_allreduce(ctx, &token, 1, DataType::uint8, ReduceOp::max);
+  });
+}
+
+std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {
+  Fingerprint fp;
+  fp.kind = CollectiveKind::dup;
+  fp.type = DataType::uint8;
+  std::unique_ptr<Impl> child;
+  const std::string child_prefix = str_cat(prefix_, ".", ++dups_);
+  run(fp, [&](Deadline) {
+    Identity id{rank_, size_, local_rank_, local_size_, node_id_, timeout_};
+    child = std::make_unique<Impl>(id, base_store_, child_prefix);
+  });
+  return child;
+}
+
+void Communicator::Impl::abort() noexcept {
+  aborted_.store(true, std::memory_order_release);
+  if (transport_) transport_->interrupt();
+}
+
+// --- Communicator ------------------------------------------------------------------------
+
+Communicator::Communicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Communicator::Communicator(Communicator&&) noexcept = default;
+Communicator& Communicator::operator=(Communicator&&) noexcept = default;
+Communicator::~Communicator() = default;
+
+Communicator Communicator::create(const Options& options) {
+  bootstrap::LaunchInfo info = bootstrap::resolve_launch(options, bootstrap::process_env());
+  Impl::Identity id;
+  id.rank = info.rank;
+  id.size = info.size;
+  id.local_rank = info.local_rank;
+  id.local_size = info.local_size;
+  id.node_id = info.node_id;
+  id.timeout = options.timeout.count() > 0 ? options.timeout : env::timeout();
+  log::set_thread_rank(id.rank);
+  std::shared_ptr<bootstrap::Store> store;
+  if (info.size == 1 && info.store_host.empty()) {
+    store = bootstrap::make_hash_store();
+  } else {
+    bootstrap::TcpStoreOptions so;
+    so.host = info.store_host;
+    so.port = info.store_port;
+    so.is_server = info.rank == 0;
+    so.deadline = Clock::now() + id.timeout;
+    store = bootstrap::make_tcp_store(so);
+  }
+  RINGLET_LOG(info, "rank ", info.rank, " of ", info.size, " from ", info.source,
+              " environment, rendezvous at ", info.store_host, ":", info.store_port);
+  return Communicator(std::make_unique<Impl>(id, std::move(store), "c"));
+}
+
+int Communicator::rank() const noexcept { return impl_->rank(); }
+int Communicator::size() const noexcept { return impl_->size(); }
+int Communicator::local_rank() const noexcept { return impl_->local_rank(); }
+int Communicator::local_size() const noexcept { return impl_->local_size(); }
+int Communicator::node_count() const noexcept { return impl_->node_count(); }
+
+Communicator Communicator::dup() { return Communicator(impl_->dup()); }
+
+void Communicator::allreduce(Tensor inout, ReduceOp op) { impl_->allreduce(inout, inout, op); }
+void Communicator::allreduce(Tensor in, Tensor out, ReduceOp op) { impl_->allreduce(in, out, op); }
+void Communicator::broadcast(Tensor inout, int root) { impl_->broadcast(inout, inout, root); }
+void Communicator::broadcast(Tensor in, Tensor out, int root) { impl_->broadcast(in, out, root); }
+void Communicator::allgather(Tensor in, Tensor out) { impl_->allgather(in, out); }
+void Communicator::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
+  impl_->reduce_scatter(in, out, op);
+}
+void Communicator::barrier() { impl_->barrier(); }
+void Communicator::abort() noexcept { impl_->abort(); }
+
+namespace detail {
+
+Communicator create_with_store(const Options& options, std::shared_ptr<bootstrap::Store> store) {
+  RINGLET_CHECK(options.rank >= 0 && options.size >= 1,
+                "create_with_store needs Options::rank and Options::size");
+  Communicator::Impl::Identity id;
+  id.rank = options.rank;
+  id.size = options.size;
+  id.local_rank = options.local_rank;
+  id.local_size = options.local_size;
+  id.node_id = options.node_id;
+  id.timeout = options.timeout.count() > 0 ? options.timeout : env::timeout();
+  return Communicator(std::make_unique<Communicator::Impl>(id, std::move(store), "c"));
+}
+
+}  // namespace detail
+}  // namespace ringlet

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+// Communicator::Impl: validates calls, checks fingerprints, picks the algorithm, owns the
+// transport, the connections and the scratch memory.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "include/ringlet/ringlet.hpp"
+#include "src/algo/context.hpp"
+#include "src/bootstrap/store.hpp"
+#include "transports/transport.hpp"
+
+namespace ringlet {
+
+// What every rank sends its ring neighbours first in each collective, so that ranks that
+// disagree fail with ErrorCode::mismatch instead of exchanging garbage.
+enum class CollectiveKind : std::uint8_t {
+  allreduce = 1, broadcast, allgather, reduce_scatter, barrier, dup
+};
+
+struct Fingerprint {
+  std::uint64_t seq = 0;
+  CollectiveKind kind = CollectiveKind::allreduce;
+  DataType type = DataType::float32;
+  ReduceOp op = ReduceOp::sum;
+  std::int32_t root = -1;
+  std::uint64_t count = 0;
+};
+
+std::string describe(const Fingerprint& f);  // "allreduce(count=1024, float32, sum)"
+
+// Owned by Communicator. Used by one user thread at a time; abort() may come from any
+// thread and touches only aborted_ and transport_->interrupt().
+class Communicator::Impl {
+ public:
+  struct Identity {
+    int rank = 0;
+    int size = 1;
+    int local_rank = -1;
+    int local_size = -1;
+    std::string node_id;
+    std::chrono::milliseconds timeout{300000};
+  };
+
+  Impl(const Identity& id, std::shared_ptr<bootstrap::Store> base_store, std::string prefix);
+  ~Impl();
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return size_; }
+  int local_rank() const noexcept { return local_rank_; }
+  int local_size() const noexcept { return local_size_; }
+  int node_count() const noexcept { return node_count_; }
+
+  std::unique_ptr<Impl> dup();
+  void allreduce(Tensor in, Tensor out, ReduceOp op);
+  void broadcast(Tensor in, Tensor out, int root);
+  void allgather(Tensor in, Tensor out);
+  void reduce_scatter(Tensor in, Tensor out, ReduceOp op);
+  void barrier();
+  void abort() noexcept;
+
+ private:
+  void rendezvous(Deadline deadline);
+  void connect_peers(Deadline deadline);
+  // Runs one collective: sequence number, fingerprint exchange with both ring neighbours,
+  // then `body`. Any error aborts the communicator and is passed to the peers.
+  template <class Body>
+  void run(Fingerprint fp, Body&& body);
+  void exchange_fingerprints(const Fingerprint& fp, Deadline deadline);
+  void fail(const Error& e) noexcept;
+  algo::Context context(Deadline deadline);
+  void check_usable() const;
+  void check_tensor(const Tensor& t, const char* what) const;
+
+  int rank_;
+  int size_;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+  int node_count_ = 1;
+  std::string node_id_;
+  std::vector<int> node_of_rank_;
+  std::chrono::milliseconds timeout_;
+  std::shared_ptr<bootstrap::Store> base_store_;
+  std::shared_ptr<bootstrap::Store> store_;  // prefix store of this communicator
+  std::string prefix_;
+  int dups_ = 0;
+  std::uint64_t job_id_ = 0;
+  std::uint64_t seq_ = 0;
+  std::atomic<bool> aborted_{false};
+  bool propagated_ = false;  // the error has been sent to the peers
+  std::string abort_reason_;
+  std::string algo_;
+  std::size_t crossover_bytes_ = 0;
+  std::unique_ptr<transport::Transport> transport_;
+  std::map<int, std::unique_ptr<transport::Connection>> connections_;
+  std::vector<transport::Connection*> peers_;
+  std::vector<std::byte> ring_scratch_;
+  std::vector<std::byte> small_scratch_;
+  std::vector<std::byte> work_;  // out-of-place reduce_scatter staging, grown on demand
+  std::size_t slice_bytes_ = 0;
+  int slots_ = 0;
+};
+
+}  // namespace ringlet
