@@ -75,6 +75,27 @@ class Transport {
   virtual void interrupt() noexcept = 0;
 };
 
+// The ranks of one node, reducing through node-local memory (shared memory for host
+// buffers). Collective over the local ranks: every local rank makes the same calls in the
+// same order. Shard i of `count` elements is [split_begin(count, L, i), split_begin(count, L,
+// i + 1)) as in src/algo/context.hpp: contiguous, in local-rank order, the first count % L
+// shards one element longer. Errors as for Connection.
+class LocalGroup {
+ public:
+  virtual ~LocalGroup() = default;
+  virtual std::string_view name() const noexcept = 0;
+  // In place; avg reduces as sum (the caller divides).
+  virtual void allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                         Deadline deadline) = 0;
+  // Afterwards this local rank's shard of `data` holds the reduction over the local ranks.
+  virtual void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                              Deadline deadline) = 0;
+  // Every local rank contributes its shard of `data`; afterwards `data` is whole everywhere.
+  virtual void allgather(void* data, std::size_t count, DataType type, Deadline deadline) = 0;
+  virtual void broadcast(void* data, std::size_t bytes, int local_root, Deadline deadline) = 0;
+  virtual void barrier(Deadline deadline) = 0;
+};
+
 // What a transport needs to know about the job.
 struct TransportOptions {
   int rank = 0;

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+// Hierarchical allreduce: shared-memory reduce-scatter, parallel inter-node rings, shared-
+// memory allgather, pipelined over chunks so that the node-local stages overlap the network.
+#include "src/algo/hierarchical.hpp"
+
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+
+#include "src/algo/ring.hpp"
+#include "src/common/check.hpp"
+#include "src/reduce/reduce.hpp"
+
+namespace ringlet::algo {
+
+void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count, DataType type,
+                            ReduceOp op) {
+  const std::size_t elem = size_of(type);
+  const std::size_t bytes = count * elem;
+  const std::size_t chunks =
+      std::max<std::size_t>(1, (bytes + ctx.pipeline_bytes - 1) / std::max<std::size_t>(ctx.pipeline_bytes, 1));
+  const auto L = static_cast<std::size_t>(ctx.local_size);
+  const auto lr = static_cast<std::size_t>(ctx.local_rank);
+  auto chunk_begin = [&](std::size_t k) { return split_begin(count, chunks, k); };
+
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::size_t scattered = 0;  // chunks whose intra-node reduce-scatter is done
+  std::size_t reduced = 0;    // chunks whose inter-node ring is done
+  bool stop = false;
+  std::exception_ptr network_error;
+
+  // The network thread: the inter-node ring over this local rank's shard of each chunk.
+  std::jthread network([&] {
+    try {
+      for (std::size_t k = 0; k < chunks; ++k) {
+        {
+          std::unique_lock lock(mutex);
+          cv.wait(lock, [&] { return scattered > k || stop; });
+          if (stop) return;
+        }
+        const std::size_t len = chunk_begin(k + 1) - chunk_begin(k);
+        const std::size_t shard_begin = chunk_begin(k) + split_begin(len, L, lr);
+        const std::size_t shard_len = split_begin(len, L, lr + 1) - split_begin(len, L, lr);
+        std::byte* shard = buf + shard_begin * elem;
+        const ReduceOp ring_op = op == ReduceOp::avg ? ReduceOp::sum : op;
+        if (shard_len > 0) {
+          ring_allreduce(ctx.ring, shard, shard, shard_len, type, ring_op);
+          if (op == ReduceOp::avg) reduce::divide_host(shard, shard_len, type, ctx.world_size);
+        }
+        std::lock_guard lock(mutex);
+        reduced = k + 1;
+        cv.notify_all();
+      }
+    } catch (...) {
+      {
+        std::lock_guard lock(mutex);
+        network_error = std::current_exception();
+        cv.notify_all();
+      }
+      if (ctx.interrupt) ctx.interrupt();  // wakes the calling thread's shared-memory waits
+    }
+  });
+
+  try {
+    // Intra-node reduce-scatter of every chunk, handing each to the network thread.
+    for (std::size_t k = 0; k < chunks; ++k) {
+      const std::size_t len = chunk_begin(k + 1) - chunk_begin(k);
+      ctx.local->reduce_scatter(buf + chunk_begin(k) * elem, len, type, op, ctx.ring.deadline);
+      std::lock_guard lock(mutex);
+      scattered = k + 1;
+      cv.notify_all();
+    }
+    // Intra-node allgather of each chunk as soon as its ring is done.
+    for (std::size_t k = 0; k < chunks; ++k) {
+      {
+        std::unique_lock lock(mutex);
+        if (!cv.wait_until(lock, ctx.ring.deadline, [&] { return reduced > k || network_error; })) {
+          throw Error(ErrorCode::timeout,
+                      str_cat("hierarchical allreduce: the inter-node ring of local rank ", lr,
+                              " did not finish chunk ", k, " of ", chunks, " before the deadline"));
+        }
+        if (network_error) std::rethrow_exception(network_error);
+      }
+      const std::size_t len = chunk_begin(k + 1) - chunk_begin(k);
+      ctx.local->allgather(buf + chunk_begin(k) * elem, len, type, ctx.ring.deadline);
+    }
+  } catch (...) {
+    {
+      std::lock_guard lock(mutex);
+      stop = true;
+      cv.notify_all();
+    }
+    if (ctx.interrupt) ctx.interrupt();
+    network.join();
+    // The network's error explains a shared-memory abort better than the abort itself.
+    if (network_error) std::rethrow_exception(network_error);
+    throw;
+  }
+  network.join();
+  if (network_error) std::rethrow_exception(network_error);
+}
+
+}  // namespace ringlet::algo
