@@ -162,7 +162,11 @@ std::optional<std::string> netns_address(const std::string& host, std::string& e
     out.append(buf, static_cast<std::size_t>(n));
   }
   int status = 0;
-  if (::waitpid(pid, &status, WNOHANG) == 0) {
+  pid_t done = 0;
+  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 && Clock::now() < deadline) {
+    ::usleep(5000);
+  }
+  if (done == 0) {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, &status, 0);
     error = str_cat("`ip -n ", host, " -4 -o addr show` did not finish within 5 s");

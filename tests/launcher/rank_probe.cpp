@@ -3,9 +3,13 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +63,56 @@ void sleep_long() {
   for (int i = 0; i < 600; ++i) ::usleep(100000);  // 60 s, then give up
 }
 
+// rendezvous: rank 0 listens on RINGLET_ADDR's port, every other rank connects to
+// RINGLET_ADDR and sends its rank; each step gives up after 10 s. Exit 0 when all arrived.
+int rendezvous(int rank) {
+  using Clock = std::chrono::steady_clock;
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  std::string addr = env_or("RINGLET_ADDR", "");
+  std::size_t colon = addr.rfind(':');
+  if (colon == std::string::npos) return 65;
+  std::string host = addr.substr(0, colon);
+  int port = std::atoi(addr.c_str() + colon + 1);
+  int size = std::atoi(env_or("RINGLET_SIZE", "0").c_str());
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (rank == 0) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sa.sin_addr.s_addr = htonl(INADDR_ANY);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(fd, 64) != 0) {
+      std::perror("rank_probe: bind/listen");
+      return 66;
+    }
+    for (int got = 1; got < size; ++got) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 10000) != 1) return 67;
+      int c = ::accept(fd, nullptr, nullptr);
+      int peer = -1;
+      if (c < 0 || ::recv(c, &peer, sizeof peer, MSG_WAITALL) != sizeof peer) return 68;
+      std::printf("rank 0 accepted rank %d\n", peer);
+      std::fflush(stdout);
+      ::close(c);
+    }
+    return 0;
+  }
+  if (::inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1) return 69;
+  while (Clock::now() < deadline) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+      bool sent = ::send(fd, &rank, sizeof rank, 0) == sizeof rank;
+      ::close(fd);
+      return sent ? 0 : 70;
+    }
+    ::close(fd);
+    ::usleep(50000);  // rank 0 is not listening yet
+  }
+  std::fprintf(stderr, "rank_probe: rank %d could not connect to %s\n", rank, addr.c_str());
+  return 71;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -106,6 +160,7 @@ int main(int argc, char** argv) {
     write_str(2, "err tail " + std::to_string(rank));
     return 0;
   }
+  if (mode == "rendezvous") return rendezvous(rank);
   if (mode == "pidfile" && argc > 2) {  // pidfile DIR: announce the pid, then wait
     std::string path = std::string(argv[2]) + "/rank" + std::to_string(rank) + ".pid";
     std::string tmp = path + ".tmp";
