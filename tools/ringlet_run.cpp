@@ -45,12 +45,12 @@ constexpr int kExitUsage = 2;
 constexpr int kExitTimeout = 124;
 constexpr int kExitCannotExecute = 126;
 constexpr int kExitNotFound = 127;
-constexpr auto kGrace = std::chrono::seconds(3);        // SIGTERM -> SIGKILL
-constexpr auto kKillWait = std::chrono::seconds(5);     // SIGKILL -> give up waiting
-constexpr auto kDrainLimit = std::chrono::seconds(2);   // output of exited ranks
-constexpr auto kResolveLimit = std::chrono::seconds(5); // `ip -n HOST addr show`
-constexpr std::size_t kMaxLine = 64 * 1024;             // longer lines are split
-constexpr int kTagJobId = 1;                            // mpirun's "[1,rank]" prefix
+constexpr auto kGrace = std::chrono::seconds(3);         // SIGTERM -> SIGKILL
+constexpr auto kKillWait = std::chrono::seconds(5);      // SIGKILL -> give up waiting
+constexpr auto kDrainLimit = std::chrono::seconds(2);    // output of exited ranks
+constexpr auto kResolveLimit = std::chrono::seconds(5);  // `ip -n HOST addr show`
+constexpr std::size_t kMaxLine = 64 * 1024;              // longer lines are split
+constexpr int kTagJobId = 1;                             // mpirun's "[1,rank]" prefix
 
 // Writes all of `data` to fd, waiting (bounded) when the fd is non-blocking and full.
 // Output that cannot be written (closed pipe, stuck reader) is dropped.
@@ -106,8 +106,9 @@ std::optional<int> pick_free_port() {
 // Finds `name` the way execvp would; true if an executable file exists.
 bool command_exists(const std::string& name) {
   auto executable = [](const std::string& path) {
-    struct stat st{};
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+           ::access(path.c_str(), X_OK) == 0;
   };
   if (name.find('/') != std::string::npos) return ::access(name.c_str(), F_OK) == 0;
   const char* path = std::getenv("PATH");
@@ -379,10 +380,9 @@ void Supervisor::reap() {
 void Supervisor::on_exit(Rank& rank) {
   if (rank.status == 0 || job_status_) return;
   job_status_ = rank.status;
-  std::string how =
-      rank.signal != 0
-          ? str_cat("killed by signal ", rank.signal, " (", ::strsignal(rank.signal), ")")
-          : str_cat("exited with status ", rank.status);
+  std::string how = rank.signal != 0 ? str_cat("killed by signal ", rank.signal, " (",
+                                               ::strsignal(rank.signal), ")")
+                                     : str_cat("exited with status ", rank.status);
   long others = alive();
   if (others > 0) {
     say(str_cat("rank ", rank.rank, " (pid ", rank.pid, ") ", how, "; terminating the other ",
@@ -440,7 +440,8 @@ void Supervisor::handle_signals() {
     if (!job_status_) {
       job_status_ = 128 + signo;
       const char* abbrev = ::sigabbrev_np(signo);
-      say(str_cat("received ", abbrev != nullptr ? str_cat("SIG", abbrev) : str_cat("signal ", signo),
+      say(str_cat("received ",
+                  abbrev != nullptr ? str_cat("SIG", abbrev) : str_cat("signal ", signo),
                   "; terminating ", plural(alive(), "rank")));
     }
     begin_termination(signo == SIGHUP ? SIGTERM : signo);
@@ -568,8 +569,10 @@ std::vector<std::string> rank_argv(const RunOptions& opts, const HostSpec& host,
       break;
     case LaunchMode::netns:
       // Its own UTS namespace, so that `hostname` in the rank says HOST.
-      argv = {"ip", "netns", "exec", host.name, "unshare", "--uts", "sh", "-c",
-              "hostname \"$1\" && shift && exec \"$@\"", "sh", host.name};
+      argv = {"ip",      "netns",   "exec",
+              host.name, "unshare", "--uts",
+              "sh",      "-c",      "hostname \"$1\" && shift && exec \"$@\"",
+              "sh",      host.name};
       argv.insert(argv.end(), opts.command.begin(), opts.command.end());
       break;
     case LaunchMode::ssh: {
@@ -577,8 +580,13 @@ std::vector<std::string> rank_argv(const RunOptions& opts, const HostSpec& host,
       std::string remote = "env";
       for (const auto& e : env_for_ssh) remote += " " + shell_quote(e);
       for (const auto& a : opts.command) remote += " " + shell_quote(a);
-      argv = {ssh != nullptr && *ssh != '\0' ? ssh : "ssh", "-o", "BatchMode=yes", "-o",
-              "ConnectTimeout=10", host.addr.empty() ? host.name : host.addr, remote};
+      argv = {ssh != nullptr && *ssh != '\0' ? ssh : "ssh",
+              "-o",
+              "BatchMode=yes",
+              "-o",
+              "ConnectTimeout=10",
+              host.addr.empty() ? host.name : host.addr,
+              remote};
       break;
     }
   }
@@ -656,7 +664,8 @@ int launch(const RunOptions& opts) {
     set.emplace_back("RINGLET_LOCAL_SIZE", std::to_string(p.local_size));
     set.emplace_back("RINGLET_ADDR", store_addr);
     set.emplace_back("RINGLET_JOB_ID", job_id);
-    if (!hosts.empty()) set.emplace_back("RINGLET_NODE_ID", hosts[static_cast<std::size_t>(p.host)].name);
+    if (!hosts.empty())
+      set.emplace_back("RINGLET_NODE_ID", hosts[static_cast<std::size_t>(p.host)].name);
 
     // Local and netns ranks get our environment plus `set`; ssh itself runs with our
     // environment, and the ranks' variables travel in the remote command.

@@ -2,6 +2,7 @@
 // ringlet-run tests: starts the launcher on loopback with rank_probe and checks env, exit codes,
 // timeouts, tagged output, signals and cleanup. Paths come from meson (RINGLET_RUN, RANK_PROBE).
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -19,8 +20,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace {
 
@@ -394,8 +393,7 @@ TEST(LauncherTest, TagOutputFlushesPartialLastLines) {
     EXPECT_NE(r.out.find(tag + "<stdout>: no newline from " + std::to_string(i) + "\n"),
               std::string::npos)
         << r.out;
-    EXPECT_NE(r.err.find(tag + "<stderr>: err tail " + std::to_string(i) + "\n"),
-              std::string::npos)
+    EXPECT_NE(r.err.find(tag + "<stderr>: err tail " + std::to_string(i) + "\n"), std::string::npos)
         << r.err;
   }
 }

@@ -43,10 +43,10 @@ std::string describe() {
     ::freeifaddrs(list);
   }
   return "rank=" + env_or("RINGLET_RANK") + " size=" + env_or("RINGLET_SIZE") +
-         " local_rank=" + env_or("RINGLET_LOCAL_RANK") + " local_size=" +
-         env_or("RINGLET_LOCAL_SIZE") + " addr=" + env_or("RINGLET_ADDR") + " job=" +
-         env_or("RINGLET_JOB_ID") + " node=" + env_or("RINGLET_NODE_ID") + " probe_x=" +
-         env_or("PROBE_X") + " host=" + host + " ips=" + (ips.empty() ? "-" : ips) +
+         " local_rank=" + env_or("RINGLET_LOCAL_RANK") +
+         " local_size=" + env_or("RINGLET_LOCAL_SIZE") + " addr=" + env_or("RINGLET_ADDR") +
+         " job=" + env_or("RINGLET_JOB_ID") + " node=" + env_or("RINGLET_NODE_ID") +
+         " probe_x=" + env_or("PROBE_X") + " host=" + host + " ips=" + (ips.empty() ? "-" : ips) +
          " pid=" + std::to_string(::getpid()) + "\n";
 }
 

@@ -25,8 +25,8 @@ std::optional<int> parse_int(std::string_view text, int lo, int hi) {
 bool is_env_name(std::string_view name) {
   if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
   for (char c : name) {
-    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '_';
+    bool ok =
+        (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
     if (!ok) return false;
   }
   return true;
@@ -67,8 +67,7 @@ std::vector<HostSpec> parse_hosts(std::string_view list) {
     // A trailing ":digits" is the slot count; "[v6]" addresses keep their colons.
     std::size_t colon = item.rfind(':');
     std::size_t bracket = item.rfind(']');
-    if (colon != std::string_view::npos &&
-        (bracket == std::string_view::npos || colon > bracket)) {
+    if (colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket)) {
       std::string_view slots = item.substr(colon + 1);
       auto value = parse_int(slots, 1, 1 << 20);
       if (!value) {
