@@ -311,6 +311,14 @@ TEST(LauncherTest, SshModeQuotesTheRemoteCommand) {
   EXPECT_EQ(ranks[2]["local_size"], "1");
 }
 
+TEST(LauncherTest, SshModeExportsCurrentValue) {
+  Result r = run({"-np", "1", "-H", "h1", "-x", "PROBE_X", probe(), "env"}, 30,
+                 {{"RINGLET_RUN_SSH", env_path("FAKE_SSH")}, {"PROBE_X", "from-launcher"}});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(fields(r.out)["probe_x"], "from-launcher");
+  EXPECT_EQ(fields(r.out)["node"], "h1");
+}
+
 TEST(LauncherTest, AllRanksSucceed) {
   Result r = run({"-np", "3", probe(), "sleep", "0.1"});
   EXPECT_EQ(r.status, 0) << r.err;
@@ -345,6 +353,42 @@ TEST(LauncherTest, TimeoutExpires) {
   EXPECT_NE(r.err.find("ringlet-run: job exceeded --timeout 1 s; terminating 3 ranks\n"),
             std::string::npos)
       << r.err;
+}
+
+TEST(LauncherTest, SigkillAfterGraceForRanksIgnoringSigterm) {
+  Result r = run({"-np", "3", probe(), "stubborn", "0", "4"}, 20);
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_GE(r.seconds, 3.0) << "SIGKILL came before the 3 s grace period";
+  EXPECT_LT(r.seconds, 3.0 + 3.0);
+  EXPECT_NE(r.err.find("ringlet-run: 2 ranks still running 3 s after SIGTERM; sending SIGKILL\n"),
+            std::string::npos)
+      << r.err;
+}
+
+TEST(LauncherTest, LeftoverProcessesOfARankAreKilled) {
+  // Each rank exits 0 but leaves a child that holds its output pipe open; the launcher must
+  // finish within its 2 s drain limit and kill the children.
+  for (bool tag : {false, true}) {
+    SCOPED_TRACE(tag ? "tagged" : "untagged");
+    constexpr int kRanks = 2;
+    std::string dir = make_temp_dir();
+    std::vector<std::string> args = {"-np", std::to_string(kRanks), probe(), "orphan", dir};
+    if (tag) args.insert(args.begin(), "--tag-output");
+    Result r = run(args, 20);
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_LT(r.seconds, 6.0);
+    auto pids = wait_pid_files(dir, kRanks, 1);
+    for (pid_t pid : pids) EXPECT_TRUE(wait_gone(pid, 2)) << "leftover pid " << pid << " survived";
+    remove_dir(dir, kRanks);
+  }
+}
+
+TEST(LauncherTest, TagOutputSplitsVeryLongLines) {
+  constexpr std::size_t kPiece = 64 * 1024;
+  Result r = run({"--tag-output", "-np", "1", probe(), "longline", std::to_string(3 * kPiece + 5)});
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::string piece = "[1,0]<stdout>: " + std::string(kPiece, 'x') + "\n";
+  EXPECT_EQ(r.out, piece + piece + piece + "[1,0]<stdout>: xxxxx\n[1,0]<stdout>: end\n");
 }
 
 TEST(LauncherTest, TimeoutNotReachedLeavesStatusAlone) {
@@ -424,6 +468,8 @@ TEST(LauncherTest, SigintTerminatesAllRanks) { signal_test(SIGINT, 130); }
 
 TEST(LauncherTest, SigtermTerminatesAllRanks) { signal_test(SIGTERM, 143); }
 
+TEST(LauncherTest, SighupTerminatesAllRanks) { signal_test(SIGHUP, 129); }
+
 TEST(LauncherTest, KilledLauncherTakesRanksDown) {
   constexpr int kRanks = 3;
   std::string dir = make_temp_dir();
@@ -466,6 +512,19 @@ TEST(LauncherTest, UsageErrorsExitTwo) {
   Result help = run({"--help"});
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.out.find("usage: ringlet-run"), std::string::npos);
+}
+
+TEST(LauncherTest, CommandNotExecutable) {
+  std::string dir = make_temp_dir();
+  std::string file = dir + "/not_executable";
+  std::ofstream(file) << "#!/bin/sh\n";
+  ::chmod(file.c_str(), 0644);
+  Result r = run({"-np", "2", file});
+  EXPECT_EQ(r.status, 126) << r.err;
+  EXPECT_NE(r.err.find("cannot execute '" + file + "': Permission denied"), std::string::npos)
+      << r.err;
+  ::unlink(file.c_str());
+  ::rmdir(dir.c_str());
 }
 
 TEST(LauncherTest, CommandNotFound) {

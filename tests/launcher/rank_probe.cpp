@@ -161,6 +161,35 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (mode == "rendezvous") return rendezvous(rank);
+  if (mode == "stubborn" && argc > 3) {  // stubborn RANK CODE: the others ignore SIGTERM
+    if (rank == std::atoi(argv[2])) {
+      ::usleep(300000);
+      return std::atoi(argv[3]);
+    }
+    ::signal(SIGTERM, SIG_IGN);
+    ::signal(SIGINT, SIG_IGN);
+    sleep_long();
+    return 0;
+  }
+  if (mode == "orphan" && argc > 2) {  // orphan DIR: leave a sleeping child behind, exit 0
+    std::string path = std::string(argv[2]) + "/rank" + std::to_string(rank) + ".pid";
+    if (::fork() == 0) {
+      std::string tmp = path + ".tmp";
+      if (FILE* f = std::fopen(tmp.c_str(), "w")) {
+        std::fprintf(f, "%d\n", static_cast<int>(::getpid()));
+        std::fclose(f);
+        std::rename(tmp.c_str(), path.c_str());
+      }
+      sleep_long();  // keeps the inherited stdout and stderr open
+      ::_exit(0);
+    }
+    for (int i = 0; i < 100 && ::access(path.c_str(), F_OK) != 0; ++i) ::usleep(20000);
+    return 0;
+  }
+  if (mode == "longline" && argc > 2) {  // longline N: one line of N 'x', then "end\n"
+    write_str(1, std::string(static_cast<std::size_t>(std::atol(argv[2])), 'x') + "\nend\n");
+    return 0;
+  }
   if (mode == "pidfile" && argc > 2) {  // pidfile DIR: announce the pid, then wait
     std::string path = std::string(argv[2]) + "/rank" + std::to_string(rank) + ".pid";
     std::string tmp = path + ".tmp";
