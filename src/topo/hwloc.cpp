@@ -182,6 +182,7 @@ Topology load_hwloc(const std::string& xml_path) {
   if (hwloc_topology_init(&raw) != 0) throw Error(ErrorCode::transport, "hwloc_topology_init failed");
   TopologyPtr owner(raw);
   hwloc_topology_set_io_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+  hwloc_topology_set_icache_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_ALL);
   const bool live = xml_path.empty();
   if (!live && hwloc_topology_set_xml(raw, xml_path.c_str()) != 0) {
     throw Error(ErrorCode::invalid_argument,
