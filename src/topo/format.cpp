@@ -21,17 +21,20 @@ std::string human_bytes(std::uint64_t b) {
     ++u;
   }
   char buf[32];
-  std::snprintf(buf, sizeof(buf), v == static_cast<double>(static_cast<long long>(v)) ? "%.0f %s"
-                                                                                    : "%.1f %s",
-                v, units[u]);
+  std::snprintf(buf, sizeof(buf),
+                v == static_cast<double>(static_cast<long long>(v)) ? "%.0f %s" : "%.1f %s", v,
+                units[u]);
   return buf;
 }
 
 std::string state_name(LinkState s) {
   switch (s) {
-    case LinkState::up: return "up";
-    case LinkState::down: return "down";
-    case LinkState::unknown: return "unknown";
+    case LinkState::up:
+      return "up";
+    case LinkState::down:
+      return "down";
+    case LinkState::unknown:
+      return "unknown";
   }
   return "unknown";
 }
@@ -78,10 +81,12 @@ std::string q_list(const std::vector<std::string>& v) {
 std::string paths_json(const std::vector<Link>& to_gpus, const std::vector<Link>& to_nics) {
   std::vector<std::string> parts;
   for (std::size_t i = 0; i < to_gpus.size(); ++i) {
-    if (to_gpus[i].type != LinkType::self) parts.push_back(str_cat(q(str_cat("GPU", i)), ": ", q(to_string(to_gpus[i]))));
+    if (to_gpus[i].type != LinkType::self)
+      parts.push_back(str_cat(q(str_cat("GPU", i)), ": ", q(to_string(to_gpus[i]))));
   }
   for (std::size_t i = 0; i < to_nics.size(); ++i) {
-    if (to_nics[i].type != LinkType::self) parts.push_back(str_cat(q(str_cat("NIC", i)), ": ", q(to_string(to_nics[i]))));
+    if (to_nics[i].type != LinkType::self)
+      parts.push_back(str_cat(q(str_cat("NIC", i)), ": ", q(to_string(to_nics[i]))));
   }
   return "{" + join(parts, ", ") + "}";
 }
@@ -169,8 +174,10 @@ std::string format_matrix(const Topology& t) {
     std::string cpu_text = cpus.empty() ? std::string("N/A") : format_cpu_list(cpus);
     o << pad(cpu_text, 16) << (numa < 0 ? std::string("N/A") : std::to_string(numa)) << "\n";
   };
-  for (const Gpu& g : t.gpus) row(names[static_cast<std::size_t>(g.index)], g.to_gpus, g.to_nics, g.cpus, g.pci.numa_node);
-  for (const Nic& n : t.nics) row(str_cat("NIC", n.index), n.to_gpus, n.to_nics, n.cpus, n.pci.numa_node);
+  for (const Gpu& g : t.gpus)
+    row(names[static_cast<std::size_t>(g.index)], g.to_gpus, g.to_nics, g.cpus, g.pci.numa_node);
+  for (const Nic& n : t.nics)
+    row(str_cat("NIC", n.index), n.to_gpus, n.to_nics, n.cpus, n.pci.numa_node);
   o << "\nLegend:\n\n"
        "  X    = Self\n"
        "  SYS  = Connection traversing PCIe as well as the SMP interconnect between NUMA nodes\n"
@@ -193,21 +200,23 @@ std::string to_json(const Topology& t) {
   std::ostringstream o;
   o << "{\n  \"schema_version\": " << kJsonSchemaVersion << ",\n";
   o << "  \"backend\": " << q(t.backend) << ",\n  \"source\": " << q(t.source) << ",\n";
-  o << "  \"machine\": {\"hostname\": " << q(t.hostname) << ", \"architecture\": "
-    << q(t.architecture) << "},\n";
+  o << "  \"machine\": {\"hostname\": " << q(t.hostname)
+    << ", \"architecture\": " << q(t.architecture) << "},\n";
   o << "  \"os\": {\"name\": " << q(t.os_name) << ", \"release\": " << q(t.os_release)
     << ", \"version\": " << q(t.os_version) << "},\n";
   o << "  \"numa_nodes\": [";
   for (std::size_t i = 0; i < t.numa_nodes.size(); ++i) {
     const NumaNode& n = t.numa_nodes[i];
-    o << (i ? ",\n    " : "\n    ") << "{\"os_index\": " << n.os_index << ", \"memory_bytes\": "
-      << n.memory_bytes << ", \"cpuset\": " << q(format_cpu_list(n.cpus)) << "}";
+    o << (i ? ",\n    " : "\n    ") << "{\"os_index\": " << n.os_index
+      << ", \"memory_bytes\": " << n.memory_bytes << ", \"cpuset\": " << q(format_cpu_list(n.cpus))
+      << "}";
   }
   o << "\n  ],\n  \"packages\": [";
   for (std::size_t i = 0; i < t.packages.size(); ++i) {
     const Package& p = t.packages[i];
-    o << (i ? ",\n    " : "\n    ") << "{\"os_index\": " << p.os_index << ", \"cpu_model\": "
-      << q(p.cpu_model) << ", \"cpuset\": " << q(format_cpu_list(p.cpus)) << "}";
+    o << (i ? ",\n    " : "\n    ") << "{\"os_index\": " << p.os_index
+      << ", \"cpu_model\": " << q(p.cpu_model) << ", \"cpuset\": " << q(format_cpu_list(p.cpus))
+      << "}";
   }
   o << "\n  ],\n  \"cores\": " << t.cores << ",\n  \"pus\": " << t.pus << ",\n  \"caches\": [";
   for (std::size_t i = 0; i < t.caches.size(); ++i) {

@@ -52,7 +52,8 @@ PciLocation locate(hwloc_topology_t topo, hwloc_obj_t pci) {
     }
   }
   hwloc_obj_t anchor = hwloc_get_non_io_ancestor_obj(topo, pci);
-  if (anchor != nullptr && anchor->nodeset != nullptr && hwloc_bitmap_weight(anchor->nodeset) == 1) {
+  if (anchor != nullptr && anchor->nodeset != nullptr &&
+      hwloc_bitmap_weight(anchor->nodeset) == 1) {
     loc.numa_node = hwloc_bitmap_first(anchor->nodeset);
   }
   return loc;
@@ -67,9 +68,12 @@ std::string ids_of(hwloc_obj_t pci) {
 
 std::string cache_type(hwloc_obj_cache_type_e t) {
   switch (t) {
-    case HWLOC_OBJ_CACHE_DATA: return "data";
-    case HWLOC_OBJ_CACHE_INSTRUCTION: return "instruction";
-    case HWLOC_OBJ_CACHE_UNIFIED: return "unified";
+    case HWLOC_OBJ_CACHE_DATA:
+      return "data";
+    case HWLOC_OBJ_CACHE_INSTRUCTION:
+      return "instruction";
+    case HWLOC_OBJ_CACHE_UNIFIED:
+      return "unified";
   }
   return "unified";
 }
@@ -113,9 +117,9 @@ void read_pci(hwloc_topology_t t, Topology& topo, bool live) {
        pci = hwloc_get_next_pcidev(t, pci)) {
     unsigned cls = pci->attr->pcidev.class_id;
     bool nvidia = pci->attr->pcidev.vendor_id == 0x10de;
-    bool gpu = (nvidia && (cls == 0x0302 || cls == 0x0300)) ||
-               (nvidia && (has_osdev(pci, HWLOC_OBJ_OSDEV_GPU) ||
-                           has_osdev(pci, HWLOC_OBJ_OSDEV_COPROC)));
+    bool gpu =
+        (nvidia && (cls == 0x0302 || cls == 0x0300)) ||
+        (nvidia && (has_osdev(pci, HWLOC_OBJ_OSDEV_GPU) || has_osdev(pci, HWLOC_OBJ_OSDEV_COPROC)));
     bool nic = (cls >> 8) == 0x02 || has_osdev(pci, HWLOC_OBJ_OSDEV_NETWORK) ||
                has_osdev(pci, HWLOC_OBJ_OSDEV_OPENFABRICS);
     if (!gpu && !nic) continue;
@@ -179,7 +183,8 @@ void read_pci(hwloc_topology_t t, Topology& topo, bool live) {
 
 Topology load_hwloc(const std::string& xml_path) {
   hwloc_topology_t raw = nullptr;
-  if (hwloc_topology_init(&raw) != 0) throw Error(ErrorCode::transport, "hwloc_topology_init failed");
+  if (hwloc_topology_init(&raw) != 0)
+    throw Error(ErrorCode::transport, "hwloc_topology_init failed");
   TopologyPtr owner(raw);
   hwloc_topology_set_io_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
   hwloc_topology_set_icache_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_ALL);
@@ -206,13 +211,14 @@ Topology load_hwloc(const std::string& xml_path) {
   int numa = hwloc_get_nbobjs_by_type(raw, HWLOC_OBJ_NUMANODE);
   for (int i = 0; i < numa; ++i) {
     hwloc_obj_t n = hwloc_get_obj_by_type(raw, HWLOC_OBJ_NUMANODE, static_cast<unsigned>(i));
-    topo.numa_nodes.push_back({static_cast<int>(n->os_index), n->attr->numanode.local_memory,
-                               cpus_of(n->cpuset)});
+    topo.numa_nodes.push_back(
+        {static_cast<int>(n->os_index), n->attr->numanode.local_memory, cpus_of(n->cpuset)});
   }
   int packages = hwloc_get_nbobjs_by_type(raw, HWLOC_OBJ_PACKAGE);
   for (int i = 0; i < packages; ++i) {
     hwloc_obj_t p = hwloc_get_obj_by_type(raw, HWLOC_OBJ_PACKAGE, static_cast<unsigned>(i));
-    topo.packages.push_back({static_cast<int>(p->os_index), info(p, "CPUModel"), cpus_of(p->cpuset)});
+    topo.packages.push_back(
+        {static_cast<int>(p->os_index), info(p, "CPUModel"), cpus_of(p->cpuset)});
   }
   topo.cores = hwloc_get_nbobjs_by_type(raw, HWLOC_OBJ_CORE);
   topo.pus = hwloc_get_nbobjs_by_type(raw, HWLOC_OBJ_PU);

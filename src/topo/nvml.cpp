@@ -16,7 +16,7 @@ namespace {
 using NvmlReturn = int;  // nvmlReturn_t; 0 is NVML_SUCCESS
 using NvmlDevice = struct NvmlDeviceOpaque*;
 constexpr NvmlReturn kNvmlSuccess = 0;
-constexpr unsigned kNvmlMaxLinks = 18;  // NVML_NVLINK_MAX_LINKS
+constexpr unsigned kNvmlMaxLinks = 18;   // NVML_NVLINK_MAX_LINKS
 constexpr unsigned kNvmlNameBytes = 96;  // NVML_DEVICE_NAME_V2_BUFFER_SIZE
 
 struct NvmlPciInfo {  // nvmlPciInfo_t

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The /proc and /sys topology backend, and the live network and RDMA device readers that
 // the hwloc backend shares.
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <ifaddrs.h>
 #include <limits.h>
@@ -9,7 +10,6 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
-#include <arpa/inet.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -217,7 +217,8 @@ void read_numa(Topology& topo) {
   if (topo.numa_nodes.empty()) {  // a kernel without NUMA: one node with everything
     NumaNode n;
     n.os_index = 0;
-    for (const Package& p : topo.packages) n.cpus.insert(n.cpus.end(), p.cpus.begin(), p.cpus.end());
+    for (const Package& p : topo.packages)
+      n.cpus.insert(n.cpus.end(), p.cpus.begin(), p.cpus.end());
     std::ifstream in("/proc/meminfo");
     std::string line;
     while (std::getline(in, line)) {

@@ -19,14 +19,22 @@ namespace ringlet::topo {
 
 std::string to_string(const Link& link) {
   switch (link.type) {
-    case LinkType::self: return "X";
-    case LinkType::nvlink: return str_cat("NV", link.nvlinks);
-    case LinkType::pix: return "PIX";
-    case LinkType::pxb: return "PXB";
-    case LinkType::phb: return "PHB";
-    case LinkType::node: return "NODE";
-    case LinkType::sys: return "SYS";
-    case LinkType::unknown: return "?";
+    case LinkType::self:
+      return "X";
+    case LinkType::nvlink:
+      return str_cat("NV", link.nvlinks);
+    case LinkType::pix:
+      return "PIX";
+    case LinkType::pxb:
+      return "PXB";
+    case LinkType::phb:
+      return "PHB";
+    case LinkType::node:
+      return "NODE";
+    case LinkType::sys:
+      return "SYS";
+    case LinkType::unknown:
+      return "?";
   }
   return "?";
 }
@@ -150,8 +158,8 @@ void finish_devices(Topology& topo, const std::vector<NvmlGpu>& nvml) {
         if (p.gpu_index == static_cast<int>(j)) links += p.links;
       }
       if (links == 0) links = std::min(switch_links[i], switch_links[j]);
-      g.to_gpus[j] = links > 0 ? Link{LinkType::nvlink, links}
-                               : classify_pci_path(g.pci, topo.gpus[j].pci);
+      g.to_gpus[j] =
+          links > 0 ? Link{LinkType::nvlink, links} : classify_pci_path(g.pci, topo.gpus[j].pci);
     }
     for (std::size_t k = 0; k < nn; ++k) g.to_nics[k] = classify_pci_path(g.pci, topo.nics[k].pci);
   }
@@ -244,8 +252,8 @@ std::string pick_interface(const Topology& topo, const Nic& nic) {
 
 PlacementChoice choose_placement(const Topology& topo, int local_rank, int local_size,
                                  std::string_view ifname_override) {
-  RINGLET_CHECK(local_rank >= 0 && local_size > 0 && local_rank < local_size,
-                "local rank ", local_rank, " outside a node of ", local_size, " ranks");
+  RINGLET_CHECK(local_rank >= 0 && local_size > 0 && local_rank < local_size, "local rank ",
+                local_rank, " outside a node of ", local_size, " ranks");
   PlacementChoice c;
   std::vector<int> usable;
   for (const Nic& n : topo.nics) {
@@ -303,10 +311,10 @@ PlacementChoice choose_placement(const Topology& topo, int local_rank, int local
     why += str_cat("; RINGLET_SOCKET_IFNAME=", ifname_override, " overrides the interface");
   }
   if (c.numa_node >= 0 && find_numa(topo, c.numa_node) == nullptr) c.numa_node = -1;
-  c.reason = str_cat("local rank ", local_rank, "/", local_size, ": ", why, "; interface ",
-                     c.ifname.empty() ? std::string("(transport default)") : c.ifname,
-                     "; NUMA node ", c.numa_node < 0 ? std::string("(none)")
-                                                     : std::to_string(c.numa_node));
+  c.reason =
+      str_cat("local rank ", local_rank, "/", local_size, ": ", why, "; interface ",
+              c.ifname.empty() ? std::string("(transport default)") : c.ifname, "; NUMA node ",
+              c.numa_node < 0 ? std::string("(none)") : std::to_string(c.numa_node));
   return c;
 }
 

@@ -98,7 +98,7 @@ struct Nic {
 
 struct NetInterface {
   std::string name;
-  std::string state;        // /sys/class/net/<if>/operstate: "up", "down", "unknown", ...
+  std::string state;          // /sys/class/net/<if>/operstate: "up", "down", "unknown", ...
   long long speed_mbps = -1;  // -1: unknown
   int mtu = 0;
   std::string mac;
@@ -153,11 +153,11 @@ std::string format_cpu_list(const std::vector<int>& cpus);
 // the interface for sockets, and the NUMA node for its progress thread.
 struct PlacementChoice {
   int gpu_index = -1;
-  int nic_index = -1;      // into Topology::nics, -1 when none
-  std::string ifname;      // network interface for sockets; empty: let the transport choose
-  std::string rdma_device; // RDMA device of that NIC; empty when none
-  int numa_node = -1;      // -1: do not pin
-  std::string reason;      // one line for RINGLET_DEBUG=INFO
+  int nic_index = -1;       // into Topology::nics, -1 when none
+  std::string ifname;       // network interface for sockets; empty: let the transport choose
+  std::string rdma_device;  // RDMA device of that NIC; empty when none
+  int numa_node = -1;       // -1: do not pin
+  std::string reason;       // one line for RINGLET_DEBUG=INFO
 };
 
 // GPU local_rank's nearest NIC that is not down (ties spread over local ranks), or round-robin

@@ -2,13 +2,12 @@
 // GPU machine check of src/topo: every NVIDIA GPU on the PCI bus appears with its bus id,
 // NUMA node and local CPUs (skipped where no NVIDIA GPU is visible).
 #include <dirent.h>
+#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "src/topo/topology.hpp"
 

@@ -1,20 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 // Tests of src/topo: live counts against /proc and /sys, path classes and placement on the
 // hwloc XML fixtures of tests/data/topo, pinning, and the ringlet-topo tool's output.
+#include <dirent.h>
+#include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
-#include <dirent.h>
 #include <fstream>
 #include <map>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "include/ringlet/ringlet.hpp"
 #include "ringlet_config.hpp"
@@ -89,7 +88,9 @@ int count_numa_dirs() {
   if (d == nullptr) return 1;
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
-    if (name.size() > 4 && name.rfind("node", 0) == 0 && std::isdigit(static_cast<unsigned char>(name[4]))) ++n;
+    if (name.size() > 4 && name.rfind("node", 0) == 0 &&
+        std::isdigit(static_cast<unsigned char>(name[4])))
+      ++n;
   }
   ::closedir(d);
   return n == 0 ? 1 : n;
@@ -147,8 +148,7 @@ TEST(TopoLive, InterfacesIncludeLoopbackWithItsAddress) {
 TEST(TopoHelpers, CpuListsRoundTrip) {
   EXPECT_EQ(format_cpu_list({11, 0, 1, 2, 3, 8, 10}), "0-3,8,10-11");
   EXPECT_EQ(format_cpu_list({}), "");
-  EXPECT_EQ(detail::parse_cpu_list("0-3,8,10-11\n"),
-            (std::vector<int>{0, 1, 2, 3, 8, 10, 11}));
+  EXPECT_EQ(detail::parse_cpu_list("0-3,8,10-11\n"), (std::vector<int>{0, 1, 2, 3, 8, 10, 11}));
   EXPECT_TRUE(detail::parse_cpu_list("3-1").empty());
   EXPECT_TRUE(detail::parse_cpu_list("x").empty());
 }
@@ -225,7 +225,8 @@ Topology nic_only_topology() {
     n.interfaces = {n.name};
     n.state = k == 1 ? LinkState::down : LinkState::up;
     t.nics.push_back(n);
-    t.net_interfaces.push_back({n.name, k == 1 ? "down" : "up", 100000, 1500, "", n.pci.bus_id, {}});
+    t.net_interfaces.push_back(
+        {n.name, k == 1 ? "down" : "up", 100000, 1500, "", n.pci.bus_id, {}});
   }
   detail::finish_devices(t, {});
   return t;
@@ -292,8 +293,8 @@ TEST(TopoPin, PinsThreadToNodeCpus) {
 
 // ---- hwloc XML fixtures -------------------------------------------------------------------
 
-#define SKIP_WITHOUT_HWLOC()                                                              \
-  do {                                                                                    \
+#define SKIP_WITHOUT_HWLOC()                                                                    \
+  do {                                                                                          \
     if (!RINGLET_HAVE_HWLOC) GTEST_SKIP() << "ringlet was built without hwloc: no XML loading"; \
   } while (false)
 
@@ -350,10 +351,12 @@ TEST(TopoXml, Dgx8CountsDevicesAndPathClasses) {
     EXPECT_EQ(format_cpu_list(gpu.cpus), g < 4 ? "0-15" : "16-31");
     for (int h = 0; h < 8; ++h) {
       std::string want = g == h ? "X" : dgx8_expected(g / 4, g / 2, h / 4, h / 2);
-      EXPECT_EQ(to_string(gpu.to_gpus[static_cast<std::size_t>(h)]), want) << "GPU" << g << "-GPU" << h;
+      EXPECT_EQ(to_string(gpu.to_gpus[static_cast<std::size_t>(h)]), want)
+          << "GPU" << g << "-GPU" << h;
     }
     for (int k = 0; k < 4; ++k) {
-      EXPECT_EQ(to_string(gpu.to_nics[static_cast<std::size_t>(k)]), dgx8_expected(g / 4, g / 2, k / 2, k))
+      EXPECT_EQ(to_string(gpu.to_nics[static_cast<std::size_t>(k)]),
+                dgx8_expected(g / 4, g / 2, k / 2, k))
           << "GPU" << g << "-NIC" << k;
     }
   }
@@ -397,8 +400,12 @@ TEST(TopoXml, Cascade4PathClassesAndDownNic) {
   Topology t = load_topology_xml(data_dir() + "/cascade4.xml");
   ASSERT_EQ(t.gpus.size(), 4u);
   ASSERT_EQ(t.nics.size(), 3u);
-  auto gg = [&](int a, int b) { return to_string(t.gpus[static_cast<std::size_t>(a)].to_gpus[static_cast<std::size_t>(b)]); };
-  auto gn = [&](int a, int k) { return to_string(t.gpus[static_cast<std::size_t>(a)].to_nics[static_cast<std::size_t>(k)]); };
+  auto gg = [&](int a, int b) {
+    return to_string(t.gpus[static_cast<std::size_t>(a)].to_gpus[static_cast<std::size_t>(b)]);
+  };
+  auto gn = [&](int a, int k) {
+    return to_string(t.gpus[static_cast<std::size_t>(a)].to_nics[static_cast<std::size_t>(k)]);
+  };
   EXPECT_EQ(gg(0, 1), "PIX");
   EXPECT_EQ(gg(0, 2), "PXB");
   EXPECT_EQ(gg(0, 3), "PHB");
@@ -425,9 +432,10 @@ TEST(TopoXml, MatrixHasNvidiaSmiLayout) {
   EXPECT_NE(header.find("NIC3"), std::string::npos);
   EXPECT_NE(header.find("CPU Affinity"), std::string::npos);
   EXPECT_NE(header.find("NUMA Affinity"), std::string::npos);
-  EXPECT_NE(m.find("\nGPU0    X       PIX     NODE    NODE    SYS     SYS     SYS     SYS     PIX     "
-                   "NODE    SYS     SYS     0-15            0\n"),
-            std::string::npos)
+  EXPECT_NE(
+      m.find("\nGPU0    X       PIX     NODE    NODE    SYS     SYS     SYS     SYS     PIX     "
+             "NODE    SYS     SYS     0-15            0\n"),
+      std::string::npos)
       << m;
   EXPECT_NE(m.find("Legend:"), std::string::npos);
   EXPECT_NE(m.find("NIC0: mlx5_0"), std::string::npos);
@@ -480,7 +488,8 @@ class JsonReader {
         ++pos_;
         if (pos_ < s_.size() && s_[pos_] == 'u') pos_ += 4;
       }
-      if (pos_ < s_.size() && static_cast<unsigned char>(s_[pos_]) < 0x20) fail("control character");
+      if (pos_ < s_.size() && static_cast<unsigned char>(s_[pos_]) < 0x20)
+        fail("control character");
       if (pos_ < s_.size()) out += s_[pos_++];
     }
     if (pos_ >= s_.size()) fail("unterminated string");
@@ -556,25 +565,26 @@ ToolRun run_tool(const std::string& args) {
   return r;
 }
 
-#define SKIP_WITHOUT_TOOL()                                                                 \
-  do {                                                                                      \
+#define SKIP_WITHOUT_TOOL()                                                                     \
+  do {                                                                                          \
     if (std::getenv("RINGLET_TOPO_TOOL") == nullptr) GTEST_SKIP() << "RINGLET_TOPO_TOOL unset"; \
   } while (false)
 
 void expect_schema(const Json& doc) {
   ASSERT_EQ(doc.kind, Json::Kind::object);
   const std::vector<std::string> keys = {
-      "schema_version", "backend", "source", "machine", "os", "numa_nodes", "packages", "cores",
-      "pus", "caches", "gpus", "nics", "net_interfaces", "rdma_devices"};
+      "schema_version", "backend", "source", "machine", "os",   "numa_nodes",     "packages",
+      "cores",          "pus",     "caches", "gpus",    "nics", "net_interfaces", "rdma_devices"};
   EXPECT_EQ(doc.keys, keys);
   ASSERT_TRUE(doc.members.count("schema_version"));
   EXPECT_EQ(doc.members.at("schema_version").number, 1);
-  for (const char* k : {"numa_nodes", "packages", "caches", "gpus", "nics", "net_interfaces",
-                        "rdma_devices"}) {
+  for (const char* k :
+       {"numa_nodes", "packages", "caches", "gpus", "nics", "net_interfaces", "rdma_devices"}) {
     EXPECT_EQ(doc.members.at(k).kind, Json::Kind::array) << k;
   }
   for (const Json& g : doc.members.at("gpus").items) {
-    for (const char* k : {"index", "name", "bus_id", "numa_node", "cpuset", "nvlink_peers", "paths"}) {
+    for (const char* k :
+         {"index", "name", "bus_id", "numa_node", "cpuset", "nvlink_peers", "paths"}) {
       EXPECT_TRUE(g.members.count(k)) << k;
     }
   }
