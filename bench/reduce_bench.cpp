@@ -101,8 +101,7 @@ void bm_memcpy(benchmark::State& state, std::size_t bytes, bool cold) {
 
 // dst = dst + src in place: counts 2 reads + 1 write, 3 x size per pass. Values stay finite
 // because every pass adds src again (exact small integers, far from overflow in one run).
-void bm_reduce(benchmark::State& state, DataType type, ReduceOp op, std::size_t bytes,
-               bool cold) {
+void bm_reduce(benchmark::State& state, DataType type, ReduceOp op, std::size_t bytes, bool cold) {
   auto src = filled(bytes, type);
   auto dst = filled(bytes, type);
   const std::size_t n = bytes / element_bytes(type);
@@ -127,8 +126,10 @@ void register_all() {
     const char* name;
     DataType type;
   };
-  constexpr Case kCases[] = {{"float32", DataType::float32}, {"bfloat16", DataType::bfloat16},
-                             {"float16", DataType::float16}, {"float64", DataType::float64},
+  constexpr Case kCases[] = {{"float32", DataType::float32},
+                             {"bfloat16", DataType::bfloat16},
+                             {"float16", DataType::float16},
+                             {"float64", DataType::float64},
                              {"int32", DataType::int32}};
   for (const bool cold : {true, false}) {
     const std::size_t bytes = cold ? kCold : kHot;

@@ -148,8 +148,8 @@ __device__ inline typename Storage<T>::type apply(typename Storage<T>::type a,
 
 // The op is a template argument, so the switch in float_op/int_op folds away per kernel.
 template <class T, ReduceOp Op>
-__global__ void reduce_kernel(typename Storage<T>::type* dst,
-                              const typename Storage<T>::type* src, std::size_t n) {
+__global__ void reduce_kernel(typename Storage<T>::type* dst, const typename Storage<T>::type* src,
+                              std::size_t n) {
   const std::size_t stride = static_cast<std::size_t>(blockDim.x) * gridDim.x;
   for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
@@ -164,8 +164,8 @@ void launch(void* dst, const void* src, std::size_t n, cudaStream_t stream) {
   using S = typename Storage<T>::type;
   const std::size_t wanted = (n + kThreads - 1) / kThreads;
   const auto blocks = static_cast<unsigned>(wanted < kMaxBlocks ? wanted : kMaxBlocks);
-  reduce_kernel<T, Op><<<blocks, kThreads, 0, stream>>>(static_cast<S*>(dst),
-                                                        static_cast<const S*>(src), n);
+  reduce_kernel<T, Op>
+      <<<blocks, kThreads, 0, stream>>>(static_cast<S*>(dst), static_cast<const S*>(src), n);
 }
 
 template <class T>

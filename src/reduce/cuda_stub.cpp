@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The CUDA entry points of reduce.hpp in a build without CUDA: they fail or report no device.
-#include "src/reduce/reduce.hpp"
-
 #include "ringlet_config.hpp"
+#include "src/reduce/reduce.hpp"
 
 #if !RINGLET_HAVE_CUDA
 

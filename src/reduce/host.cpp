@@ -6,14 +6,14 @@
 // through L1-resident float32 blocks: widen, apply, narrow with round-to-nearest-even. The loops
 // are cut into fixed 128-byte chunks so that GCC vectorises them even at -O2, where its cost
 // model refuses loops that need a scalar epilogue.
-#include "src/reduce/reduce.hpp"
-
 #include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+
+#include "src/reduce/reduce.hpp"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -26,8 +26,8 @@ namespace {
 
 constexpr std::size_t kTypes = 8;
 constexpr std::size_t kOps = 5;
-constexpr std::size_t kChunkBytes = 128;   // one unrolled step: 2 AVX-512 or 4 AVX2 vectors
-constexpr std::size_t kBlock16 = 512;      // float32 scratch elements per 16-bit block (2 KiB)
+constexpr std::size_t kChunkBytes = 128;  // one unrolled step: 2 AVX-512 or 4 AVX2 vectors
+constexpr std::size_t kBlock16 = 512;     // float32 scratch elements per 16-bit block (2 KiB)
 
 template <class F>
 F canonical_nan() {
@@ -202,8 +202,7 @@ void narrow_f16_generic(const float* f, std::uint16_t* d, std::size_t m) {
 #if defined(__x86_64__)
 // F16C: full vectors, then the tail through a padded copy, so every element takes the same
 // instruction.
-[[gnu::target("avx2,f16c")]] void widen_f16_avx2(const std::uint16_t* s, float* f,
-                                                 std::size_t m) {
+[[gnu::target("avx2,f16c")]] void widen_f16_avx2(const std::uint16_t* s, float* f, std::size_t m) {
   std::size_t j = 0;
   for (; j + 8 <= m; j += 8) {
     __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + j));
@@ -218,8 +217,7 @@ void narrow_f16_generic(const float* f, std::uint16_t* d, std::size_t m) {
   }
 }
 
-[[gnu::target("avx2,f16c")]] void narrow_f16_avx2(const float* f, std::uint16_t* d,
-                                                  std::size_t m) {
+[[gnu::target("avx2,f16c")]] void narrow_f16_avx2(const float* f, std::uint16_t* d, std::size_t m) {
   std::size_t j = 0;
   for (; j + 8 <= m; j += 8) {
     __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(f + j), _MM_FROUND_TO_NEAREST_INT);
@@ -250,8 +248,9 @@ void narrow_f16_generic(const float* f, std::uint16_t* d, std::size_t m) {
   }
 }
 
-[[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c")]] void narrow_f16_avx512(
-    const float* f, std::uint16_t* d, std::size_t m) {
+[[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c")]] void narrow_f16_avx512(const float* f,
+                                                                                  std::uint16_t* d,
+                                                                                  std::size_t m) {
   constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   std::size_t j = 0;
   for (; j + 16 <= m; j += 16) {
@@ -355,8 +354,7 @@ template <class T, ReduceOp Op, int kF16>
 }
 
 template <class T, ReduceOp Op, int kF16>
-[[gnu::always_inline]] inline void body3(void* out, const void* a, const void* b,
-                                         std::size_t n) {
+[[gnu::always_inline]] inline void body3(void* out, const void* a, const void* b, std::size_t n) {
   if constexpr (kIs16<T>) {
     run16<T, Op, kF16>(static_cast<std::uint16_t*>(out), static_cast<const std::uint16_t*>(a),
                        static_cast<const std::uint16_t*>(b), n);
@@ -403,7 +401,7 @@ struct Avx2Family {
   }
   template <class T, ReduceOp Op>
   [[gnu::target("avx2,f16c")]] static void k3(void* out, const void* a, const void* b,
-                                               std::size_t n) {
+                                              std::size_t n) {
     body3<T, Op, 1>(out, a, b, n);
   }
   template <class T>
@@ -414,13 +412,13 @@ struct Avx2Family {
 
 struct Avx512Family {
   template <class T, ReduceOp Op>
-  [[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")]] static void
-  k2(void* dst, const void* src, std::size_t n) {
+  [[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")]] static void k2(
+      void* dst, const void* src, std::size_t n) {
     body2<T, Op, 2>(dst, src, n);
   }
   template <class T, ReduceOp Op>
-  [[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")]] static void
-  k3(void* out, const void* a, const void* b, std::size_t n) {
+  [[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")]] static void k3(
+      void* out, const void* a, const void* b, std::size_t n) {
     body3<T, Op, 2>(out, a, b, n);
   }
   template <class T>

@@ -14,7 +14,7 @@
 namespace ringlet::reduce {
 namespace {
 
-constexpr DataType kAllTypes[] = {DataType::float32, DataType::float64, DataType::float16,
+constexpr DataType kAllTypes[] = {DataType::float32,  DataType::float64, DataType::float16,
                                   DataType::bfloat16, DataType::int8,    DataType::uint8,
                                   DataType::int32,    DataType::int64};
 constexpr ReduceOp kAllOps[] = {ReduceOp::sum, ReduceOp::prod, ReduceOp::min, ReduceOp::max,
@@ -77,8 +77,8 @@ TEST_F(ReduceCudaTest, MatchesHostKernelsBitwise) {
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   for (const DataType type : kAllTypes) {
     for (const ReduceOp op : kAllOps) {
-      for (const std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{1000},
-                                  std::size_t{(1u << 21) + 3}}) {
+      for (const std::size_t n :
+           {std::size_t{0}, std::size_t{1}, std::size_t{1000}, std::size_t{(1u << 21) + 3}}) {
         const std::size_t bytes = n * elem_size(type);
         auto a = make_bytes(type, n, n + 11);
         const auto b = make_bytes(type, n, n + 12);

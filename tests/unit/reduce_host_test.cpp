@@ -21,7 +21,7 @@ namespace {
 
 __extension__ typedef __float128 Quad;  // exact products of doubles; innocuous double rounding
 
-constexpr DataType kAllTypes[] = {DataType::float32, DataType::float64, DataType::float16,
+constexpr DataType kAllTypes[] = {DataType::float32,  DataType::float64, DataType::float16,
                                   DataType::bfloat16, DataType::int8,    DataType::uint8,
                                   DataType::int32,    DataType::int64};
 constexpr ReduceOp kAllOps[] = {ReduceOp::sum, ReduceOp::prod, ReduceOp::min, ReduceOp::max,
@@ -65,10 +65,10 @@ const char* isa_name(HostIsa isa) {
 // ---- independent 16-bit converters (value formulas and a search, no bit tricks) ----------------
 
 struct Format16 {
-  int mant_bits;        // 10 for binary16, 7 for bfloat16
-  int bias;             // 15, 127
-  std::uint16_t inf;    // 0x7C00, 0x7F80
-  std::uint16_t qnan;   // the canonical NaN the kernels store
+  int mant_bits;       // 10 for binary16, 7 for bfloat16
+  int bias;            // 15, 127
+  std::uint16_t inf;   // 0x7C00, 0x7F80
+  std::uint16_t qnan;  // the canonical NaN the kernels store
 };
 constexpr Format16 kHalf{10, 15, 0x7C00, 0x7E00};
 constexpr Format16 kBf16{7, 127, 0x7F80, 0x7FC0};
@@ -181,8 +181,8 @@ std::uint64_t ref_op(DataType t, ReduceOp op, std::uint64_t a, std::uint64_t b) 
       if (std::isnan(x) || std::isnan(y)) return canonical_bits(t);
       float r;
       if (sum || op == ReduceOp::prod) {
-        const long double w = sum ? static_cast<long double>(x) + y
-                                  : static_cast<long double>(x) * y;
+        const long double w =
+            sum ? static_cast<long double>(x) + y : static_cast<long double>(x) * y;
         r = static_cast<float>(w);
       } else {
         r = ref_minmax(x, y, op);
@@ -260,12 +260,21 @@ std::uint64_t ref_divide(DataType t, std::uint64_t a, int d) {
 std::vector<std::uint64_t> specials(DataType t) {
   switch (t) {
     case DataType::float32:
-      return {0x0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7FA00001, 0xFFC00000,
+      return {0x0,        0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7FA00001, 0xFFC00000,
               0x00000001, 0x807FFFFF, 0x7F7FFFFF, 0xFF7FFFFF, 0x00800000, 0x3F800000, 0xBF800000};
     case DataType::float64:
-      return {0x0, 0x8000000000000000, 0x7FF0000000000000, 0xFFF0000000000000,
-              0x7FF8000000000000, 0x7FF4000000000001, 0xFFF8000000000000, 0x1,
-              0x800FFFFFFFFFFFFF, 0x7FEFFFFFFFFFFFFF, 0x0010000000000000, 0x3FF0000000000000};
+      return {0x0,
+              0x8000000000000000,
+              0x7FF0000000000000,
+              0xFFF0000000000000,
+              0x7FF8000000000000,
+              0x7FF4000000000001,
+              0xFFF8000000000000,
+              0x1,
+              0x800FFFFFFFFFFFFF,
+              0x7FEFFFFFFFFFFFFF,
+              0x0010000000000000,
+              0x3FF0000000000000};
     case DataType::float16:
       return {0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0x7D01, 0xFE00,
               0x0001, 0x83FF, 0x7BFF, 0xFBFF, 0x0400, 0x3C00, 0xBC00};
@@ -279,8 +288,8 @@ std::vector<std::uint64_t> specials(DataType t) {
     case DataType::int32:
       return {0x0, 0x1, 0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0x7FFFFFFE, 0x80000001};
     case DataType::int64:
-      return {0x0, 0x1, 0xFFFFFFFFFFFFFFFF, 0x8000000000000000, 0x7FFFFFFFFFFFFFFF,
-              0x8000000000000001};
+      return {
+          0x0, 0x1, 0xFFFFFFFFFFFFFFFF, 0x8000000000000000, 0x7FFFFFFFFFFFFFFF, 0x8000000000000001};
   }
   return {};
 }
@@ -301,9 +310,9 @@ std::vector<std::uint64_t> make_values(DataType t, std::size_t n, std::uint64_t 
         x = mask_bits(t, rng());
         break;
       default: {
-        const double m = std::ldexp(static_cast<double>(static_cast<std::int64_t>(rng() % 2001) -
-                                                        1000),
-                                    static_cast<int>(rng() % 20) - 10);
+        const double m =
+            std::ldexp(static_cast<double>(static_cast<std::int64_t>(rng() % 2001) - 1000),
+                       static_cast<int>(rng() % 20) - 10);
         switch (t) {
           case DataType::float32:
             x = std::bit_cast<std::uint32_t>(static_cast<float>(m));
@@ -318,7 +327,8 @@ std::vector<std::uint64_t> make_values(DataType t, std::size_t n, std::uint64_t 
             x = ref_narrow(kBf16, m);
             break;
           default:
-            x = mask_bits(t, static_cast<std::uint64_t>(static_cast<std::int64_t>(rng() % 41) - 20));
+            x = mask_bits(t,
+                          static_cast<std::uint64_t>(static_cast<std::int64_t>(rng() % 41) - 20));
         }
       }
     }
@@ -376,8 +386,7 @@ class ReduceHostTest : public ::testing::TestWithParam<std::tuple<DataType, Redu
 
 TEST_P(ReduceHostTest, MatchesReferenceOnEveryPathLengthAndAlignment) {
   const auto [type, op] = GetParam();
-  constexpr std::size_t kLengths[] = {0,  1,  7,  15,   16,   17,      31,
-                                      33, 63, 65, 1000, 4097, 1u << 20};
+  constexpr std::size_t kLengths[] = {0, 1, 7, 15, 16, 17, 31, 33, 63, 65, 1000, 4097, 1u << 20};
   for (const std::size_t n : kLengths) {
     const auto a = make_values(type, n, 1000 + n);
     const auto b = make_values(type, n, 2000 + n);
@@ -510,7 +519,7 @@ TEST(ReduceHostDispatch, ReportsTheWidestSupportedIsa) {
   }
   EXPECT_TRUE(host_isa_supported(HostIsa::generic));
   EXPECT_EQ(host_kernel(DataType::float32, ReduceOp::sum),
-            host_kernel(host_isa_supported(HostIsa::avx512)  ? HostIsa::avx512
+            host_kernel(host_isa_supported(HostIsa::avx512) ? HostIsa::avx512
                         : host_isa_supported(HostIsa::avx2) ? HostIsa::avx2
                                                             : HostIsa::generic,
                         DataType::float32, ReduceOp::sum));
