@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <random>
 
 #include "src/algo/recursive_doubling.hpp"
@@ -15,6 +16,7 @@
 #include "src/common/log.hpp"
 #include "src/communicator_impl.hpp"
 #include "src/reduce/reduce.hpp"
+#include "src/topo/topology.hpp"
 #include "transports/tcp/transport.hpp"
 
 namespace ringlet {
@@ -55,6 +57,19 @@ std::string_view kind_name(CollectiveKind k) {
 }
 
 // The message of an Error without the category's text that std::system_error appends.
+// The machine's topology, probed once per process (ranks run as threads share it).
+const topo::Topology* machine_topology() {
+  static const std::optional<topo::Topology> topology = []() -> std::optional<topo::Topology> {
+    try {
+      return topo::load_topology();
+    } catch (const std::exception& e) {
+      RINGLET_LOG(info, "topology probe failed (", e.what(), "); placement uses defaults");
+      return std::nullopt;
+    }
+  }();
+  return topology ? &*topology : nullptr;
+}
+
 std::string raw_message(const Error& e) {
   std::string what = e.what();
   std::string suffix = ": " + e.code().message();
@@ -210,8 +225,33 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
   } else {
     options.bind_address = bootstrap::local_address_of(*base_store_);
     if (options.bind_address.empty()) options.bind_address = "127.0.0.1";
-    RINGLET_LOG(info, "listening on ", options.bind_address,
-                " (the address that reaches the rendezvous store)");
+    std::string why = "the address that reaches the rendezvous store";
+    // Where the node has several NICs, each local rank takes the one nearest its GPU (one
+    // rail per local rank); the route to the store is the default otherwise.
+    if (const topo::Topology* machine = machine_topology()) {
+      topo::PlacementChoice place = topo::choose_placement(*machine, std::max(local_rank_, 0),
+                                                           std::max(local_size_, 1), "");
+      numa_node_ = place.numa_node;
+      RINGLET_LOG(info, "placement: ", place.reason);
+      std::size_t usable_nics = 0;
+      for (const auto& nic : machine->nics) usable_nics += nic.interfaces.empty() ? 0 : 1;
+      if (usable_nics > 1 && !place.ifname.empty() && options.bind_address != "127.0.0.1") {
+        try {
+          auto interfaces = transport::select_interfaces("=" + place.ifname);
+          const bool want_v6 = options.bind_address.find(':') != std::string::npos;
+          for (const auto& itf : interfaces) {
+            if ((itf.address.find(':') != std::string::npos) == want_v6) {
+              options.bind_address = itf.address;
+              why = str_cat("interface ", place.ifname, " of the NIC nearest local rank ", local_rank_);
+              break;
+            }
+          }
+        } catch (const Error& e) {
+          RINGLET_LOG(info, "interface ", place.ifname, " unusable (", e.what(), ")");
+        }
+      }
+    }
+    RINGLET_LOG(info, "listening on ", options.bind_address, " (", why, ")");
   }
   transport_ = transport::make_tcp_transport(options);
   auto blob = transport_->local_address();

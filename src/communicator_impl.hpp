@@ -82,6 +82,7 @@ class Communicator::Impl {
   int local_rank_ = 0;
   int local_size_ = 1;
   int node_count_ = 1;
+  int numa_node_ = -1;  // where this rank's network thread runs; -1: anywhere
   std::string node_id_;
   std::vector<int> node_of_rank_;
   std::chrono::milliseconds timeout_;
