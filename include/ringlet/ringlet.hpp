@@ -74,8 +74,8 @@ struct [[gnu::visibility("default")]] Tensor {
   int device = -1;  // CUDA ordinal when memory == MemoryKind::cuda
 
   // A view of a span; a span of const elements may only be used as an input.
-  template <class T>
-  static Tensor of(std::span<T> s) {
+  template <class T, std::size_t N>
+  static Tensor of(std::span<T, N> s) {
     return {const_cast<std::remove_cv_t<T>*>(s.data()), s.size(), data_type_of<T>()};
   }
   std::size_t bytes() const noexcept;
@@ -173,16 +173,16 @@ class [[gnu::visibility("default")]] Communicator {
   void barrier();
 
   // Typed conveniences: comm.allreduce(std::span(grads)).
-  template <class T>
-  void allreduce(std::span<T> inout, ReduceOp op = ReduceOp::sum) {
+  template <class T, std::size_t N>
+  void allreduce(std::span<T, N> inout, ReduceOp op = ReduceOp::sum) {
     allreduce(Tensor::of(inout), op);
   }
-  template <class T, class U>
-  void allreduce(std::span<T> in, std::span<U> out, ReduceOp op = ReduceOp::sum) {
+  template <class T, std::size_t N, class U, std::size_t M>
+  void allreduce(std::span<T, N> in, std::span<U, M> out, ReduceOp op = ReduceOp::sum) {
     allreduce(Tensor::of(in), Tensor::of(out), op);
   }
-  template <class T>
-  void broadcast(std::span<T> inout, int root) {
+  template <class T, std::size_t N>
+  void broadcast(std::span<T, N> inout, int root) {
     broadcast(Tensor::of(inout), root);
   }
 
