@@ -7,6 +7,7 @@
 #include <exception>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "bench/perf_common.hpp"
 #include "include/ringlet/ringlet.hpp"
@@ -87,19 +88,18 @@ int run(const perf::PerfArgs& args) {
     if (args.check) {
       perf::fill_pattern(pattern, args.type, tensor.data, tensor.count, rank);
       comm.allreduce(tensor, args.op);
-      wrong = sum_over_ranks(comm, perf::count_wrong(pattern, args.type, tensor.data,
-                                                     tensor.count));
+      wrong =
+          sum_over_ranks(comm, perf::count_wrong(pattern, args.type, tensor.data, tensor.count));
       wrong_total += wrong;
     }
     if (printer) {
       busbw_sum += perf::print_row(stdout, bytes, args.type, args.op, time_us, ranks, wrong);
     }
   }
-  const double peak_max =
-      max_over_ranks(comm, static_cast<double>(perf::peak_rss_bytes()));
+  const double peak_max = max_over_ranks(comm, static_cast<double>(perf::peak_rss_bytes()));
   if (printer) {
-    perf::print_footer(stdout, busbw_sum, static_cast<int>(sizes.size()), wrong_total,
-                       args.check, largest);
+    perf::print_footer(stdout, busbw_sum, static_cast<int>(sizes.size()), wrong_total, args.check,
+                       largest);
     std::printf("# Peak resident memory : %.1f MiB, maximum over ranks\n", peak_max / 1048576.0);
     std::fflush(stdout);
   }

@@ -23,14 +23,21 @@ constexpr int kExitError = 3;
 // MPI has no 16-bit floating-point type: nullptr for half and bfloat16.
 MPI_Datatype mpi_type(DataType type) {
   switch (type) {
-    case DataType::float32: return MPI_FLOAT;
-    case DataType::float64: return MPI_DOUBLE;
-    case DataType::int8: return MPI_INT8_T;
-    case DataType::uint8: return MPI_UINT8_T;
-    case DataType::int32: return MPI_INT32_T;
-    case DataType::int64: return MPI_INT64_T;
+    case DataType::float32:
+      return MPI_FLOAT;
+    case DataType::float64:
+      return MPI_DOUBLE;
+    case DataType::int8:
+      return MPI_INT8_T;
+    case DataType::uint8:
+      return MPI_UINT8_T;
+    case DataType::int32:
+      return MPI_INT32_T;
+    case DataType::int64:
+      return MPI_INT64_T;
     case DataType::float16:
-    case DataType::bfloat16: break;
+    case DataType::bfloat16:
+      break;
   }
   return MPI_DATATYPE_NULL;
 }
@@ -39,10 +46,14 @@ MPI_Datatype mpi_type(DataType type) {
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
     case ReduceOp::sum:
-    case ReduceOp::avg: break;
-    case ReduceOp::prod: return MPI_PROD;
-    case ReduceOp::min: return MPI_MIN;
-    case ReduceOp::max: return MPI_MAX;
+    case ReduceOp::avg:
+      break;
+    case ReduceOp::prod:
+      return MPI_PROD;
+    case ReduceOp::min:
+      return MPI_MIN;
+    case ReduceOp::max:
+      return MPI_MAX;
   }
   return MPI_SUM;
 }
@@ -139,8 +150,8 @@ int run(const perf::PerfArgs& args, int rank, int ranks) {
   double peak_max = static_cast<double>(perf::peak_rss_bytes());
   MPI_Allreduce(MPI_IN_PLACE, &peak_max, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   if (printer) {
-    perf::print_footer(stdout, busbw_sum, static_cast<int>(sizes.size()), wrong_total,
-                       args.check, largest);
+    perf::print_footer(stdout, busbw_sum, static_cast<int>(sizes.size()), wrong_total, args.check,
+                       largest);
     std::printf("# Peak resident memory : %.1f MiB, maximum over ranks\n", peak_max / 1048576.0);
     std::fflush(stdout);
   }

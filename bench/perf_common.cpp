@@ -38,15 +38,15 @@ std::optional<Int> parse_int(std::string_view text) {
 
 // One flag of the command line.
 struct Flag {
-  char short_name;        // '\0': long only
+  char short_name;  // '\0': long only
   std::string_view long_name;
   bool takes_value;
 };
 
 constexpr Flag kFlags[] = {
-    {'b', "minbytes", true},  {'e', "maxbytes", true},     {'f', "stepfactor", true},
-    {'n', "iters", true},     {'w', "warmup_iters", true}, {'c', "check", true},
-    {'d', "datatype", true},  {'o', "op", true},           {'\0', "algo", true},
+    {'b', "minbytes", true}, {'e', "maxbytes", true},     {'f', "stepfactor", true},
+    {'n', "iters", true},    {'w', "warmup_iters", true}, {'c', "check", true},
+    {'d', "datatype", true}, {'o', "op", true},           {'\0', "algo", true},
     {'h', "help", false},
 };
 
@@ -115,22 +115,30 @@ std::string apply(const Flag& flag, std::string_view value, PerfArgs& args) {
 }
 
 bool is_float_type(DataType type) {
-  return type == DataType::float32 || type == DataType::float64 ||
-         type == DataType::float16 || type == DataType::bfloat16;
+  return type == DataType::float32 || type == DataType::float64 || type == DataType::float16 ||
+         type == DataType::bfloat16;
 }
 
 // Calls f(T{}) with the C++ storage type of `type`.
 template <class F>
 decltype(auto) dispatch(DataType type, F&& f) {
   switch (type) {
-    case DataType::float32: return f(float{});
-    case DataType::float64: return f(double{});
-    case DataType::float16: return f(Half{});
-    case DataType::bfloat16: return f(BFloat16{});
-    case DataType::int8: return f(std::int8_t{});
-    case DataType::uint8: return f(std::uint8_t{});
-    case DataType::int32: return f(std::int32_t{});
-    case DataType::int64: break;
+    case DataType::float32:
+      return f(float{});
+    case DataType::float64:
+      return f(double{});
+    case DataType::float16:
+      return f(Half{});
+    case DataType::bfloat16:
+      return f(BFloat16{});
+    case DataType::int8:
+      return f(std::int8_t{});
+    case DataType::uint8:
+      return f(std::uint8_t{});
+    case DataType::int32:
+      return f(std::int32_t{});
+    case DataType::int64:
+      break;
   }
   return f(std::int64_t{});
 }
@@ -161,14 +169,21 @@ double to_double(T value) {
 // sums of the check data stay at or below it.
 double exact_integer_limit(DataType type) {
   switch (type) {
-    case DataType::int8: return 127;
-    case DataType::uint8: return 255;
-    case DataType::bfloat16: return 256;    // 8 significant bits
-    case DataType::float16: return 2048;    // 11 significant bits
-    case DataType::float32: return 16777216;  // 24 significant bits
-    case DataType::int32: return 2147483647;
+    case DataType::int8:
+      return 127;
+    case DataType::uint8:
+      return 255;
+    case DataType::bfloat16:
+      return 256;  // 8 significant bits
+    case DataType::float16:
+      return 2048;  // 11 significant bits
+    case DataType::float32:
+      return 16777216;  // 24 significant bits
+    case DataType::int32:
+      return 2147483647;
     case DataType::float64:
-    case DataType::int64: break;
+    case DataType::int64:
+      break;
   }
   return 9007199254740992.0;  // 2^53: the expected values are computed in double
 }
@@ -176,10 +191,14 @@ double exact_integer_limit(DataType type) {
 // How many factors of 2 a product may hold and stay exact and in range.
 int max_twos(DataType type) {
   switch (type) {
-    case DataType::int8: return 6;
-    case DataType::uint8: return 7;
-    case DataType::float16: return 15;  // 2^15 < 65504
-    default: break;
+    case DataType::int8:
+      return 6;
+    case DataType::uint8:
+      return 7;
+    case DataType::float16:
+      return 15;  // 2^15 < 65504
+    default:
+      break;
   }
   return 30;
 }
@@ -187,10 +206,14 @@ int max_twos(DataType type) {
 // Significand bits after the point: one unit in the last place of 1.0 is 2^-bits.
 int fraction_bits(DataType type) {
   switch (type) {
-    case DataType::float16: return 10;
-    case DataType::bfloat16: return 7;
-    case DataType::float64: return 52;
-    default: break;
+    case DataType::float16:
+      return 10;
+    case DataType::bfloat16:
+      return 7;
+    case DataType::float64:
+      return 52;
+    default:
+      break;
   }
   return 23;
 }
@@ -206,12 +229,19 @@ std::optional<std::size_t> parse_size(std::string_view text) {
   std::size_t multiplier = 1;
   switch (text.back()) {
     case 'K':
-    case 'k': multiplier = std::size_t{1} << 10; break;
+    case 'k':
+      multiplier = std::size_t{1} << 10;
+      break;
     case 'M':
-    case 'm': multiplier = std::size_t{1} << 20; break;
+    case 'm':
+      multiplier = std::size_t{1} << 20;
+      break;
     case 'G':
-    case 'g': multiplier = std::size_t{1} << 30; break;
-    default: break;
+    case 'g':
+      multiplier = std::size_t{1} << 30;
+      break;
+    default:
+      break;
   }
   if (multiplier != 1) text.remove_suffix(1);
   auto number = parse_int<std::size_t>(text);  // rejects '-', '+', spaces and fractions
@@ -245,25 +275,38 @@ std::optional<ReduceOp> parse_op(std::string_view text) {
 
 std::string_view type_name(DataType type) {
   switch (type) {
-    case DataType::float32: return "float";
-    case DataType::float64: return "double";
-    case DataType::float16: return "half";
-    case DataType::bfloat16: return "bfloat16";
-    case DataType::int8: return "int8";
-    case DataType::uint8: return "uint8";
-    case DataType::int32: return "int32";
-    case DataType::int64: break;
+    case DataType::float32:
+      return "float";
+    case DataType::float64:
+      return "double";
+    case DataType::float16:
+      return "half";
+    case DataType::bfloat16:
+      return "bfloat16";
+    case DataType::int8:
+      return "int8";
+    case DataType::uint8:
+      return "uint8";
+    case DataType::int32:
+      return "int32";
+    case DataType::int64:
+      break;
   }
   return "int64";
 }
 
 std::string_view op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return "sum";
-    case ReduceOp::prod: return "prod";
-    case ReduceOp::min: return "min";
-    case ReduceOp::max: return "max";
-    case ReduceOp::avg: break;
+    case ReduceOp::sum:
+      return "sum";
+    case ReduceOp::prod:
+      return "prod";
+    case ReduceOp::min:
+      return "min";
+    case ReduceOp::max:
+      return "max";
+    case ReduceOp::avg:
+      break;
   }
   return "avg";
 }
@@ -319,8 +362,9 @@ ParseResult parse_args(const std::vector<std::string_view>& argv) {
   if (args.min_bytes > args.max_bytes) {
     result.error = "-b (minbytes) is larger than -e (maxbytes)";
   } else if (args.op == ReduceOp::avg && !is_float_type(args.type)) {
-    result.error = "-o avg is defined for floating-point types only (half, bfloat16, float, "
-                   "double)";
+    result.error =
+        "-o avg is defined for floating-point types only (half, bfloat16, float, "
+        "double)";
   }
   return result;
 }
@@ -375,7 +419,7 @@ std::uint16_t float_to_half(float value) {
   const std::uint32_t x = std::bit_cast<std::uint32_t>(value);
   const auto sign = static_cast<std::uint16_t>((x >> 16) & 0x8000u);
   const std::uint32_t magnitude = x & 0x7fffffffu;
-  if (magnitude > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);  // NaN
+  if (magnitude > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);   // NaN
   if (magnitude >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // >= 65520
   if (magnitude < 0x38800000u) {
     // Below 2^-14: a subnormal half, in units of 2^-24; the scaling is exact and nearbyint
@@ -448,10 +492,18 @@ Pattern::Pattern(DataType type, ReduceOp op, int ranks)
       const double v = value(j, r);
       switch (op_) {
         case ReduceOp::sum:
-        case ReduceOp::avg: acc += v; break;
-        case ReduceOp::prod: acc *= v; break;
-        case ReduceOp::min: acc = std::min(acc, v); break;
-        case ReduceOp::max: acc = std::max(acc, v); break;
+        case ReduceOp::avg:
+          acc += v;
+          break;
+        case ReduceOp::prod:
+          acc *= v;
+          break;
+        case ReduceOp::min:
+          acc = std::min(acc, v);
+          break;
+        case ReduceOp::max:
+          acc = std::max(acc, v);
+          break;
       }
     }
     expected_[j] = op_ == ReduceOp::avg ? acc / static_cast<double>(ranks_) : acc;
@@ -461,11 +513,14 @@ Pattern::Pattern(DataType type, ReduceOp op, int ranks)
 double Pattern::value(std::size_t index, int rank) const {
   const std::size_t position = (index + static_cast<std::size_t>(rank)) % period_;
   switch (op_) {
-    case ReduceOp::prod: return position == 0 ? 2.0 : 1.0;
+    case ReduceOp::prod:
+      return position == 0 ? 2.0 : 1.0;
     case ReduceOp::min:
-    case ReduceOp::max: return static_cast<double>(position + 1);
+    case ReduceOp::max:
+      return static_cast<double>(position + 1);
     case ReduceOp::sum:
-    case ReduceOp::avg: break;
+    case ReduceOp::avg:
+      break;
   }
   if (zero_one_) return position == 0 ? 1.0 : 0.0;
   return static_cast<double>(position + 1);
@@ -482,13 +537,13 @@ double Pattern::tolerance(std::size_t index) const {
          static_cast<double>(ranks_ + 2);
 }
 
-void fill_pattern(const Pattern& pattern, DataType type, void* data, std::size_t count,
-                  int rank) {
+void fill_pattern(const Pattern& pattern, DataType type, void* data, std::size_t count, int rank) {
   dispatch(type, [&](auto tag) {
     using T = decltype(tag);
     // value(i, rank) repeats with the pattern's period: convert one period, then cycle.
     std::vector<T> cycle(pattern.period());
-    for (std::size_t j = 0; j < cycle.size(); ++j) cycle[j] = from_double<T>(pattern.value(j, rank));
+    for (std::size_t j = 0; j < cycle.size(); ++j)
+      cycle[j] = from_double<T>(pattern.value(j, rank));
     auto* out = static_cast<T*>(data);
     std::size_t j = 0;
     for (std::size_t i = 0; i < count; ++i) {
@@ -548,8 +603,8 @@ void print_header(std::FILE* out, const PerfArgs& args, const RunInfo& info) {
   std::fprintf(out, "# time: mean over the iterations on each rank, then the maximum over ranks\n");
   std::fprintf(out, "# algbw = size / time, busbw = algbw * 2(n-1)/n, GB = 1e9 bytes\n");
   std::fprintf(out, "#\n");
-  std::fprintf(out, "# %13s %12s %9s %7s %12s %12s %12s %9s\n", "size(B)", "count", "type",
-               "redop", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong");
+  std::fprintf(out, "# %13s %12s %9s %7s %12s %12s %12s %9s\n", "size(B)", "count", "type", "redop",
+               "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong");
   std::fflush(out);
 }
 
@@ -576,8 +631,8 @@ double print_row(std::FILE* out, std::size_t bytes, DataType type, ReduceOp op, 
   return busbw;
 }
 
-void print_footer(std::FILE* out, double busbw_sum, int rows, std::int64_t wrong_total,
-                  bool check, std::size_t buffer_bytes) {
+void print_footer(std::FILE* out, double busbw_sum, int rows, std::int64_t wrong_total, bool check,
+                  std::size_t buffer_bytes) {
   if (check) {
     std::fprintf(out, "# Wrong elements       : %lld %s\n", static_cast<long long>(wrong_total),
                  wrong_total == 0 ? "OK" : "FAILED");
@@ -606,8 +661,8 @@ bool launcher_rank_is_zero() {
 }
 
 Buffer::Buffer(std::size_t bytes) : bytes_(bytes) {
-  const std::size_t allocated = std::max((bytes + kPageBytes - 1) / kPageBytes, std::size_t{1}) *
-                                kPageBytes;
+  const std::size_t allocated =
+      std::max((bytes + kPageBytes - 1) / kPageBytes, std::size_t{1}) * kPageBytes;
   data_ = std::aligned_alloc(kPageBytes, allocated);
   if (data_ == nullptr) throw std::bad_alloc();
   std::memset(data_, 0, allocated);

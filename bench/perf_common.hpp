@@ -103,11 +103,11 @@ std::int64_t count_wrong(const Pattern& pattern, DataType type, const void* data
 
 // Rank 0's output, in nccl-tests' shape: '#' lines, then one row per size.
 struct RunInfo {
-  std::string program;      // "allreduce_perf"
-  std::string library;      // "ringlet 0.1.0", "Open MPI 4.1.4"
+  std::string program;  // "allreduce_perf"
+  std::string library;  // "ringlet 0.1.0", "Open MPI 4.1.4"
   int ranks = 1;
   int nodes = 1;
-  std::string algo;         // what was asked for, or a note
+  std::string algo;  // what was asked for, or a note
 };
 void print_header(std::FILE* out, const PerfArgs& args, const RunInfo& info);
 // One row. `wrong` < 0 prints N/A (check disabled). Returns busbw in GB/s.
@@ -116,8 +116,8 @@ double print_row(std::FILE* out, std::size_t bytes, DataType type, ReduceOp op, 
 // busbw of one row: algbw * 2(n-1)/n, algbw = bytes / time (GB = 1e9 bytes).
 double algbw_gbs(std::size_t bytes, double time_us);
 double busbw_gbs(std::size_t bytes, double time_us, int ranks);
-void print_footer(std::FILE* out, double busbw_sum, int rows, std::int64_t wrong_total,
-                  bool check, std::size_t buffer_bytes);
+void print_footer(std::FILE* out, double busbw_sum, int rows, std::int64_t wrong_total, bool check,
+                  std::size_t buffer_bytes);
 
 // False when a launcher's rank variable names a rank other than 0: lets every rank but one
 // keep quiet about a bad command line before the communicator exists.

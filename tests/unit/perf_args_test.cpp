@@ -52,8 +52,8 @@ TEST(PerfArgsTest, DefaultsMatchNcclTests) {
 }
 
 TEST(PerfArgsTest, ShortFlags) {
-  const ParseResult r = parse({"-b", "8", "-e", "128M", "-f", "4", "-n", "7", "-w", "0", "-c",
-                               "0", "-d", "int64", "-o", "max"});
+  const ParseResult r = parse({"-b", "8", "-e", "128M", "-f", "4", "-n", "7", "-w", "0", "-c", "0",
+                               "-d", "int64", "-o", "max"});
   ASSERT_EQ(r.error, "");
   EXPECT_EQ(r.args.min_bytes, 8u);
   EXPECT_EQ(r.args.max_bytes, 128u << 20);
@@ -97,15 +97,15 @@ TEST(PerfArgsTest, HelpFlag) {
 
 TEST(PerfArgsTest, TypeNamesAndAliases) {
   const std::vector<std::pair<std::string_view, DataType>> cases = {
-      {"int8", DataType::int8},         {"char", DataType::int8},
-      {"uint8", DataType::uint8},       {"int32", DataType::int32},
-      {"int", DataType::int32},         {"int64", DataType::int64},
-      {"half", DataType::float16},      {"float16", DataType::float16},
-      {"fp16", DataType::float16},      {"bfloat16", DataType::bfloat16},
-      {"bf16", DataType::bfloat16},     {"float", DataType::float32},
-      {"float32", DataType::float32},   {"fp32", DataType::float32},
-      {"double", DataType::float64},    {"float64", DataType::float64},
-      {"fp64", DataType::float64},      {"FLOAT", DataType::float32}};
+      {"int8", DataType::int8},       {"char", DataType::int8},
+      {"uint8", DataType::uint8},     {"int32", DataType::int32},
+      {"int", DataType::int32},       {"int64", DataType::int64},
+      {"half", DataType::float16},    {"float16", DataType::float16},
+      {"fp16", DataType::float16},    {"bfloat16", DataType::bfloat16},
+      {"bf16", DataType::bfloat16},   {"float", DataType::float32},
+      {"float32", DataType::float32}, {"fp32", DataType::float32},
+      {"double", DataType::float64},  {"float64", DataType::float64},
+      {"fp64", DataType::float64},    {"FLOAT", DataType::float32}};
   for (const auto& [name, type] : cases) {
     EXPECT_EQ(parse_type(name), type) << name;
   }
@@ -130,12 +130,27 @@ TEST(PerfArgsTest, OpNames) {
 }
 
 TEST(PerfArgsTest, BadCommandLinesGiveAnError) {
-  const std::vector<std::vector<std::string_view>> bad = {
-      {"-x"},           {"--bogus"},         {"positional"}, {"-b"},          {"--minbytes"},
-      {"-b", "8Q"},     {"-f", "1"},         {"-f", "0"},    {"-n", "0"},     {"-n", "-3"},
-      {"-w", "-1"},     {"-c", "2"},         {"-c", "yes"},  {"-d", "uint32"}, {"-o", "xor"},
-      {"--algo", "tree"}, {"-b", "2M", "-e", "1M"}, {"-d", "int32", "-o", "avg"}, {"-"},
-      {"--"},           {"-n", "3x"}};
+  const std::vector<std::vector<std::string_view>> bad = {{"-x"},
+                                                          {"--bogus"},
+                                                          {"positional"},
+                                                          {"-b"},
+                                                          {"--minbytes"},
+                                                          {"-b", "8Q"},
+                                                          {"-f", "1"},
+                                                          {"-f", "0"},
+                                                          {"-n", "0"},
+                                                          {"-n", "-3"},
+                                                          {"-w", "-1"},
+                                                          {"-c", "2"},
+                                                          {"-c", "yes"},
+                                                          {"-d", "uint32"},
+                                                          {"-o", "xor"},
+                                                          {"--algo", "tree"},
+                                                          {"-b", "2M", "-e", "1M"},
+                                                          {"-d", "int32", "-o", "avg"},
+                                                          {"-"},
+                                                          {"--"},
+                                                          {"-n", "3x"}};
   for (const auto& words : bad) {
     std::string joined;
     for (auto w : words) joined += std::string(w) + " ";
@@ -204,9 +219,9 @@ TEST(PerfArgsTest, HalfConversionRoundsToNearestEven) {
   EXPECT_EQ(float_to_half(65520.0f), 0x7c00);  // tie, rounds to even: infinity
   EXPECT_EQ(float_to_half(std::numeric_limits<float>::infinity()), 0x7c00);
   EXPECT_EQ(float_to_half(std::ldexp(1.0f, -24)), 0x0001);
-  EXPECT_EQ(float_to_half(std::ldexp(1.0f, -25)), 0x0000);   // tie, to even
-  EXPECT_EQ(float_to_half(std::ldexp(3.0f, -25)), 0x0002);   // tie, to even
-  EXPECT_EQ(float_to_half(std::ldexp(1.0f, -14)), 0x0400);   // smallest normal
+  EXPECT_EQ(float_to_half(std::ldexp(1.0f, -25)), 0x0000);    // tie, to even
+  EXPECT_EQ(float_to_half(std::ldexp(3.0f, -25)), 0x0002);    // tie, to even
+  EXPECT_EQ(float_to_half(std::ldexp(1.0f, -14)), 0x0400);    // smallest normal
   EXPECT_EQ(float_to_half(2049.0f), float_to_half(2048.0f));  // tie, to even
   EXPECT_EQ(float_to_half(2051.0f), float_to_half(2052.0f));  // tie, to even
   EXPECT_EQ(float_to_half(2050.0f), 0x6801);
@@ -270,10 +285,14 @@ class Simulator {
   double combine(double a, double b) const {
     switch (op_) {
       case ReduceOp::sum:
-      case ReduceOp::avg: return a + b;
-      case ReduceOp::prod: return a * b;
-      case ReduceOp::min: return std::min(a, b);
-      case ReduceOp::max: return std::max(a, b);
+      case ReduceOp::avg:
+        return a + b;
+      case ReduceOp::prod:
+        return a * b;
+      case ReduceOp::min:
+        return std::min(a, b);
+      case ReduceOp::max:
+        return std::max(a, b);
     }
     return 0;
   }
@@ -281,14 +300,22 @@ class Simulator {
   double load(const std::vector<std::byte>& buf, std::size_t i) const {
     const std::byte* p = buf.data() + i * type_size(type_);
     switch (type_) {
-      case DataType::float32: return read<float>(p);
-      case DataType::float64: return read<double>(p);
-      case DataType::float16: return half_to_float(read<std::uint16_t>(p));
-      case DataType::bfloat16: return bfloat16_to_float(read<std::uint16_t>(p));
-      case DataType::int8: return read<std::int8_t>(p);
-      case DataType::uint8: return read<std::uint8_t>(p);
-      case DataType::int32: return read<std::int32_t>(p);
-      case DataType::int64: return static_cast<double>(read<std::int64_t>(p));
+      case DataType::float32:
+        return read<float>(p);
+      case DataType::float64:
+        return read<double>(p);
+      case DataType::float16:
+        return half_to_float(read<std::uint16_t>(p));
+      case DataType::bfloat16:
+        return bfloat16_to_float(read<std::uint16_t>(p));
+      case DataType::int8:
+        return read<std::int8_t>(p);
+      case DataType::uint8:
+        return read<std::uint8_t>(p);
+      case DataType::int32:
+        return read<std::int32_t>(p);
+      case DataType::int64:
+        return static_cast<double>(read<std::int64_t>(p));
     }
     return 0;
   }
@@ -297,14 +324,22 @@ class Simulator {
   void store(std::vector<std::byte>& buf, std::size_t i, double v) const {
     std::byte* p = buf.data() + i * type_size(type_);
     switch (type_) {
-      case DataType::float32: return write(p, static_cast<float>(v));
-      case DataType::float64: return write(p, v);
-      case DataType::float16: return write(p, float_to_half(static_cast<float>(v)));
-      case DataType::bfloat16: return write(p, float_to_bfloat16(static_cast<float>(v)));
-      case DataType::int8: return write(p, checked<std::int8_t>(v));
-      case DataType::uint8: return write(p, checked<std::uint8_t>(v));
-      case DataType::int32: return write(p, checked<std::int32_t>(v));
-      case DataType::int64: return write(p, checked<std::int64_t>(v));
+      case DataType::float32:
+        return write(p, static_cast<float>(v));
+      case DataType::float64:
+        return write(p, v);
+      case DataType::float16:
+        return write(p, float_to_half(static_cast<float>(v)));
+      case DataType::bfloat16:
+        return write(p, float_to_bfloat16(static_cast<float>(v)));
+      case DataType::int8:
+        return write(p, checked<std::int8_t>(v));
+      case DataType::uint8:
+        return write(p, checked<std::uint8_t>(v));
+      case DataType::int32:
+        return write(p, checked<std::int32_t>(v));
+      case DataType::int64:
+        return write(p, checked<std::int64_t>(v));
     }
   }
 
@@ -351,9 +386,9 @@ std::vector<std::vector<int>> orders(int ranks) {
 }
 
 TEST(PerfPatternTest, EveryTypeOpAndRankCountIsExact) {
-  const DataType types[] = {DataType::float32, DataType::float64, DataType::float16,
-                            DataType::bfloat16, DataType::int8,   DataType::uint8,
-                            DataType::int32,   DataType::int64};
+  const DataType types[] = {DataType::float32,  DataType::float64, DataType::float16,
+                            DataType::bfloat16, DataType::int8,    DataType::uint8,
+                            DataType::int32,    DataType::int64};
   const ReduceOp ops[] = {ReduceOp::sum, ReduceOp::prod, ReduceOp::min, ReduceOp::max,
                           ReduceOp::avg};
   for (DataType type : types) {
@@ -397,8 +432,8 @@ TEST(PerfPatternTest, ValuesVaryAndResultsAreNotTrivial) {
 TEST(PerfPatternTest, CountWrongFindsEachBadElement) {
   const int ranks = 4;
   const std::size_t count = 1000;
-  for (DataType type : {DataType::float32, DataType::float16, DataType::bfloat16,
-                        DataType::int8, DataType::int64, DataType::float64}) {
+  for (DataType type : {DataType::float32, DataType::float16, DataType::bfloat16, DataType::int8,
+                        DataType::int64, DataType::float64}) {
     Simulator sim(type, ReduceOp::sum, ranks, count);
     std::vector<std::byte> result = sim.reduce({0, 1, 2, 3});
     ASSERT_EQ(count_wrong(sim.pattern(), type, result.data(), count), 0);
