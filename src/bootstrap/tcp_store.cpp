@@ -573,7 +573,7 @@ std::vector<std::byte> request_frame(StoreOp op, std::string_view key,
   f[0] = static_cast<std::byte>(op);
   put_u32(f.data() + 4, static_cast<std::uint32_t>(key.size()));
   put_u64(f.data() + 8, value.size());
-  std::memcpy(f.data() + kFrameHeaderBytes, key.data(), key.size());
+  if (!key.empty()) std::memcpy(f.data() + kFrameHeaderBytes, key.data(), key.size());
   if (!value.empty()) {
     std::memcpy(f.data() + kFrameHeaderBytes + key.size(), value.data(), value.size());
   }
