@@ -68,7 +68,8 @@ void make_directories(const std::string& dir) {
 
 // Reads the whole file at `path`; nullopt when it does not exist.
 std::optional<std::vector<std::byte>> read_file(const std::string& path) {
-  UniqueFd fd(ringlet::detail::retry_eintr([&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); }));
+  UniqueFd fd(
+      ringlet::detail::retry_eintr([&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); }));
   if (!fd) {
     if (errno == ENOENT) return std::nullopt;
     ringlet::detail::throw_errno(str_cat("file store: cannot open ", path));
@@ -165,9 +166,8 @@ class FileStore final : public Store {
     static std::atomic<std::uint64_t> counter{0};
     std::string tmp = path_of(str_cat(".tmp.", ::getpid(), ".", counter.fetch_add(1), ".", name));
     {
-      UniqueFd fd(ringlet::detail::retry_eintr([&] {
-        return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      }));
+      UniqueFd fd(ringlet::detail::retry_eintr(
+          [&] { return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); }));
       if (!fd) ringlet::detail::throw_errno(str_cat("file store: cannot create ", tmp));
       std::size_t done = 0;
       while (done < value.size()) {

@@ -70,8 +70,7 @@ int parse_int(std::string_view text, std::string_view what, int min) {
 int parse_port(std::string_view text, std::string_view what) {
   int port = parse_int(text, what, 1);
   if (port > 65535) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat(what, "=", text, " is not a port (1..65535)"));
+    throw Error(ErrorCode::invalid_argument, str_cat(what, "=", text, " is not a port (1..65535)"));
   }
   return port;
 }
@@ -295,11 +294,13 @@ std::vector<std::string> expand_slurm_nodelist(std::string_view nodelist) {
     std::size_t pos = 0;
     while (pos < item.size()) {
       std::size_t open = item.find('[', pos);
-      std::string_view literal = item.substr(pos, open == std::string_view::npos ? open : open - pos);
+      std::string_view literal =
+          item.substr(pos, open == std::string_view::npos ? open : open - pos);
       for (std::string& p : partial) p += literal;
       if (open == std::string_view::npos) break;
       std::size_t close = item.find(']', open);  // balanced: checked by split_top_level
-      std::vector<std::string> numbers = expand_ranges(item.substr(open + 1, close - open - 1), nodelist);
+      std::vector<std::string> numbers =
+          expand_ranges(item.substr(open + 1, close - open - 1), nodelist);
       if (partial.size() * numbers.size() > kMaxNodelistHosts) {
         throw Error(ErrorCode::invalid_argument,
                     str_cat("SLURM node list '", nodelist, "' expands to too many hosts"));
@@ -354,9 +355,10 @@ LaunchInfo resolve_launch(const Options& options, const EnvLookup& env) {
                         " (or start it with ringlet-run, torchrun, mpirun or srun)"));
   }
   if (size.value < 0) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat("ringlet cannot tell the number of ranks (rank ", rank.value, " came from ",
-                        rank.from, "): set one of ", variables_of(&Launcher::size, "Options::size")));
+    throw Error(
+        ErrorCode::invalid_argument,
+        str_cat("ringlet cannot tell the number of ranks (rank ", rank.value, " came from ",
+                rank.from, "): set one of ", variables_of(&Launcher::size, "Options::size")));
   }
   if (rank.value >= size.value) {
     throw Error(ErrorCode::invalid_argument,
@@ -369,10 +371,10 @@ LaunchInfo resolve_launch(const Options& options, const EnvLookup& env) {
                         ") is larger than the size ", size.value, " (from ", size.from, ")"));
   }
   if (local_rank.value >= 0 && local_size.value > 0 && local_rank.value >= local_size.value) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat("local rank ", local_rank.value, " (from ", local_rank.from,
-                        ") is outside [0, ", local_size.value, ") (local size from ",
-                        local_size.from, ")"));
+    throw Error(
+        ErrorCode::invalid_argument,
+        str_cat("local rank ", local_rank.value, " (from ", local_rank.from, ") is outside [0, ",
+                local_size.value, ") (local size from ", local_size.from, ")"));
   }
   info.rank = rank.value;
   info.size = size.value;
@@ -413,8 +415,9 @@ LaunchInfo resolve_launch(const Options& options, const EnvLookup& env) {
   if (info.store_host.empty() && info.size > 1) {
     throw Error(ErrorCode::invalid_argument,
                 str_cat("rank ", info.rank, " of ", info.size, " came from ", rank.launcher, " (",
-                        rank.from, ") but no rendezvous address is known: set RINGLET_ADDR=",
-                        "host:port (rank 0's host) or MASTER_ADDR/MASTER_PORT"));
+                        rank.from, ") but no rendezvous address is known: set ",
+                        rank.source == "options" ? "Options::store, " : "",
+                        "RINGLET_ADDR=", "host:port (rank 0's host) or MASTER_ADDR/MASTER_PORT"));
   }
 
   if (!options.node_id.empty()) {

@@ -93,8 +93,7 @@ std::string numeric_host(const sockaddr_storage& addr) {
   if (addr.ss_family == AF_INET) {
     ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(addr).sin_addr, buf, sizeof buf);
   } else if (addr.ss_family == AF_INET6) {
-    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr, buf,
-                sizeof buf);
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr, buf, sizeof buf);
   }
   return buf;
 }
@@ -144,8 +143,8 @@ class TcpStoreServer {
     }
     int last_errno = 0;
     for (addrinfo* ai = addrs.get(); ai != nullptr; ai = ai->ai_next) {
-      UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                           ai->ai_protocol));
+      UniqueFd fd(
+          ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
       if (!fd) {
         last_errno = errno;
         continue;
@@ -290,8 +289,8 @@ class TcpStoreServer {
 
   void flush(Client& c) {
     while (c.out.size() > c.out_off) {
-      ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off,
-                         MSG_NOSIGNAL);
+      ssize_t n =
+          ::send(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -372,12 +371,20 @@ class TcpStoreServer {
       bool valid = p[1] == std::byte{0} && p[2] == std::byte{0} && p[3] == std::byte{0} &&
                    key_len <= kMaxKeyBytes && value_len <= kMaxValueBytes;
       switch (op) {
-        case StoreOp::set: break;
+        case StoreOp::set:
+          break;
         case StoreOp::get:
-        case StoreOp::remove: valid = valid && value_len == 0; break;
-        case StoreOp::add: valid = valid && value_len == 8; break;
-        case StoreOp::cancel: valid = valid && key_len == 0 && value_len == 0; break;
-        default: valid = false;
+        case StoreOp::remove:
+          valid = valid && value_len == 0;
+          break;
+        case StoreOp::add:
+          valid = valid && value_len == 8;
+          break;
+        case StoreOp::cancel:
+          valid = valid && key_len == 0 && value_len == 0;
+          break;
+        default:
+          valid = false;
       }
       // While a get is pending the client may only cancel it.
       if (!valid || (c.waiting && op != StoreOp::cancel)) {
@@ -457,8 +464,7 @@ class TcpStoreServer {
   }
 
   void reply_error(Client& c, const std::string& message) {
-    reply(c, StoreStatus::error,
-          std::as_bytes(std::span(message.data(), message.size())));
+    reply(c, StoreStatus::error, std::as_bytes(std::span(message.data(), message.size())));
   }
 
   void wake_waiters(const std::string& key) {
@@ -723,10 +729,10 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
       pause = std::min(pause * 2, milliseconds(250));
     }
     if (!first) {
-      throw Error(ErrorCode::peer_lost,
-                  str_cat("rendezvous store at ", where_,
-                          " (rank 0) closed the connection and cannot be reached again: ",
-                          last_error));
+      throw Error(
+          ErrorCode::peer_lost,
+          str_cat("rendezvous store at ", where_,
+                  " (rank 0) closed the connection and cannot be reached again: ", last_error));
     }
     auto s = std::chrono::duration_cast<std::chrono::duration<double>>(deadline - start).count();
     throw Error(ErrorCode::timeout, str_cat("could not reach rendezvous store at ", where_,

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Unit tests of launcher environment resolution (RINGLET_*, torchrun, MPI, PMI, SLURM).
-#include <cstdlib>
-#include <map>
-#include <string>
+#include "src/bootstrap/launch_env.hpp"
 
 #include <gtest/gtest.h>
 
-#include "src/bootstrap/launch_env.hpp"
+#include <cstdlib>
+#include <map>
+#include <string>
 
 namespace ringlet::bootstrap {
 namespace {
@@ -60,66 +60,176 @@ INSTANTIATE_TEST_SUITE_P(
     Launchers, LauncherTest,
     ::testing::Values(
         LauncherCase{"ringlet_host_port",
-                     {{"RINGLET_RANK", "3"}, {"RINGLET_SIZE", "8"}, {"RINGLET_LOCAL_RANK", "1"},
-                      {"RINGLET_LOCAL_SIZE", "2"}, {"RINGLET_ADDR", "node0:1234"}},
-                     3, 8, 1, 2, "node0", 1234, "ringlet"},
+                     {{"RINGLET_RANK", "3"},
+                      {"RINGLET_SIZE", "8"},
+                      {"RINGLET_LOCAL_RANK", "1"},
+                      {"RINGLET_LOCAL_SIZE", "2"},
+                      {"RINGLET_ADDR", "node0:1234"}},
+                     3,
+                     8,
+                     1,
+                     2,
+                     "node0",
+                     1234,
+                     "ringlet"},
         LauncherCase{"ringlet_bare_host_and_port",
-                     {{"RINGLET_RANK", "0"}, {"RINGLET_SIZE", "2"}, {"RINGLET_ADDR", "node0"},
+                     {{"RINGLET_RANK", "0"},
+                      {"RINGLET_SIZE", "2"},
+                      {"RINGLET_ADDR", "node0"},
                       {"RINGLET_PORT", "4000"}},
-                     0, 2, -1, -1, "node0", 4000, "ringlet"},
+                     0,
+                     2,
+                     -1,
+                     -1,
+                     "node0",
+                     4000,
+                     "ringlet"},
         LauncherCase{"ringlet_bracketed_ipv6",
                      {{"RINGLET_RANK", "1"}, {"RINGLET_SIZE", "2"}, {"RINGLET_ADDR", "[::1]:5000"}},
-                     1, 2, -1, -1, "::1", 5000, "ringlet"},
+                     1,
+                     2,
+                     -1,
+                     -1,
+                     "::1",
+                     5000,
+                     "ringlet"},
         LauncherCase{"ringlet_bare_ipv6",
                      {{"RINGLET_RANK", "1"}, {"RINGLET_SIZE", "2"}, {"RINGLET_ADDR", "fd00::7"}},
-                     1, 2, -1, -1, "fd00::7", 29500, "ringlet"},
+                     1,
+                     2,
+                     -1,
+                     -1,
+                     "fd00::7",
+                     29500,
+                     "ringlet"},
         LauncherCase{"torchrun",
-                     {{"RANK", "5"}, {"WORLD_SIZE", "16"}, {"LOCAL_RANK", "1"},
-                      {"LOCAL_WORLD_SIZE", "8"}, {"MASTER_ADDR", "10.0.0.1"},
+                     {{"RANK", "5"},
+                      {"WORLD_SIZE", "16"},
+                      {"LOCAL_RANK", "1"},
+                      {"LOCAL_WORLD_SIZE", "8"},
+                      {"MASTER_ADDR", "10.0.0.1"},
                       {"MASTER_PORT", "29400"}},
-                     5, 16, 1, 8, "10.0.0.1", 29400, "torchrun"},
+                     5,
+                     16,
+                     1,
+                     8,
+                     "10.0.0.1",
+                     29400,
+                     "torchrun"},
         LauncherCase{"torchrun_default_port",
                      {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "[fd00::1]"}},
-                     0, 2, -1, -1, "fd00::1", 29500, "torchrun"},
+                     0,
+                     2,
+                     -1,
+                     -1,
+                     "fd00::1",
+                     29500,
+                     "torchrun"},
         LauncherCase{"openmpi",
-                     {{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "4"},
-                      {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"},
+                     {{"OMPI_COMM_WORLD_RANK", "3"},
+                      {"OMPI_COMM_WORLD_SIZE", "4"},
+                      {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                      {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"},
                       {"RINGLET_ADDR", "head:7000"}},
-                     3, 4, 1, 2, "head", 7000, "openmpi"},
+                     3,
+                     4,
+                     1,
+                     2,
+                     "head",
+                     7000,
+                     "openmpi"},
         LauncherCase{"mpich_pmi",
-                     {{"PMI_RANK", "2"}, {"PMI_SIZE", "3"}, {"MPI_LOCALRANKID", "0"},
-                      {"MPI_LOCALNRANKS", "1"}, {"MASTER_ADDR", "head"}},
-                     2, 3, 0, 1, "head", 29500, "pmi"},
+                     {{"PMI_RANK", "2"},
+                      {"PMI_SIZE", "3"},
+                      {"MPI_LOCALRANKID", "0"},
+                      {"MPI_LOCALNRANKS", "1"},
+                      {"MASTER_ADDR", "head"}},
+                     2,
+                     3,
+                     0,
+                     1,
+                     "head",
+                     29500,
+                     "pmi"},
         LauncherCase{"slurm",
-                     {{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"},
-                      {"SLURM_NTASKS_PER_NODE", "4(x2)"}, {"SLURM_NODELIST", "gpu[07-08]"}},
-                     5, 8, 1, 4, "gpu07", 29500, "slurm"},
+                     {{"SLURM_PROCID", "5"},
+                      {"SLURM_NTASKS", "8"},
+                      {"SLURM_LOCALID", "1"},
+                      {"SLURM_NTASKS_PER_NODE", "4(x2)"},
+                      {"SLURM_NODELIST", "gpu[07-08]"}},
+                     5,
+                     8,
+                     1,
+                     4,
+                     "gpu07",
+                     29500,
+                     "slurm"},
         LauncherCase{"slurm_uneven_nodes_by_node_id",
-                     {{"SLURM_PROCID", "8"}, {"SLURM_NTASKS", "11"}, {"SLURM_LOCALID", "0"},
-                      {"SLURM_NTASKS_PER_NODE", "4(x2),3"}, {"SLURM_NODEID", "2"},
-                      {"SLURM_NODELIST", "a[1-3]"}, {"MASTER_PORT", "6000"}},
-                     8, 11, 0, 3, "a1", 6000, "slurm"},
+                     {{"SLURM_PROCID", "8"},
+                      {"SLURM_NTASKS", "11"},
+                      {"SLURM_LOCALID", "0"},
+                      {"SLURM_NTASKS_PER_NODE", "4(x2),3"},
+                      {"SLURM_NODEID", "2"},
+                      {"SLURM_NODELIST", "a[1-3]"},
+                      {"MASTER_PORT", "6000"}},
+                     8,
+                     11,
+                     0,
+                     3,
+                     "a1",
+                     6000,
+                     "slurm"},
         LauncherCase{"slurm_unknown_node_takes_first_count",
-                     {{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "7"},
-                      {"SLURM_NTASKS_PER_NODE", "4,3"}, {"SLURM_NODELIST", "x,y"},
-                      {"RINGLET_PORT", "6100"}, {"MASTER_PORT", "6000"}},
-                     0, 7, -1, 4, "x", 6100, "slurm"},
+                     {{"SLURM_PROCID", "0"},
+                      {"SLURM_NTASKS", "7"},
+                      {"SLURM_NTASKS_PER_NODE", "4,3"},
+                      {"SLURM_NODELIST", "x,y"},
+                      {"RINGLET_PORT", "6100"},
+                      {"MASTER_PORT", "6000"}},
+                     0,
+                     7,
+                     -1,
+                     4,
+                     "x",
+                     6100,
+                     "slurm"},
         LauncherCase{"single_rank_needs_no_address",
                      {{"RINGLET_RANK", "0"}, {"RINGLET_SIZE", "1"}},
-                     0, 1, -1, -1, "", 29500, "ringlet"},
+                     0,
+                     1,
+                     -1,
+                     -1,
+                     "",
+                     29500,
+                     "ringlet"},
         LauncherCase{"empty_values_count_as_unset",
-                     {{"RINGLET_RANK", ""}, {"RANK", "1"}, {"WORLD_SIZE", "2"},
-                      {"RINGLET_ADDR", ""}, {"MASTER_ADDR", "h"}},
-                     1, 2, -1, -1, "h", 29500, "torchrun"}),
+                     {{"RINGLET_RANK", ""},
+                      {"RANK", "1"},
+                      {"WORLD_SIZE", "2"},
+                      {"RINGLET_ADDR", ""},
+                      {"MASTER_ADDR", "h"}},
+                     1,
+                     2,
+                     -1,
+                     -1,
+                     "h",
+                     29500,
+                     "torchrun"}),
     [](const auto& info) { return info.param.name; });
 
 // Every launcher sets a different rank; removing the top one reveals the next.
 TEST(LaunchPrecedenceTest, OptionsThenRingletThenTorchrunThenOmpiThenPmiThenSlurm) {
-  Vars vars = {{"RINGLET_RANK", "1"},         {"RANK", "2"},     {"OMPI_COMM_WORLD_RANK", "3"},
-               {"PMI_RANK", "4"},             {"SLURM_PROCID", "5"},
-               {"RINGLET_SIZE", "10"},        {"WORLD_SIZE", "20"},
-               {"OMPI_COMM_WORLD_SIZE", "30"}, {"PMI_SIZE", "40"},
-               {"SLURM_NTASKS", "50"},        {"MASTER_ADDR", "h"}};
+  Vars vars = {{"RINGLET_RANK", "1"},
+               {"RANK", "2"},
+               {"OMPI_COMM_WORLD_RANK", "3"},
+               {"PMI_RANK", "4"},
+               {"SLURM_PROCID", "5"},
+               {"RINGLET_SIZE", "10"},
+               {"WORLD_SIZE", "20"},
+               {"OMPI_COMM_WORLD_SIZE", "30"},
+               {"PMI_SIZE", "40"},
+               {"SLURM_NTASKS", "50"},
+               {"MASTER_ADDR", "h"}};
   Options options;
   options.rank = 0;
   options.size = 9;
@@ -128,11 +238,12 @@ TEST(LaunchPrecedenceTest, OptionsThenRingletThenTorchrunThenOmpiThenPmiThenSlur
   EXPECT_EQ(info.size, 9);
   EXPECT_EQ(info.source, "options");
 
-  const std::pair<const char*, const char*> layers[] = {{"RINGLET_RANK", "RINGLET_SIZE"},
-                                                        {"RANK", "WORLD_SIZE"},
-                                                        {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
-                                                        {"PMI_RANK", "PMI_SIZE"},
-                                                        {"SLURM_PROCID", "SLURM_NTASKS"}};
+  const std::pair<const char*, const char*> layers[] = {
+      {"RINGLET_RANK", "RINGLET_SIZE"},
+      {"RANK", "WORLD_SIZE"},
+      {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+      {"PMI_RANK", "PMI_SIZE"},
+      {"SLURM_PROCID", "SLURM_NTASKS"}};
   const char* sources[] = {"ringlet", "torchrun", "openmpi", "pmi", "slurm"};
   for (int i = 0; i < 5; ++i) {
     info = resolve_launch({}, env_of(vars));
@@ -238,15 +349,18 @@ TEST(LaunchErrorTest, MalformedIntegersNameTheVariable) {
             std::string::npos);
   EXPECT_NE(error_of({}, {{"RANK", "0"}, {"WORLD_SIZE", "99999999999"}}).find("WORLD_SIZE"),
             std::string::npos);
-  EXPECT_NE(error_of({}, {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"},
-                          {"MASTER_PORT", "70000"}})
-                .find("MASTER_PORT=70000"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of({},
+               {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}})
+          .find("MASTER_PORT=70000"),
+      std::string::npos);
   EXPECT_NE(error_of({}, {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"RINGLET_ADDR", "h:port"}})
                 .find("RINGLET_ADDR"),
             std::string::npos);
-  EXPECT_NE(error_of({}, {{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"},
-                          {"SLURM_NTASKS_PER_NODE", "2(y3)"}, {"SLURM_NODELIST", "a"}})
+  EXPECT_NE(error_of({}, {{"SLURM_PROCID", "0"},
+                          {"SLURM_NTASKS", "2"},
+                          {"SLURM_NTASKS_PER_NODE", "2(y3)"},
+                          {"SLURM_NODELIST", "a"}})
                 .find("SLURM_NTASKS_PER_NODE=2(y3)"),
             std::string::npos);
   Options options;
@@ -261,8 +375,11 @@ TEST(LaunchErrorTest, MalformedIntegersNameTheVariable) {
 TEST(LaunchErrorTest, RankOutsideSizeIsRejected) {
   std::string what = error_of({}, {{"RANK", "4"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "h"}});
   EXPECT_NE(what.find("rank 4 (from RANK) is outside [0, 4)"), std::string::npos) << what;
-  what = error_of({}, {{"RANK", "0"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "2"},
-                       {"LOCAL_WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}});
+  what = error_of({}, {{"RANK", "0"},
+                       {"WORLD_SIZE", "4"},
+                       {"LOCAL_RANK", "2"},
+                       {"LOCAL_WORLD_SIZE", "2"},
+                       {"MASTER_ADDR", "h"}});
   EXPECT_NE(what.find("local rank 2 (from LOCAL_RANK)"), std::string::npos) << what;
 }
 
@@ -297,8 +414,8 @@ INSTANTIATE_TEST_SUITE_P(
                      {"n1", "n2", "n3", "n07", "n08", "n09", "gpu5", "x001-ib", "x002-ib"}},
         NodelistCase{"crossing_a_power_of_ten", "n[8-10]", {"n8", "n9", "n10"}},
         NodelistCase{"padded_crossing", "n[098-101]", {"n098", "n099", "n100", "n101"}},
-        NodelistCase{"single_number_in_brackets", "node[01-03,7]",
-                     {"node01", "node02", "node03", "node7"}},
+        NodelistCase{
+            "single_number_in_brackets", "node[01-03,7]", {"node01", "node02", "node03", "node7"}},
         NodelistCase{"two_groups", "r[1-2]n[1-2]", {"r1n1", "r1n2", "r2n1", "r2n2"}},
         NodelistCase{"dotted_names", "h1.example.org,h2", {"h1.example.org", "h2"}},
         NodelistCase{"empty", "", {}}),

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Unit tests of the rendezvous stores: hash, file, prefix and TCP (IPv4 and IPv6 loopback).
+#include "src/bootstrap/store.hpp"
+
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -17,10 +20,7 @@
 #include <set>
 #include <thread>
 
-#include <gtest/gtest.h>
-
 #include "include/ringlet/ringlet.hpp"
-#include "src/bootstrap/store.hpp"
 #include "src/bootstrap/tcp_store_protocol.hpp"
 #include "src/common/unique_fd.hpp"
 
@@ -47,9 +47,9 @@ bool have_ipv6_loopback() {
 
 std::string temp_dir() {
   static std::atomic<int> counter{0};
-  auto dir = std::filesystem::temp_directory_path() /
-             ("ringlet-store-test-" + std::to_string(::getpid()) + "-" +
-              std::to_string(counter.fetch_add(1)));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("ringlet-store-test-" + std::to_string(::getpid()) +
+                                                "-" + std::to_string(counter.fetch_add(1)));
   std::filesystem::remove_all(dir);
   return dir.string();
 }
@@ -167,7 +167,8 @@ TEST_P(StoreTest, GetTimesOutWithinDeadlineAndStoreStaysUsable) {
   } catch (const Error& e) {
     auto took = Clock::now() - start;
     EXPECT_EQ(e.code(), ErrorCode::timeout);
-    EXPECT_NE(std::string(e.what()).find("missing-key' not set within"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("missing-key' not set within"), std::string::npos)
+        << e.what();
     EXPECT_GE(took, 195ms);
     EXPECT_LE(took, 200ms + kSlack);
   }
@@ -436,7 +437,8 @@ TEST(TcpStoreTest, ConnectingToADeadPortTimesOut) {
     EXPECT_EQ(e.code(), ErrorCode::timeout);
     std::string what = e.what();
     EXPECT_NE(what.find("could not reach rendezvous store at 127.0.0.1:" + std::to_string(port)),
-              std::string::npos) << what;
+              std::string::npos)
+        << what;
     EXPECT_NE(what.find("refused"), std::string::npos) << what;
   }
   EXPECT_LE(Clock::now() - start, 300ms + kSlack);
