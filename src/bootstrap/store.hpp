@@ -26,6 +26,8 @@ class Store {
   // naming the key.
   virtual std::vector<std::byte> get(std::string_view key, Deadline deadline) = 0;
   // Adds `delta` to the integer stored at `key` (absent: 0) and returns the new value.
+  // Counters are stored as decimal text (get_string() reads "42"); add() on a value that is
+  // not one, or an int64 overflow, throws Error(invalid_argument).
   virtual std::int64_t add(std::string_view key, std::int64_t delta) = 0;
   // Deletes `key`; returns whether it existed.
   virtual bool remove(std::string_view key) = 0;
@@ -50,8 +52,8 @@ std::shared_ptr<Store> make_prefix_store(std::string prefix, std::shared_ptr<Sto
 // drops any client that fails the handshake (magic, protocol version), and never lets a
 // bad client stall others. Connecting retries until the deadline (rank 0 may start last).
 //
-// Counters written by add() are stored as decimal text (get_string() reads "42"). Keys are
-// at most 4 KiB and values at most 64 MiB (larger ones throw Error(invalid_argument)).
+// Keys are at most 4 KiB and values at most 64 MiB (larger ones throw
+// Error(invalid_argument)).
 // set(), add() and remove() each end within 60 s or throw timeout; a get() that passes its
 // deadline withdraws its request, so the store stays usable. A lost server connection
 // throws peer_lost.
