@@ -26,6 +26,8 @@ class Store {
   // naming the key.
   virtual std::vector<std::byte> get(std::string_view key, Deadline deadline) = 0;
   // Adds `delta` to the integer stored at `key` (absent: 0) and returns the new value.
+  // Counters are stored as decimal text (get_string() reads "42"); add() on a value that is
+  // not one, or an int64 overflow, throws Error(invalid_argument).
   virtual std::int64_t add(std::string_view key, std::int64_t delta) = 0;
   // Deletes `key`; returns whether it existed.
   virtual bool remove(std::string_view key) = 0;
@@ -49,9 +51,15 @@ std::shared_ptr<Store> make_prefix_store(std::string prefix, std::shared_ptr<Sto
 // are clients. The server runs on its own thread for the life of the returned object,
 // drops any client that fails the handshake (magic, protocol version), and never lets a
 // bad client stall others. Connecting retries until the deadline (rank 0 may start last).
+//
+// Keys are at most 4 KiB and values at most 64 MiB (larger ones throw
+// Error(invalid_argument)).
+// set(), add() and remove() each end within 60 s or throw timeout; a get() that passes its
+// deadline withdraws its request, so the store stays usable. A lost server connection
+// throws peer_lost.
 struct TcpStoreOptions {
   std::string host;  // name or IPv4/IPv6 literal; "[::1]" brackets accepted
-  int port = 29500;
+  int port = 29500;  // the server may pass 0 for a free port; see tcp_store_port()
   bool is_server = false;
   Deadline deadline;  // for the initial connection
 };
@@ -61,5 +69,9 @@ std::shared_ptr<Store> make_tcp_store(const TcpStoreOptions& options);
 // this host uses to reach rank 0; empty for stores that are not TCP stores. The TCP
 // transport listens on it by default.
 std::string local_address_of(const Store& store);
+
+// The port of a TCP store (the one the server bound, when it was asked for port 0); 0 for
+// stores that are not TCP stores. Sees through prefix stores, as local_address_of() does.
+int tcp_store_port(const Store& store);
 
 }  // namespace ringlet::bootstrap

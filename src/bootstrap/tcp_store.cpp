@@ -1,0 +1,815 @@
+// SPDX-License-Identifier: Apache-2.0
+// TcpStore: the rendezvous store served by rank 0 over TCP, and its client.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "src/bootstrap/store.hpp"
+#include "src/bootstrap/store_detail.hpp"
+#include "src/bootstrap/store_value.hpp"
+#include "src/bootstrap/tcp_store_protocol.hpp"
+#include "src/common/check.hpp"
+#include "src/common/log.hpp"
+#include "src/common/unique_fd.hpp"
+
+namespace ringlet::bootstrap {
+namespace {
+
+using detail::get_u32;
+using detail::get_u64;
+using detail::kFrameHeaderBytes;
+using detail::kHelloBytes;
+using detail::kHelloReplyBytes;
+using detail::kMaxKeyBytes;
+using detail::kMaxValueBytes;
+using detail::kStoreMagic0;
+using detail::kStoreMagic1;
+using detail::kStoreProtocolVersion;
+using detail::put_u32;
+using detail::put_u64;
+using detail::StoreOp;
+using detail::StoreStatus;
+using std::chrono::milliseconds;
+
+constexpr auto kHandshakeTimeout = std::chrono::seconds(30);  // server drops silent clients
+constexpr auto kRequestTimeout = std::chrono::seconds(60);    // set/add/remove round trip
+constexpr auto kCancelGrace = std::chrono::seconds(10);       // reply to a cancelled get
+constexpr auto kReconnectWindow = std::chrono::seconds(10);   // extra connections
+constexpr std::size_t kMaxClients = 4096;
+constexpr std::size_t kMaxIdleConnections = 8;
+constexpr std::size_t kOutputHighWater = std::size_t{1} << 20;
+
+std::string strip_brackets(const std::string& host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    return host.substr(1, host.size() - 2);
+  }
+  return host;
+}
+
+std::string join_host_port(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos) return str_cat("[", host, "]:", port);
+  return str_cat(host, ":", port);
+}
+
+struct AddrInfoDeleter {
+  void operator()(addrinfo* ai) const noexcept { ::freeaddrinfo(ai); }
+};
+using AddrInfoPtr = std::unique_ptr<addrinfo, AddrInfoDeleter>;
+
+// Resolves host:port; on failure returns null and sets `error`.
+AddrInfoPtr resolve(const std::string& host, int port, bool passive, std::string& error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  addrinfo* out = nullptr;
+  std::string service = std::to_string(port);
+  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &out);
+  if (rc != 0) {
+    error = rc == EAI_SYSTEM ? std::strerror(errno) : ::gai_strerror(rc);
+    return nullptr;
+  }
+  return AddrInfoPtr(out);
+}
+
+std::string numeric_host(const sockaddr_storage& addr) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(addr).sin_addr, buf, sizeof buf);
+  } else if (addr.ss_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr, buf, sizeof buf);
+  }
+  return buf;
+}
+
+int port_of(const sockaddr_storage& addr) {
+  if (addr.ss_family == AF_INET) {
+    return ntohs(reinterpret_cast<const sockaddr_in&>(addr).sin_port);
+  }
+  if (addr.ss_family == AF_INET6) {
+    return ntohs(reinterpret_cast<const sockaddr_in6&>(addr).sin6_port);
+  }
+  return 0;
+}
+
+void set_nodelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// Waits until `fd` is ready for `events` or the deadline passes; returns whether it is ready.
+bool wait_fd(int fd, short events, Deadline deadline) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    int timeout = ms_until(deadline);
+    int rc = ::poll(&p, 1, timeout);
+    if (rc > 0) return true;
+    if (rc < 0 && errno != EINTR) ringlet::detail::throw_errno("tcp store: poll");
+    if (rc == 0 && Clock::now() >= deadline) return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server
+
+// Owned by the rank-0 TcpStore client through a shared_ptr; lives as long as that store.
+// All state below the constructor is touched only by thread_, which runs a poll() loop over
+// the listener, the clients and wake_ (an eventfd written by the destructor).
+class TcpStoreServer {
+ public:
+  TcpStoreServer(const std::string& host, int port) {
+    std::string error;
+    AddrInfoPtr addrs = resolve(host, port, true, error);
+    if (!addrs) {
+      throw Error(ErrorCode::transport,
+                  str_cat("tcp store: cannot resolve ", join_host_port(host, port),
+                          " to serve the rendezvous store: ", error));
+    }
+    int last_errno = 0;
+    for (addrinfo* ai = addrs.get(); ai != nullptr; ai = ai->ai_next) {
+      UniqueFd fd(
+          ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+      if (!fd) {
+        last_errno = errno;
+        continue;
+      }
+      int one = 1;
+      ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 ||
+          ::listen(fd.get(), SOMAXCONN) != 0) {
+        last_errno = errno;
+        continue;
+      }
+      listener_ = std::move(fd);
+      break;
+    }
+    if (!listener_) {
+      ringlet::detail::throw_errno(
+          str_cat("tcp store: cannot serve the rendezvous store on ", join_host_port(host, port)),
+          last_errno);
+    }
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    ::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&bound), &len);
+    port_ = port_of(bound);
+    wake_ = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!wake_) ringlet::detail::throw_errno("tcp store: eventfd");
+    thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+  }
+
+  ~TcpStoreServer() {
+    thread_.request_stop();
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof one);
+    if (thread_.joinable()) thread_.join();
+  }
+
+  TcpStoreServer(const TcpStoreServer&) = delete;
+  TcpStoreServer& operator=(const TcpStoreServer&) = delete;
+
+  int port() const noexcept { return port_; }
+
+ private:
+  struct Client {
+    UniqueFd fd;
+    std::vector<std::byte> in;
+    std::size_t in_off = 0;
+    std::vector<std::byte> out;
+    std::size_t out_off = 0;
+    bool greeted = false;
+    bool close_after_flush = false;
+    bool dead = false;
+    bool waiting = false;  // a get is pending on waiting_key
+    std::string waiting_key;
+    Clock::time_point accepted;
+  };
+
+  void run(const std::stop_token& stop) {
+    std::vector<pollfd> fds;
+    std::vector<std::uint64_t> ids;
+    while (!stop.stop_requested()) {
+      fds.clear();
+      ids.clear();
+      fds.push_back({wake_.get(), POLLIN, 0});
+      fds.push_back({listener_.get(), POLLIN, 0});
+      for (auto& [id, c] : clients_) {
+        short events = 0;
+        if (c.out.size() > c.out_off) events |= POLLOUT;
+        if (!c.close_after_flush && c.out.size() - c.out_off < kOutputHighWater) events |= POLLIN;
+        fds.push_back({c.fd.get(), events, 0});
+        ids.push_back(id);
+      }
+      int rc = ::poll(fds.data(), fds.size(), 1000);
+      if (rc < 0) {
+        if (errno == EINTR) continue;
+        RINGLET_LOG(warn, "tcp store server: poll failed: ", std::strerror(errno));
+        std::this_thread::sleep_for(milliseconds(10));
+        continue;
+      }
+      if (fds[0].revents != 0) break;
+      if (fds[1].revents & POLLIN) accept_clients();
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        auto it = clients_.find(ids[i]);
+        if (it == clients_.end() || it->second.dead) continue;
+        Client& c = it->second;
+        short re = fds[i + 2].revents;
+        if (re & POLLOUT) flush(c);
+        if (!c.dead && (re & (POLLIN | POLLHUP | POLLERR))) {
+          read_input(c);
+          if (!c.dead) process(ids[i]);
+        }
+      }
+      expire_silent_clients();
+      sweep();
+    }
+  }
+
+  void accept_clients() {
+    for (;;) {
+      int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        return;  // EAGAIN, or out of descriptors: try again on the next wake-up
+      }
+      if (clients_.size() >= kMaxClients) {
+        ::close(fd);
+        continue;
+      }
+      set_nodelay(fd);
+      Client c;
+      c.fd = UniqueFd(fd);
+      c.accepted = Clock::now();
+      clients_.emplace(next_id_++, std::move(c));
+    }
+  }
+
+  void drop(Client& c) {
+    if (c.dead) return;
+    if (c.waiting) unwait(c);
+    c.dead = true;
+    c.fd.reset();
+  }
+
+  void sweep() {
+    std::erase_if(clients_, [](const auto& kv) { return kv.second.dead; });
+  }
+
+  void expire_silent_clients() {
+    auto now = Clock::now();
+    for (auto& [id, c] : clients_) {
+      if (!c.greeted && !c.dead && now - c.accepted > kHandshakeTimeout) drop(c);
+    }
+  }
+
+  void unwait(Client& c) {
+    auto it = waiters_.find(c.waiting_key);
+    if (it != waiters_.end()) {
+      std::erase(it->second, &c);
+      if (it->second.empty()) waiters_.erase(it);
+    }
+    c.waiting = false;
+    c.waiting_key.clear();
+  }
+
+  void flush(Client& c) {
+    while (c.out.size() > c.out_off) {
+      ssize_t n =
+          ::send(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        drop(c);
+        return;
+      }
+      c.out_off += static_cast<std::size_t>(n);
+    }
+    c.out.clear();
+    c.out_off = 0;
+    if (c.close_after_flush) drop(c);
+  }
+
+  void read_input(Client& c) {
+    std::byte buf[65536];
+    for (;;) {
+      ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        drop(c);
+        return;
+      }
+      if (n == 0) {
+        drop(c);
+        return;
+      }
+      c.in.insert(c.in.end(), buf, buf + n);
+      // Never buffer more than one largest frame plus one read: a client that sends more
+      // than that without reading its replies is broken or hostile.
+      if (c.in.size() - c.in_off > kFrameHeaderBytes + kMaxKeyBytes + kMaxValueBytes + sizeof buf) {
+        drop(c);
+        return;
+      }
+      if (static_cast<std::size_t>(n) < sizeof buf) return;
+    }
+  }
+
+  void reply(Client& c, StoreStatus status, std::span<const std::byte> value) {
+    std::array<std::byte, kFrameHeaderBytes> h{};
+    h[0] = static_cast<std::byte>(status);
+    put_u64(h.data() + 8, value.size());
+    c.out.insert(c.out.end(), h.begin(), h.end());
+    c.out.insert(c.out.end(), value.begin(), value.end());
+  }
+
+  // Handles every complete frame of client `id`, then tries to send the replies.
+  void process(std::uint64_t id) {
+    Client& c = clients_.at(id);
+    while (!c.dead) {
+      std::size_t avail = c.in.size() - c.in_off;
+      const std::byte* p = c.in.data() + c.in_off;
+      if (!c.greeted) {
+        if (avail >= 8 && (get_u32(p) != kStoreMagic0 || get_u32(p + 4) != kStoreMagic1)) {
+          drop(c);  // not a ringlet store client: dropped as soon as its magic is wrong
+          break;
+        }
+        if (avail < kHelloBytes) break;
+        std::uint32_t version = get_u32(p + 8);
+        std::array<std::byte, kHelloReplyBytes> r{};
+        put_u32(r.data(), kStoreMagic0);
+        put_u32(r.data() + 4, kStoreMagic1);
+        put_u32(r.data() + 8, kStoreProtocolVersion);
+        c.out.insert(c.out.end(), r.begin(), r.end());
+        c.in_off += kHelloBytes;
+        if (version != kStoreProtocolVersion) {
+          c.close_after_flush = true;
+          break;
+        }
+        c.greeted = true;
+        continue;
+      }
+      if (c.out.size() - c.out_off >= kOutputHighWater) break;
+      if (avail < kFrameHeaderBytes) break;
+      auto op = static_cast<StoreOp>(p[0]);
+      std::uint64_t key_len = get_u32(p + 4);
+      std::uint64_t value_len = get_u64(p + 8);
+      bool valid = p[1] == std::byte{0} && p[2] == std::byte{0} && p[3] == std::byte{0} &&
+                   key_len <= kMaxKeyBytes && value_len <= kMaxValueBytes;
+      switch (op) {
+        case StoreOp::set:
+          break;
+        case StoreOp::get:
+        case StoreOp::remove:
+          valid = valid && value_len == 0;
+          break;
+        case StoreOp::add:
+          valid = valid && value_len == 8;
+          break;
+        case StoreOp::cancel:
+          valid = valid && key_len == 0 && value_len == 0;
+          break;
+        default:
+          valid = false;
+      }
+      // While a get is pending the client may only cancel it.
+      if (!valid || (c.waiting && op != StoreOp::cancel)) {
+        drop(c);
+        break;
+      }
+      if (avail < kFrameHeaderBytes + key_len + value_len) break;
+      std::string key(reinterpret_cast<const char*>(p + kFrameHeaderBytes), key_len);
+      std::span<const std::byte> value(p + kFrameHeaderBytes + key_len, value_len);
+      handle(c, op, std::move(key), value);
+      c.in_off += kFrameHeaderBytes + key_len + value_len;
+    }
+    if (!c.dead) {
+      if (c.in_off == c.in.size()) {
+        c.in.clear();
+        c.in_off = 0;
+      } else if (c.in_off > 65536 && c.in_off * 2 > c.in.size()) {
+        c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(c.in_off));
+        c.in_off = 0;
+      }
+      flush(c);
+    }
+  }
+
+  void handle(Client& c, StoreOp op, std::string key, std::span<const std::byte> value) {
+    switch (op) {
+      case StoreOp::set:
+        data_.insert_or_assign(key, std::vector<std::byte>(value.begin(), value.end()));
+        reply(c, StoreStatus::ok, {});
+        wake_waiters(key);
+        return;
+      case StoreOp::get: {
+        auto it = data_.find(key);
+        if (it != data_.end()) {
+          reply(c, StoreStatus::ok, it->second);
+        } else {
+          c.waiting = true;
+          c.waiting_key = key;
+          waiters_[key].push_back(&c);
+        }
+        return;
+      }
+      case StoreOp::add: {
+        auto delta = static_cast<std::int64_t>(get_u64(value.data()));
+        std::int64_t old = 0;
+        auto it = data_.find(key);
+        if (it != data_.end()) {
+          auto parsed = detail::parse_counter(it->second);
+          if (!parsed) {
+            reply_error(c, str_cat("add() on key '", key, "', whose value is not an integer"));
+            return;
+          }
+          old = *parsed;
+        }
+        auto sum = detail::checked_add(old, delta);
+        if (!sum) {
+          reply_error(c, str_cat("add(", delta, ") on key '", key, "' overflows int64"));
+          return;
+        }
+        data_.insert_or_assign(key, detail::encode_counter(*sum));
+        std::array<std::byte, 8> r{};
+        put_u64(r.data(), static_cast<std::uint64_t>(*sum));
+        reply(c, StoreStatus::ok, r);
+        wake_waiters(key);
+        return;
+      }
+      case StoreOp::remove:
+        reply(c, data_.erase(key) > 0 ? StoreStatus::ok : StoreStatus::missing, {});
+        return;
+      case StoreOp::cancel:
+        if (c.waiting) {
+          unwait(c);
+          reply(c, StoreStatus::cancelled, {});
+        }
+        return;
+    }
+  }
+
+  void reply_error(Client& c, const std::string& message) {
+    reply(c, StoreStatus::error, std::as_bytes(std::span(message.data(), message.size())));
+  }
+
+  void wake_waiters(const std::string& key) {
+    auto it = waiters_.find(key);
+    if (it == waiters_.end()) return;
+    std::vector<Client*> woken = std::move(it->second);
+    waiters_.erase(it);
+    const std::vector<std::byte>& value = data_.at(key);
+    for (Client* w : woken) {
+      w->waiting = false;
+      w->waiting_key.clear();
+      reply(*w, StoreStatus::ok, value);
+      flush(*w);
+    }
+  }
+
+  UniqueFd listener_;
+  UniqueFd wake_;
+  int port_ = 0;
+  std::uint64_t next_id_ = 1;
+  std::unordered_map<std::uint64_t, Client> clients_;  // node-based: Client* stay valid
+  std::map<std::string, std::vector<std::byte>, std::less<>> data_;
+  std::map<std::string, std::vector<Client*>, std::less<>> waiters_;
+  std::jthread thread_;  // last: starts after, and stops before, the members it uses
+};
+
+// ---------------------------------------------------------------------------------------
+// Client
+
+void send_all(int fd, std::span<const std::byte> data, Deadline deadline,
+              const std::string& where) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (n >= 0) {
+      done += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!wait_fd(fd, POLLOUT, deadline)) {
+        throw Error(ErrorCode::timeout,
+                    str_cat("rendezvous store at ", where, " (rank 0) stopped reading requests"));
+      }
+      continue;
+    }
+    if (errno == EPIPE || errno == ECONNRESET) {
+      throw Error(ErrorCode::peer_lost,
+                  str_cat("rendezvous store at ", where, " (rank 0) closed the connection"));
+    }
+    ringlet::detail::throw_errno(str_cat("tcp store: send to ", where));
+  }
+}
+
+void recv_all(int fd, std::span<std::byte> data, Deadline deadline, const std::string& where) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::recv(fd, data.data() + done, data.size() - done, 0);
+    if (n > 0) {
+      done += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n == 0 || errno == ECONNRESET) {
+      throw Error(ErrorCode::peer_lost,
+                  str_cat("rendezvous store at ", where, " (rank 0) closed the connection"));
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!wait_fd(fd, POLLIN, deadline)) {
+        throw Error(ErrorCode::timeout,
+                    str_cat("rendezvous store at ", where, " (rank 0) did not answer in time"));
+      }
+      continue;
+    }
+    ringlet::detail::throw_errno(str_cat("tcp store: recv from ", where));
+  }
+}
+
+struct Reply {
+  StoreStatus status = StoreStatus::ok;
+  std::vector<std::byte> value;
+};
+
+Reply read_reply(int fd, Deadline deadline, const std::string& where) {
+  std::array<std::byte, kFrameHeaderBytes> h{};
+  recv_all(fd, h, deadline, where);
+  std::uint64_t len = get_u64(h.data() + 8);
+  auto status = static_cast<StoreStatus>(h[0]);
+  if (len > kMaxValueBytes || static_cast<std::uint8_t>(status) > 3) {
+    throw Error(ErrorCode::transport,
+                str_cat("rendezvous store at ", where, " sent a malformed reply"));
+  }
+  Reply r;
+  r.status = status;
+  r.value.resize(len);
+  recv_all(fd, r.value, deadline, where);
+  return r;
+}
+
+std::vector<std::byte> request_frame(StoreOp op, std::string_view key,
+                                     std::span<const std::byte> value) {
+  if (key.size() > kMaxKeyBytes) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("store: key of ", key.size(), " bytes is longer than ", kMaxKeyBytes));
+  }
+  if (value.size() > kMaxValueBytes) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("store: value of ", value.size(), " bytes for key '", key,
+                        "' is larger than ", kMaxValueBytes));
+  }
+  std::vector<std::byte> f(kFrameHeaderBytes + key.size() + value.size());
+  f[0] = static_cast<std::byte>(op);
+  put_u32(f.data() + 4, static_cast<std::uint32_t>(key.size()));
+  put_u64(f.data() + 8, value.size());
+  if (!key.empty()) std::memcpy(f.data() + kFrameHeaderBytes, key.data(), key.size());
+  if (!value.empty()) {
+    std::memcpy(f.data() + kFrameHeaderBytes + key.size(), value.data(), value.size());
+  }
+  return f;
+}
+
+// Thread-safe: each operation borrows a connection from idle_ (under mutex_) or opens a
+// new one, so a blocked get() on one thread never holds up a set() on another. A connection
+// that saw an error is closed, never returned to idle_. The server, when this rank serves,
+// is owned here and declared first, so that it outlives the connections.
+class TcpStore final : public Store, public detail::TcpStoreInfo {
+ public:
+  explicit TcpStore(const TcpStoreOptions& options) : host_(strip_brackets(options.host)) {
+    port_ = options.port;
+    if (options.is_server) {
+      server_ = std::make_unique<TcpStoreServer>(host_, options.port);
+      port_ = server_->port();
+      if (host_.empty()) host_ = "localhost";
+    }
+    RINGLET_CHECK(!host_.empty(), "make_tcp_store: empty host");
+    RINGLET_CHECK(port_ > 0 && port_ < 65536, "make_tcp_store: port ", port_,
+                  " is outside 1..65535");
+    where_ = join_host_port(host_, port_);
+    UniqueFd fd = connect(options.deadline, true);
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+      local_address_ = numeric_host(local);
+    }
+    idle_.push_back(std::move(fd));
+  }
+
+  void set(std::string_view key, std::span<const std::byte> value) override {
+    Reply r = round_trip(request_frame(StoreOp::set, key, value));
+    expect_ok(r, key);
+  }
+
+  std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
+    const auto start = Clock::now();
+    std::vector<std::byte> frame = request_frame(StoreOp::get, key, {});
+    UniqueFd fd = acquire();
+    send_all(fd.get(), frame, Clock::now() + kRequestTimeout, where_);
+    Reply r;
+    if (wait_fd(fd.get(), POLLIN, deadline)) {
+      r = read_reply(fd.get(), std::max(deadline, Clock::now() + kCancelGrace), where_);
+    } else {
+      // Withdraw the pending get; the server answers it with `cancelled`, or has already
+      // answered it with the value, which we then return.
+      std::vector<std::byte> cancel = request_frame(StoreOp::cancel, {}, {});
+      auto grace = Clock::now() + kCancelGrace;
+      send_all(fd.get(), cancel, grace, where_);
+      r = read_reply(fd.get(), grace, where_);
+    }
+    release(std::move(fd));
+    if (r.status == StoreStatus::cancelled) {
+      auto ms = std::chrono::duration_cast<milliseconds>(deadline - start).count();
+      throw Error(ErrorCode::timeout,
+                  str_cat("store: key '", key, "' not set within ", ms < 0 ? 0 : ms, " ms"));
+    }
+    expect_ok(r, key);
+    return std::move(r.value);
+  }
+
+  std::int64_t add(std::string_view key, std::int64_t delta) override {
+    std::array<std::byte, 8> v{};
+    put_u64(v.data(), static_cast<std::uint64_t>(delta));
+    Reply r = round_trip(request_frame(StoreOp::add, key, v));
+    if (r.status == StoreStatus::error) {
+      throw Error(ErrorCode::invalid_argument,
+                  str_cat("store: ", std::string(reinterpret_cast<const char*>(r.value.data()),
+                                                 r.value.size())));
+    }
+    expect_ok(r, key);
+    if (r.value.size() != 8) {
+      throw Error(ErrorCode::transport,
+                  str_cat("rendezvous store at ", where_, " sent a malformed add() reply"));
+    }
+    return static_cast<std::int64_t>(get_u64(r.value.data()));
+  }
+
+  bool remove(std::string_view key) override {
+    Reply r = round_trip(request_frame(StoreOp::remove, key, {}));
+    if (r.status == StoreStatus::missing) return false;
+    expect_ok(r, key);
+    return true;
+  }
+
+  std::string local_address() const override { return local_address_; }
+  int port() const noexcept override { return port_; }
+
+ private:
+  void expect_ok(const Reply& r, std::string_view key) const {
+    if (r.status != StoreStatus::ok) {
+      throw Error(ErrorCode::transport,
+                  str_cat("rendezvous store at ", where_, " failed a request on key '", key,
+                          "' (status ", static_cast<int>(r.status), ")"));
+    }
+  }
+
+  Reply round_trip(const std::vector<std::byte>& frame) {
+    UniqueFd fd = acquire();
+    auto deadline = Clock::now() + kRequestTimeout;
+    send_all(fd.get(), frame, deadline, where_);
+    Reply r = read_reply(fd.get(), deadline, where_);
+    release(std::move(fd));
+    return r;
+  }
+
+  UniqueFd acquire() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!idle_.empty()) {
+        UniqueFd fd = std::move(idle_.back());
+        idle_.pop_back();
+        return fd;
+      }
+    }
+    return connect(Clock::now() + kReconnectWindow, false);
+  }
+
+  void release(UniqueFd fd) {
+    std::lock_guard lock(mutex_);
+    if (idle_.size() < kMaxIdleConnections) idle_.push_back(std::move(fd));
+  }
+
+  // Connects and shakes hands, retrying refused or unreachable attempts with a short
+  // backoff until `deadline`.
+  UniqueFd connect(Deadline deadline, bool first) {
+    const auto start = Clock::now();
+    auto pause = milliseconds(10);
+    std::string last_error = "no attempt made";
+    for (;;) {
+      std::string error;
+      if (AddrInfoPtr addrs = resolve(host_, port_, false, error)) {
+        for (addrinfo* ai = addrs.get(); ai != nullptr; ai = ai->ai_next) {
+          UniqueFd fd = try_connect(ai, deadline, error);
+          if (fd) {
+            handshake(fd.get(), std::max(deadline, Clock::now() + milliseconds(100)));
+            return fd;
+          }
+        }
+      }
+      last_error = error;
+      auto now = Clock::now();
+      if (now >= deadline) break;
+      std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - now));
+      pause = std::min(pause * 2, milliseconds(250));
+    }
+    if (!first) {
+      throw Error(
+          ErrorCode::peer_lost,
+          str_cat("rendezvous store at ", where_,
+                  " (rank 0) closed the connection and cannot be reached again: ", last_error));
+    }
+    auto s = std::chrono::duration_cast<std::chrono::duration<double>>(deadline - start).count();
+    throw Error(ErrorCode::timeout, str_cat("could not reach rendezvous store at ", where_,
+                                            " within ", s < 0 ? 0.0 : s, " s: ", last_error));
+  }
+
+  static UniqueFd try_connect(const addrinfo* ai, Deadline deadline, std::string& error) {
+    UniqueFd fd(
+        ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!fd) {
+      error = std::strerror(errno);
+      return {};
+    }
+    if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
+      if (errno != EINPROGRESS && errno != EINTR) {
+        error = std::strerror(errno);
+        return {};
+      }
+      if (!wait_fd(fd.get(), POLLOUT, deadline)) {
+        error = "connect timed out";
+        return {};
+      }
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) {
+        error = std::strerror(err);
+        return {};
+      }
+    }
+    set_nodelay(fd.get());
+    return fd;
+  }
+
+  void handshake(int fd, Deadline deadline) {
+    std::array<std::byte, kHelloBytes> hello{};  // token: zeros
+    put_u32(hello.data(), kStoreMagic0);
+    put_u32(hello.data() + 4, kStoreMagic1);
+    put_u32(hello.data() + 8, kStoreProtocolVersion);
+    send_all(fd, hello, deadline, where_);
+    std::array<std::byte, kHelloReplyBytes> r{};
+    recv_all(fd, r, deadline, where_);
+    if (get_u32(r.data()) != kStoreMagic0 || get_u32(r.data() + 4) != kStoreMagic1) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("the server at ", where_, " is not a ringlet rendezvous store"));
+    }
+    std::uint32_t version = get_u32(r.data() + 8);
+    if (version != kStoreProtocolVersion) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("store at ", where_, " speaks protocol version ", version,
+                          ", this rank speaks ", kStoreProtocolVersion));
+    }
+  }
+
+  std::unique_ptr<TcpStoreServer> server_;  // first: destroyed after the connections
+  std::string host_;
+  int port_ = 0;
+  std::string where_;
+  std::string local_address_;
+  std::mutex mutex_;
+  std::vector<UniqueFd> idle_;
+};
+
+}  // namespace
+
+std::shared_ptr<Store> make_tcp_store(const TcpStoreOptions& options) {
+  return std::make_shared<TcpStore>(options);
+}
+
+std::string local_address_of(const Store& store) {
+  const auto* tcp = dynamic_cast<const detail::TcpStoreInfo*>(&detail::unwrap(store));
+  return tcp != nullptr ? tcp->local_address() : std::string();
+}
+
+int tcp_store_port(const Store& store) {
+  const auto* tcp = dynamic_cast<const detail::TcpStoreInfo*>(&detail::unwrap(store));
+  return tcp != nullptr ? tcp->port() : 0;
+}
+
+}  // namespace ringlet::bootstrap

@@ -1,0 +1,502 @@
+// SPDX-License-Identifier: Apache-2.0
+// Unit tests of the rendezvous stores: hash, file, prefix and TCP (IPv4 and IPv6 loopback).
+#include "src/bootstrap/store.hpp"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "include/ringlet/ringlet.hpp"
+#include "src/bootstrap/tcp_store_protocol.hpp"
+#include "src/common/unique_fd.hpp"
+
+namespace ringlet::bootstrap {
+namespace {
+
+using namespace std::chrono_literals;
+using detail::kStoreMagic0;
+using detail::kStoreMagic1;
+using detail::kStoreProtocolVersion;
+
+constexpr auto kSlack = 1500ms;  // scheduling slack on a loaded 2-core machine
+
+Deadline in(std::chrono::milliseconds ms) { return Clock::now() + ms; }
+
+bool have_ipv6_loopback() {
+  UniqueFd fd(::socket(AF_INET6, SOCK_STREAM, 0));
+  if (!fd) return false;
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+}
+
+std::string temp_dir() {
+  static std::atomic<int> counter{0};
+  auto dir =
+      std::filesystem::temp_directory_path() / ("ringlet-store-test-" + std::to_string(::getpid()) +
+                                                "-" + std::to_string(counter.fetch_add(1)));
+  std::filesystem::remove_all(dir);
+  return dir.string();
+}
+
+// A store under test, and a way to open another handle on the same key space (another
+// client, another FileStore on the same directory, ...).
+struct Backend {
+  std::shared_ptr<Store> store;
+  std::function<std::shared_ptr<Store>()> peer;
+  std::string dir;  // FileStore directory to remove afterwards
+};
+
+Backend make_backend(const std::string& kind) {
+  Backend b;
+  if (kind == "hash") {
+    b.store = make_hash_store();
+    b.peer = [s = b.store] { return s; };
+  } else if (kind == "file") {
+    b.dir = temp_dir();
+    b.store = make_file_store(b.dir);
+    b.peer = [dir = b.dir] { return make_file_store(dir); };
+  } else if (kind == "prefix") {
+    auto base = make_hash_store();
+    b.store = make_prefix_store("job7", base);
+    b.peer = [base] { return make_prefix_store("job7", base); };
+  } else {
+    std::string host = kind == "tcp4" ? "127.0.0.1" : "[::1]";
+    b.store = make_tcp_store({host, 0, true, in(5s)});
+    int port = tcp_store_port(*b.store);
+    b.peer = [host, port] { return make_tcp_store({host, port, false, in(5s)}); };
+  }
+  return b;
+}
+
+class StoreTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "tcp6" && !have_ipv6_loopback()) GTEST_SKIP() << "no ::1 on this host";
+    backend_ = make_backend(GetParam());
+    store_ = backend_.store;
+  }
+  void TearDown() override {
+    std::string dir = backend_.dir;
+    store_.reset();
+    backend_ = {};
+    if (!dir.empty()) std::filesystem::remove_all(dir);
+  }
+
+  Backend backend_;
+  std::shared_ptr<Store> store_;
+};
+
+TEST_P(StoreTest, SetThenGetReturnsTheBytes) {
+  std::vector<std::byte> binary(300);
+  for (std::size_t i = 0; i < binary.size(); ++i) binary[i] = static_cast<std::byte>(i * 7);
+  store_->set("bin", binary);
+  store_->set("empty", {});
+  store_->set_string("text/with:odd chars", "hello");
+  EXPECT_EQ(store_->get("bin", in(1s)), binary);
+  EXPECT_TRUE(store_->get("empty", in(1s)).empty());
+  EXPECT_EQ(store_->get_string("text/with:odd chars", in(1s)), "hello");
+  store_->set_string("text/with:odd chars", "again");  // overwrite
+  EXPECT_EQ(backend_.peer()->get_string("text/with:odd chars", in(1s)), "again");
+}
+
+TEST_P(StoreTest, AddCreatesAndAccumulates) {
+  EXPECT_EQ(store_->add("counter", 5), 5);
+  EXPECT_EQ(store_->add("counter", -2), 3);
+  EXPECT_EQ(store_->add("counter", 0), 3);
+  EXPECT_EQ(store_->get_string("counter", in(1s)), "3");
+  store_->set_string("not-a-number", "abc");
+  try {
+    store_->add("not-a-number", 1);
+    FAIL() << "add on a non-integer value succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("not-a-number"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(store_->add("counter", 1), 4);  // still usable
+}
+
+TEST_P(StoreTest, RemoveReportsWhetherTheKeyExisted) {
+  store_->set_string("k", "v");
+  EXPECT_TRUE(store_->remove("k"));
+  EXPECT_FALSE(store_->remove("k"));
+  EXPECT_FALSE(store_->remove("never-set"));
+  EXPECT_THROW(store_->get("k", in(50ms)), Error);
+}
+
+TEST_P(StoreTest, GetBlocksUntilAnotherThreadSets) {
+  auto peer = backend_.peer();
+  auto start = Clock::now();
+  std::jthread setter([peer] {
+    std::this_thread::sleep_for(150ms);
+    peer->set_string("late", "arrived");
+  });
+  EXPECT_EQ(store_->get_string("late", in(10s)), "arrived");
+  EXPECT_GE(Clock::now() - start, 140ms);
+}
+
+TEST_P(StoreTest, GetBlocksOnSharedHandleWhileSameHandleSets) {
+  // Ranks that run as threads share one Store object.
+  std::jthread setter([this] {
+    std::this_thread::sleep_for(100ms);
+    store_->set_string("shared", "yes");
+  });
+  EXPECT_EQ(store_->get_string("shared", in(10s)), "yes");
+}
+
+TEST_P(StoreTest, GetTimesOutWithinDeadlineAndStoreStaysUsable) {
+  auto start = Clock::now();
+  try {
+    store_->get("missing-key", in(200ms));
+    FAIL() << "get of a missing key returned";
+  } catch (const Error& e) {
+    auto took = Clock::now() - start;
+    EXPECT_EQ(e.code(), ErrorCode::timeout);
+    EXPECT_NE(std::string(e.what()).find("missing-key' not set within"), std::string::npos)
+        << e.what();
+    EXPECT_GE(took, 195ms);
+    EXPECT_LE(took, 200ms + kSlack);
+  }
+  // A later set of the same key is not swallowed by the withdrawn get.
+  store_->set_string("missing-key", "now-set");
+  EXPECT_EQ(store_->get_string("missing-key", in(1s)), "now-set");
+  EXPECT_EQ(store_->add("after-timeout", 2), 2);
+}
+
+TEST_P(StoreTest, ConcurrentAddsFromEightThreadsSumExactly) {
+  constexpr int kThreads = 8;
+  constexpr int kAddsPerThread = 100;
+  std::vector<std::vector<std::int64_t>> seen(kThreads);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      // Even threads share the fixture's handle; odd threads open their own.
+      auto handle = t % 2 == 0 ? store_ : backend_.peer();
+      threads.emplace_back([handle, t, &seen] {
+        for (int i = 0; i < kAddsPerThread; ++i) seen[t].push_back(handle->add("sum", 1));
+      });
+    }
+  }
+  EXPECT_EQ(store_->add("sum", 0), kThreads * kAddsPerThread);
+  // Every add saw a distinct intermediate value: 1..800, each exactly once.
+  std::vector<std::int64_t> all;
+  for (auto& v : seen) all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end());
+  ASSERT_EQ(all.size(), static_cast<std::size_t>(kThreads * kAddsPerThread));
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    ASSERT_EQ(all[i], static_cast<std::int64_t>(i + 1)) << "first difference at index " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllStores, StoreTest,
+                         ::testing::Values("hash", "file", "prefix", "tcp4", "tcp6"),
+                         [](const auto& info) { return info.param; });
+
+TEST(PrefixStoreTest, PrefixesSeparateKeySpaces) {
+  auto base = make_hash_store();
+  auto a = make_prefix_store("a", base);
+  auto b = make_prefix_store("b", base);
+  a->set_string("k", "from-a");
+  b->set_string("k", "from-b");
+  EXPECT_EQ(a->get_string("k", in(1s)), "from-a");
+  EXPECT_EQ(b->get_string("k", in(1s)), "from-b");
+  EXPECT_EQ(base->get_string("a/k", in(1s)), "from-a");
+  EXPECT_TRUE(a->remove("k"));
+  EXPECT_EQ(b->get_string("k", in(1s)), "from-b");
+  EXPECT_EQ(local_address_of(*a), "");
+  EXPECT_EQ(tcp_store_port(*a), 0);
+}
+
+TEST(FileStoreTest, KeysWithSlashesAndLongKeysAreDistinctFiles) {
+  std::string dir = temp_dir();
+  {
+    auto s = make_file_store(dir + "/nested/deeper");
+    std::string long_a(1000, 'x');
+    std::string long_b = long_a + "y";
+    s->set_string(long_a, "a");
+    s->set_string(long_b, "b");
+    s->set_string("../escape", "c");
+    s->set_string(".", "d");
+    EXPECT_EQ(s->get_string(long_a, in(1s)), "a");
+    EXPECT_EQ(s->get_string(long_b, in(1s)), "b");
+    EXPECT_EQ(s->get_string("../escape", in(1s)), "c");
+    EXPECT_EQ(s->get_string(".", in(1s)), "d");
+    EXPECT_FALSE(std::filesystem::exists(dir + "/nested/escape"));
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// ---- TCP-specific -----------------------------------------------------------------------
+
+UniqueFd raw_connect(int port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  return fd;
+}
+
+void raw_send(int fd, std::span<const std::byte> data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (n <= 0) return;  // the server may already have dropped us
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+// Whether the server closes `fd` within `wait` (reads and discards anything it sends).
+bool closed_by_peer(int fd, std::chrono::milliseconds wait) {
+  auto deadline = Clock::now() + wait;
+  while (Clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, ms_until(deadline, 100)) <= 0) continue;
+    std::byte buf[256];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+  }
+  return false;
+}
+
+std::array<std::byte, detail::kHelloBytes> hello(std::uint32_t version) {
+  std::array<std::byte, detail::kHelloBytes> h{};
+  detail::put_u32(h.data(), kStoreMagic0);
+  detail::put_u32(h.data() + 4, kStoreMagic1);
+  detail::put_u32(h.data() + 8, version);
+  return h;
+}
+
+TEST(TcpStoreTest, EphemeralPortAndLocalAddress) {
+  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  int port = tcp_store_port(*server);
+  EXPECT_GT(port, 0);
+  EXPECT_EQ(local_address_of(*server), "127.0.0.1");
+  auto client = make_tcp_store({"localhost", port, false, in(5s)});
+  EXPECT_FALSE(local_address_of(*client).empty());
+  auto prefixed = make_prefix_store("p", client);
+  EXPECT_EQ(local_address_of(*prefixed), local_address_of(*client));
+  EXPECT_EQ(tcp_store_port(*prefixed), port);
+  EXPECT_EQ(local_address_of(*make_hash_store()), "");
+}
+
+TEST(TcpStoreTest, LargeValuesRoundTripAndOversizedOnesAreRejected) {
+  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  std::vector<std::byte> big(8 << 20);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::byte>(i * 31 + (i >> 13));
+  server->set("big", big);
+  EXPECT_EQ(server->get("big", in(10s)), big);
+  try {
+    server->set(std::string(5000, 'k'), {});
+    FAIL() << "a 5000-byte key was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+  }
+  EXPECT_EQ(server->add("still-fine", 1), 1);
+}
+
+TEST(TcpStoreTest, GarbageClientsAreDroppedWhileRealClientsWork) {
+  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  int port = tcp_store_port(*server);
+  auto client = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+
+  UniqueFd idle = raw_connect(port);  // connects and says nothing: must not stall anyone
+  UniqueFd half = raw_connect(port);  // half a handshake
+  auto good = hello(kStoreProtocolVersion);
+  raw_send(half.get(), std::span(good).first(6));
+
+  UniqueFd random = raw_connect(port);
+  std::mt19937 rng(1234);
+  std::vector<std::byte> noise(4096);
+  for (auto& b : noise) b = static_cast<std::byte>(rng());
+  raw_send(random.get(), noise);
+
+  UniqueFd wrong_magic = raw_connect(port);
+  auto bad = hello(kStoreProtocolVersion);
+  detail::put_u32(bad.data(), 0x47455420);  // "GET " as an HTTP client would send
+  raw_send(wrong_magic.get(), bad);
+
+  UniqueFd huge = raw_connect(port);  // good handshake, then a 2^60-byte value
+  raw_send(huge.get(), hello(kStoreProtocolVersion));
+  std::array<std::byte, detail::kFrameHeaderBytes> frame{};
+  frame[0] = static_cast<std::byte>(detail::StoreOp::set);
+  detail::put_u32(frame.data() + 4, 1);
+  detail::put_u64(frame.data() + 8, std::uint64_t{1} << 60);
+  raw_send(huge.get(), frame);
+
+  UniqueFd bad_op = raw_connect(port);
+  raw_send(bad_op.get(), hello(kStoreProtocolVersion));
+  std::array<std::byte, detail::kFrameHeaderBytes> op{};
+  op[0] = std::byte{99};
+  raw_send(bad_op.get(), op);
+
+  EXPECT_TRUE(closed_by_peer(random.get(), 2s));
+  EXPECT_TRUE(closed_by_peer(wrong_magic.get(), 2s));
+  EXPECT_TRUE(closed_by_peer(huge.get(), 2s));
+  EXPECT_TRUE(closed_by_peer(bad_op.get(), 2s));
+  EXPECT_FALSE(closed_by_peer(idle.get(), 50ms));
+
+  auto start = Clock::now();
+  client->set_string("real", "works");
+  EXPECT_EQ(server->get_string("real", in(2s)), "works");
+  EXPECT_EQ(client->add("n", 3), 3);
+  EXPECT_LT(Clock::now() - start, 5s);  // a stall would last the 30 s handshake timeout
+}
+
+TEST(TcpStoreTest, AClientThatNeverReadsRepliesDoesNotStallOthers) {
+  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  int port = tcp_store_port(*server);
+  server->set("big", std::vector<std::byte>(4 << 20, std::byte{7}));
+  UniqueFd greedy = raw_connect(port);
+  raw_send(greedy.get(), hello(kStoreProtocolVersion));
+  // 64 gets of a 4 MiB value: 256 MiB of replies that this client never reads.
+  std::array<std::byte, detail::kFrameHeaderBytes + 3> get{};
+  get[0] = static_cast<std::byte>(detail::StoreOp::get);
+  detail::put_u32(get.data() + 4, 3);
+  std::memcpy(get.data() + detail::kFrameHeaderBytes, "big", 3);
+  for (int i = 0; i < 64; ++i) raw_send(greedy.get(), get);
+  auto client = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+  auto start = Clock::now();
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(client->add("n", 1), i + 1);
+  EXPECT_LT(Clock::now() - start, 5s);  // a stall would last until the greedy client reads
+}
+
+TEST(TcpStoreTest, ServerRepliesToAnOtherVersionClientAndCloses) {
+  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  UniqueFd fd = raw_connect(tcp_store_port(*server));
+  raw_send(fd.get(), hello(kStoreProtocolVersion + 1));
+  std::array<std::byte, detail::kHelloReplyBytes> r{};
+  std::size_t got = 0;
+  auto deadline = in(2s);
+  while (got < r.size() && Clock::now() < deadline) {
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    ssize_t n = ::recv(fd.get(), r.data() + got, r.size() - got, 0);
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ASSERT_EQ(got, r.size());
+  EXPECT_EQ(detail::get_u32(r.data()), kStoreMagic0);
+  EXPECT_EQ(detail::get_u32(r.data() + 8), kStoreProtocolVersion);
+  EXPECT_TRUE(closed_by_peer(fd.get(), 2s));
+}
+
+TEST(TcpStoreTest, ClientOfAnOtherVersionServerGetsMismatchNamingBothVersions) {
+  // A fake server that speaks protocol version 2.
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  std::jthread fake([&listener] {
+    pollfd p{listener.get(), POLLIN, 0};
+    if (::poll(&p, 1, 5000) <= 0) return;
+    UniqueFd c(::accept(listener.get(), nullptr, nullptr));
+    std::array<std::byte, detail::kHelloBytes> h{};
+    std::size_t got = 0;
+    while (got < h.size()) {
+      ssize_t n = ::recv(c.get(), h.data() + got, h.size() - got, 0);
+      if (n <= 0) return;
+      got += static_cast<std::size_t>(n);
+    }
+    std::array<std::byte, detail::kHelloReplyBytes> r{};
+    detail::put_u32(r.data(), kStoreMagic0);
+    detail::put_u32(r.data() + 4, kStoreMagic1);
+    detail::put_u32(r.data() + 8, 2);
+    raw_send(c.get(), r);
+    std::this_thread::sleep_for(200ms);
+  });
+  try {
+    make_tcp_store({"127.0.0.1", port, false, in(5s)});
+    FAIL() << "a version-2 server was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::mismatch);
+    std::string what = e.what();
+    EXPECT_NE(what.find("speaks protocol version 2"), std::string::npos) << what;
+    EXPECT_NE(what.find("this rank speaks 1"), std::string::npos) << what;
+  }
+}
+
+TEST(TcpStoreTest, ConnectingToADeadPortTimesOut) {
+  // A bound socket that does not listen: connections to its port are refused.
+  UniqueFd holder(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(holder.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(holder.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  auto start = Clock::now();
+  try {
+    make_tcp_store({"127.0.0.1", port, false, in(300ms)});
+    FAIL() << "connected to a dead port";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::timeout);
+    std::string what = e.what();
+    EXPECT_NE(what.find("could not reach rendezvous store at 127.0.0.1:" + std::to_string(port)),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("refused"), std::string::npos) << what;
+  }
+  EXPECT_LE(Clock::now() - start, 300ms + kSlack);
+}
+
+TEST(TcpStoreTest, ClientWaitsForAServerThatStartsLate) {
+  UniqueFd holder(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(holder.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(holder.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  std::shared_ptr<Store> server;
+  std::jthread late([&] {
+    std::this_thread::sleep_for(200ms);
+    holder.reset();
+    server = make_tcp_store({"127.0.0.1", port, true, in(5s)});
+  });
+  auto client = make_tcp_store({"127.0.0.1", port, false, in(10s)});
+  EXPECT_EQ(client->add("x", 1), 1);
+  late.join();
+  client.reset();
+}
+
+TEST(TcpStoreTest, LostServerGivesPeerLost) {
+  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  auto client = make_tcp_store({"127.0.0.1", tcp_store_port(*server), false, in(5s)});
+  client->set_string("k", "v");
+  server.reset();
+  try {
+    client->get("k", in(5s));
+    FAIL() << "get after the server went away returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::peer_lost) << e.what();
+    EXPECT_NE(std::string(e.what()).find("closed the connection"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ringlet::bootstrap
