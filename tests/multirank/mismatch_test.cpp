@@ -125,9 +125,11 @@ TEST_P(MismatchTest, EveryRankGetsMismatchPromptlyThenAborted) {
     Options options;
     options.timeout = kTimeout;
     Communicator comm = ctx.create(options);
-    // A matching collective first, so the mismatch is not the first call.
+    // A matching collective first, so the mismatch is not the first call. Every rank leaves
+    // it before any starts the mismatched one (InFlightCollectiveTest covers the overlap).
     auto warm = buffer_f32(5);
     comm.allreduce(std::span<float>(warm));
+    ctx.sync("warm");
     const auto start = Clock::now();
     try {
       s.call(comm, ctx.rank == s.deviant % ctx.size);
@@ -160,6 +162,40 @@ TEST_P(MismatchTest, EveryRankGetsMismatchPromptlyThenAborted) {
       ADD_FAILURE() << "rank " << ctx.rank << ": barrier after the mismatch succeeded";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::aborted) << "rank " << ctx.rank << ": " << e.what();
+    }
+  });
+}
+
+// A collective that every rank called consistently completes on every rank, even when a
+// neighbour has already moved on to a later collective and found a mismatch there: the
+// mismatch belongs to the later collective. (The data of the earlier collective has all been
+// sent by then, so nothing stops it from completing.)
+TEST(InFlightCollectiveTest, ConsistentCollectiveCompletesBeforeALaterMismatch) {
+  constexpr int kRounds = 6;
+  auto group = make_rank_group(RankMode::threads);
+  group->run(4, [&](RankContext& ctx) {
+    Options options;
+    options.timeout = kTimeout;
+    Communicator comm = ctx.create(options);
+    for (int round = 0; round < kRounds; ++round) {
+      auto v = buffer_f32(5);
+      try {
+        comm.allreduce(std::span<float>(v));
+      } catch (const Error& e) {
+        ADD_FAILURE() << "rank " << ctx.rank << ": consistent allreduce #2 of round " << round
+                      << " failed: " << e.what();
+      }
+      if (round == kRounds - 1) break;
+      try {
+        auto w = buffer_f32(ctx.rank == 1 ? 1024 : 1000);
+        comm.allreduce(std::span<float>(w));
+        ADD_FAILURE() << "rank " << ctx.rank << ": the mismatched allreduce returned normally";
+      } catch (const Error& e) {
+        EXPECT_TRUE(e.code() == ErrorCode::mismatch || e.code() == ErrorCode::aborted) << e.what();
+      }
+      // A fresh communicator for the next round.
+      ctx.sync(str_cat("round", round));
+      comm = ctx.create(options, str_cat("round", round));
     }
   });
 }

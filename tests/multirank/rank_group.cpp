@@ -334,11 +334,12 @@ std::string to_string(RankMode mode) {
   return mode == RankMode::threads ? "threads" : "processes";
 }
 
-Communicator RankContext::create(Options options) const {
+Communicator RankContext::create(Options options, const std::string& key_prefix) const {
   options.rank = rank;
   options.size = size;
   if (options.timeout.count() == 0) options.timeout = kDefaultTimeout;
-  return detail::create_with_store(options, store);
+  if (key_prefix.empty()) return detail::create_with_store(options, store);
+  return detail::create_with_store(options, bootstrap::make_prefix_store(key_prefix, store));
 }
 
 void RankContext::sync(const std::string& name, std::chrono::milliseconds limit) const {

@@ -30,7 +30,9 @@ struct RankContext {
   std::shared_ptr<bootstrap::Store> store;  // shared by all ranks of the group
 
   // A communicator over the group's store; options.rank and options.size are filled in.
-  Communicator create(Options options = {}) const;
+  // Communicators created one after another need different `key_prefix`es (the keys of a
+  // communicator's rendezvous are not removed when it ends).
+  Communicator create(Options options = {}, const std::string& key_prefix = "") const;
   // Waits until every rank has called sync(name) (through the store), or fails the test at
   // `limit`. Each name may be used once per group.
   void sync(const std::string& name, std::chrono::milliseconds limit = std::chrono::seconds(60)) const;

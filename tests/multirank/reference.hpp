@@ -63,6 +63,7 @@ inline std::uint16_t float_to_half_bits(float f) {
   const float a = std::fabs(f);
   if (std::isnan(a)) return static_cast<std::uint16_t>(sign | 0x7e00u);
   if (a >= 65520.0f) return static_cast<std::uint16_t>(sign | 0x7c00u);
+  if (a == 0.0f) return sign;
   int e = 0;
   (void)std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
   // Quantum: 2^(e-11) for normals, 2^-24 for subnormals.
