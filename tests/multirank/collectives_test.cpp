@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Multi-rank broadcast, allgather, reduce_scatter, barrier and dup against serial references,
 // as threads and as processes.
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <set>
 #include <string>
@@ -288,6 +290,87 @@ INSTANTIATE_TEST_SUITE_P(Processes, CollectivesTest,
                                            GroupParam{RankMode::processes, 3},
                                            GroupParam{RankMode::processes, 4}),
                          group_name);
+
+}  // namespace
+}  // namespace ringlet::testing
+
+namespace ringlet::testing {
+namespace {
+
+// The harness itself: failures on any rank reach this test, for both ways of running.
+void fail_on_rank_one() {
+  make_rank_group(RankMode::processes)->run(3, [](RankContext& ctx) {
+    EXPECT_NE(ctx.rank, 1) << "deliberate failure";
+  });
+}
+void throw_on_rank_two() {
+  make_rank_group(RankMode::processes)->run(3, [](RankContext& ctx) {
+    if (ctx.rank == 2) throw Error(ErrorCode::timeout, "deliberate exception");
+  });
+}
+void fail_on_a_thread() {
+  make_rank_group(RankMode::threads)->run(3, [](RankContext& ctx) {
+    EXPECT_NE(ctx.rank, 2) << "deliberate failure";
+  });
+}
+
+TEST(RankGroupTest, ProcessFailuresReachTheParent) {
+  EXPECT_NONFATAL_FAILURE(fail_on_rank_one(), "rank 1 of 3 (process");
+  EXPECT_NONFATAL_FAILURE(throw_on_rank_two(), "deliberate exception");
+}
+
+TEST(RankGroupTest, ThreadFailuresReachTheTest) {
+  EXPECT_NONFATAL_FAILURE_ON_ALL_THREADS(fail_on_a_thread(), "deliberate failure");
+}
+
+TEST(RankGroupTest, EveryRankRunsOnceAndSeesTheSameStore) {
+  for (RankMode mode : {RankMode::threads, RankMode::processes}) {
+    auto outcomes = make_rank_group(mode)->run(4, [](RankContext& ctx) {
+      EXPECT_EQ(ctx.store->add("ran", 1) <= 4, true);
+      ctx.store->set_string(str_cat("rank/", ctx.rank), "x");
+      ctx.sync("all");
+      EXPECT_EQ(ctx.store->add("ran", 0), 4);
+      for (int r = 0; r < ctx.size; ++r) {
+        EXPECT_EQ(ctx.store->get_string(str_cat("rank/", r), Clock::now() + 10s), "x");
+      }
+    });
+    ASSERT_EQ(outcomes.size(), 4u);
+    for (const auto& o : outcomes) {
+      EXPECT_TRUE(o.finished);
+      EXPECT_EQ(o.exit_code, 0);
+      EXPECT_EQ(o.signal, 0);
+    }
+  }
+}
+
+void sleep_past_the_limit() {
+  GroupOptions go;
+  go.limit = 1s;
+  make_rank_group(RankMode::processes)->run(2, [](RankContext& ctx) {
+    if (ctx.rank == 0) std::this_thread::sleep_for(60s);
+  }, go);
+}
+
+TEST(RankGroupTest, ProcessesAreKilledAtTheLimit) {
+  const auto start = Clock::now();
+  EXPECT_NONFATAL_FAILURE(sleep_past_the_limit(), "exceeded its limit");
+  EXPECT_LT(Clock::now() - start, 20s);
+}
+
+TEST(RankGroupTest, VictimsStillRunningAreKilledOnceTheOthersEnd) {
+  GroupOptions go;
+  go.victims = {0};
+  const auto start = Clock::now();
+  auto outcomes = make_rank_group(RankMode::processes)->run(
+      2,
+      [](RankContext& ctx) {
+        if (ctx.rank == 0) std::this_thread::sleep_for(60s);
+      },
+      go);
+  EXPECT_LT(Clock::now() - start, 20s);
+  EXPECT_EQ(outcomes[0].signal, SIGKILL);
+  EXPECT_EQ(outcomes[1].exit_code, 0);
+}
 
 }  // namespace
 }  // namespace ringlet::testing

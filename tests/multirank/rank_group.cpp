@@ -161,10 +161,17 @@ void write_all(int fd, const std::string& s) {
   std::string report;
   bool failed = false;
   {
-    ::testing::TestPartResultArray results;
+    // Failures of the body's own threads go to the process-wide reporter; those of this
+    // thread go to its per-thread reporter, which a test around the group may have replaced
+    // before fork() (EXPECT_NONFATAL_FAILURE does): intercept both.
+    ::testing::TestPartResultArray all_threads;
+    ::testing::TestPartResultArray this_thread;
     {
-      ::testing::ScopedFakeTestPartResultReporter reporter(
-          ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ALL_THREADS, &results);
+      ::testing::ScopedFakeTestPartResultReporter all_reporter(
+          ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ALL_THREADS, &all_threads);
+      ::testing::ScopedFakeTestPartResultReporter this_reporter(
+          ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD,
+          &this_thread);
       try {
         std::shared_ptr<bootstrap::Store> store = kind == StoreKind::tcp
                                                       ? make_tcp_client_store(port)
@@ -177,12 +184,14 @@ void write_all(int fd, const std::string& s) {
                           describe_exception(std::current_exception()), "\n");
       }
     }
-    for (int i = 0; i < results.size(); ++i) {
-      const auto& r = results.GetTestPartResult(i);
-      if (!r.failed()) continue;
-      failed = true;
-      report += str_cat(r.file_name() ? r.file_name() : "?", ":", r.line_number(), ": ",
-                        r.message(), "\n");
+    for (const auto* results : {&this_thread, &all_threads}) {
+      for (int i = 0; i < results->size(); ++i) {
+        const auto& r = results->GetTestPartResult(i);
+        if (!r.failed()) continue;
+        failed = true;
+        report += str_cat(r.file_name() ? r.file_name() : "?", ":", r.line_number(), ": ",
+                          r.message(), "\n");
+      }
     }
   }
   write_all(fd, report);
@@ -315,7 +324,7 @@ class ProcessRankGroup final : public RankGroup {
                       << ") failed:\n"
                       << children[i].report;
       }
-      if (victim) continue;
+      if (victim || (over_limit && o.signal == SIGKILL)) continue;  // reported above
       if (o.signal != 0) {
         ADD_FAILURE() << "rank " << i << " (process " << children[i].pid << ") died by signal "
                       << o.signal << " (" << ::strsignal(o.signal) << ")";
