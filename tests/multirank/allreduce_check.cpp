@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
   int expect_local_size = -1;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--expect-size") == 0) expect_size = std::atoi(argv[i + 1]);
-    if (std::strcmp(argv[i], "--expect-local-size") == 0) expect_local_size = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--expect-local-size") == 0)
+      expect_local_size = std::atoi(argv[i + 1]);
   }
   int rank = -1;
   try {

@@ -26,9 +26,9 @@ bool check_allreduce(Communicator& comm, std::size_t count, ReduceOp op, bool in
                      std::uint64_t& hash) {
   const int n = comm.size();
   const int r = comm.rank();
-  const std::string what = str_cat("allreduce(count=", count, ", ", type_name<T>(), ", ",
-                                   to_string(op), in_place ? ", in place" : ", out of place",
-                                   ") on ", n, " ranks, rank ", r);
+  const std::string what =
+      str_cat("allreduce(count=", count, ", ", type_name<T>(), ", ", to_string(op),
+              in_place ? ", in place" : ", out of place", ") on ", n, " ranks, rank ", r);
   std::vector<T> in(count);
   fill_input(std::span<T>(in), op, n, r);
   const std::vector<T> original = in;
@@ -71,15 +71,14 @@ bool check_allreduce(Communicator& comm, std::size_t count, ReduceOp op, bool in
 void expect_identical_on_all_ranks(const RankContext& ctx, std::uint64_t hash,
                                    const std::string& tag) {
   ctx.store->set_string(str_cat("hash/", tag, "/", ctx.rank), std::to_string(hash));
-  const std::string zero =
-      ctx.store->get_string(str_cat("hash/", tag, "/0"), Clock::now() + 60s);
+  const std::string zero = ctx.store->get_string(str_cat("hash/", tag, "/0"), Clock::now() + 60s);
   EXPECT_EQ(zero, std::to_string(hash))
       << "rank " << ctx.rank << "'s outputs are not bitwise identical to rank 0's (" << tag << ")";
 }
 
 std::vector<std::size_t> matrix_counts(int n) {
-  std::set<std::size_t> s = {0, 1, static_cast<std::size_t>(n - 1), static_cast<std::size_t>(n + 1),
-                             4099, 65537};
+  std::set<std::size_t> s = {
+      0, 1, static_cast<std::size_t>(n - 1), static_cast<std::size_t>(n + 1), 4099, 65537};
   return {s.begin(), s.end()};
 }
 

@@ -29,8 +29,8 @@ std::string group_name(const ::testing::TestParamInfo<GroupParam>& info) {
 }
 
 std::vector<std::size_t> counts_for(int n) {
-  std::set<std::size_t> s = {0, 1, static_cast<std::size_t>(n - 1), static_cast<std::size_t>(n + 1),
-                             4099, 65537};
+  std::set<std::size_t> s = {
+      0, 1, static_cast<std::size_t>(n - 1), static_cast<std::size_t>(n + 1), 4099, 65537};
   return {s.begin(), s.end()};
 }
 
@@ -67,8 +67,8 @@ class CollectivesTest : public ::testing::TestWithParam<GroupParam> {
 template <class T>
 bool check_broadcast(Communicator& comm, std::size_t count, int root, bool in_place) {
   const int r = comm.rank();
-  const std::string what = str_cat("broadcast(count=", count, ", ", type_name<T>(), ", root=",
-                                   root, in_place ? ", in place" : ", out of place", ") rank ", r);
+  const std::string what = str_cat("broadcast(count=", count, ", ", type_name<T>(), ", root=", root,
+                                   in_place ? ", in place" : ", out of place", ") rank ", r);
   std::vector<T> in(count, from_value<T>(101));
   std::vector<T> out(count, from_value<T>(103));
   if (r == root) {
@@ -250,7 +250,8 @@ TEST_P(CollectivesTest, DupIsIndependentAndWorksInterleaved) {
     const std::size_t n = static_cast<std::size_t>(ctx.size);
     for (int round = 0; round < 4; ++round) {
       // Different sizes and types on each communicator, interleaved.
-      std::vector<float> a(1000 + static_cast<std::size_t>(round), static_cast<float>(ctx.rank + 1));
+      std::vector<float> a(1000 + static_cast<std::size_t>(round),
+                           static_cast<float>(ctx.rank + 1));
       std::vector<std::int32_t> b(70000, ctx.rank * 2);
       std::vector<double> c(3, static_cast<double>(ctx.rank));
       parent.allreduce(std::span<float>(a));
@@ -277,14 +278,12 @@ TEST_P(CollectivesTest, DupIsIndependentAndWorksInterleaved) {
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(Threads, CollectivesTest,
-                         ::testing::Values(GroupParam{RankMode::threads, 1},
-                                           GroupParam{RankMode::threads, 2},
-                                           GroupParam{RankMode::threads, 3},
-                                           GroupParam{RankMode::threads, 4},
-                                           GroupParam{RankMode::threads, 5},
-                                           GroupParam{RankMode::threads, 8}),
-                         group_name);
+INSTANTIATE_TEST_SUITE_P(
+    Threads, CollectivesTest,
+    ::testing::Values(GroupParam{RankMode::threads, 1}, GroupParam{RankMode::threads, 2},
+                      GroupParam{RankMode::threads, 3}, GroupParam{RankMode::threads, 4},
+                      GroupParam{RankMode::threads, 5}, GroupParam{RankMode::threads, 8}),
+    group_name);
 INSTANTIATE_TEST_SUITE_P(Processes, CollectivesTest,
                          ::testing::Values(GroupParam{RankMode::processes, 2},
                                            GroupParam{RankMode::processes, 3},
@@ -346,9 +345,13 @@ TEST(RankGroupTest, EveryRankRunsOnceAndSeesTheSameStore) {
 void sleep_past_the_limit() {
   GroupOptions go;
   go.limit = 1s;
-  make_rank_group(RankMode::processes)->run(2, [](RankContext& ctx) {
-    if (ctx.rank == 0) std::this_thread::sleep_for(60s);
-  }, go);
+  make_rank_group(RankMode::processes)
+      ->run(
+          2,
+          [](RankContext& ctx) {
+            if (ctx.rank == 0) std::this_thread::sleep_for(60s);
+          },
+          go);
 }
 
 TEST(RankGroupTest, ProcessesAreKilledAtTheLimit) {
@@ -361,12 +364,13 @@ TEST(RankGroupTest, VictimsStillRunningAreKilledOnceTheOthersEnd) {
   GroupOptions go;
   go.victims = {0};
   const auto start = Clock::now();
-  auto outcomes = make_rank_group(RankMode::processes)->run(
-      2,
-      [](RankContext& ctx) {
-        if (ctx.rank == 0) std::this_thread::sleep_for(60s);
-      },
-      go);
+  auto outcomes = make_rank_group(RankMode::processes)
+                      ->run(
+                          2,
+                          [](RankContext& ctx) {
+                            if (ctx.rank == 0) std::this_thread::sleep_for(60s);
+                          },
+                          go);
   EXPECT_LT(Clock::now() - start, 20s);
   EXPECT_EQ(outcomes[0].signal, SIGKILL);
   EXPECT_EQ(outcomes[1].exit_code, 0);

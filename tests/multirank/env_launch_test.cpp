@@ -2,12 +2,11 @@
 // Ranks started as separate programs: through ringlet-run, with torchrun, Open MPI, PMI and
 // SLURM variables set by hand, and under a real Open MPI mpirun when there is one.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -32,9 +31,9 @@ using Env = std::map<std::string, std::string>;
 // The environment of this process without any variable a launcher would set, so that the
 // test alone decides what the ranks see.
 Env clean_env() {
-  static const char* const kPrefixes[] = {"RINGLET_", "MASTER_", "OMPI_", "PMI_", "PMIX_",
-                                          "MPI_LOCAL", "SLURM_", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
-                                          "GROUP_", "ROLE_", "TORCHELASTIC_"};
+  static const char* const kPrefixes[] = {
+      "RINGLET_",   "MASTER_",          "OMPI_",  "PMI_",  "PMIX_",        "MPI_LOCAL", "SLURM_",
+      "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_", "ROLE_", "TORCHELASTIC_"};
   static const char* const kExact[] = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"};
   Env env;
   for (char** e = environ; *e != nullptr; ++e) {
@@ -198,8 +197,7 @@ TEST(EnvLaunchTest, RingletRun) {
   for (int np : {2, 3}) {
     Programs programs;
     programs.start({run, "-np", std::to_string(np), "--timeout", "120", check_program(),
-                    "--expect-size", std::to_string(np), "--expect-local-size",
-                    std::to_string(np)},
+                    "--expect-size", std::to_string(np), "--expect-local-size", std::to_string(np)},
                    clean_env());
     auto results = programs.wait(150s);
     ASSERT_EQ(results.size(), 1u);
@@ -237,17 +235,16 @@ TEST(EnvLaunchTest, TorchrunVariables) {
 
 TEST(EnvLaunchTest, TorchrunVariablesWithoutLocalRankUseTheNodeIdentity) {
   const int port = free_tcp_port();
-  run_ranks(
-      2,
-      [&](int r) {
-        Env env = clean_env();
-        env["MASTER_ADDR"] = "127.0.0.1";
-        env["MASTER_PORT"] = std::to_string(port);
-        env["RANK"] = std::to_string(r);
-        env["WORLD_SIZE"] = "2";
-        return env;
-      },
-      {"--expect-local-size", "2"});
+  run_ranks(2,
+            [&](int r) {
+              Env env = clean_env();
+              env["MASTER_ADDR"] = "127.0.0.1";
+              env["MASTER_PORT"] = std::to_string(port);
+              env["RANK"] = std::to_string(r);
+              env["WORLD_SIZE"] = "2";
+              return env;
+            },
+            {"--expect-local-size", "2"});
 }
 
 TEST(EnvLaunchTest, OpenMpiVariables) {

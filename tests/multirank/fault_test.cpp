@@ -2,12 +2,11 @@
 // Faults: a rank killed or stopped during a collective, abort() from another thread, and
 // garbage clients on the listening ports. Nobody hangs; every rank gets an error in time.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
@@ -97,8 +96,9 @@ TEST_P(KillTest, SigkillDuringLargeAllreduceGivesPeerLostEverywhere) {
         auto err = allreduce_until_error(comm, buf, kTimeout + 60s);
         if (!err) return;
         const milliseconds took = since_published(ctx, "killed_at");
-        std::cerr << "rank " << ctx.rank << " got error code " << static_cast<int>(err->error_code())
-                  << " " << took.count() << " ms after the kill: " << err->what() << "\n";
+        std::cerr << "rank " << ctx.rank << " got error code "
+                  << static_cast<int>(err->error_code()) << " " << took.count()
+                  << " ms after the kill: " << err->what() << "\n";
         if (is_neighbour(ctx.rank, victim, ctx.size)) {
           EXPECT_EQ(err->code(), ErrorCode::peer_lost) << err->what();
         } else {
@@ -145,8 +145,9 @@ TEST(StopTest, SigstoppedRankGivesTimeoutOnTheOthers) {
         auto err = allreduce_until_error(comm, buf, kTimeout + 30s);
         if (!err) return;
         const milliseconds took = since_published(ctx, "stopped_at");
-        std::cerr << "rank " << ctx.rank << " got error code " << static_cast<int>(err->error_code())
-                  << " " << took.count() << " ms after the stop: " << err->what() << "\n";
+        std::cerr << "rank " << ctx.rank << " got error code "
+                  << static_cast<int>(err->error_code()) << " " << took.count()
+                  << " ms after the stop: " << err->what() << "\n";
         EXPECT_EQ(err->code(), ErrorCode::timeout) << err->what();
         EXPECT_LE(took, kTimeout + kSlack) << err->what();
       },
@@ -232,8 +233,7 @@ TEST_P(AbortTest, AbortBeforeACallFailsItAtOnce) {
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(All, AbortTest,
-                         ::testing::Values(RankMode::threads, RankMode::processes),
+INSTANTIATE_TEST_SUITE_P(All, AbortTest, ::testing::Values(RankMode::threads, RankMode::processes),
                          [](const auto& info) { return to_string(info.param); });
 
 // --- garbage clients -------------------------------------------------------------------
@@ -255,7 +255,8 @@ void send_garbage(int port, std::vector<UniqueFd>& keep) {
   auto send_bytes = [](const UniqueFd& fd, const std::vector<unsigned char>& data) {
     std::size_t off = 0;
     while (off < data.size()) {
-      ssize_t n = ::send(fd.get(), data.data() + off, data.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+      ssize_t n =
+          ::send(fd.get(), data.data() + off, data.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n <= 0) return;  // the peer dropped us or its buffer is full: both fine
       off += static_cast<std::size_t>(n);
     }
@@ -267,7 +268,8 @@ void send_garbage(int port, std::vector<UniqueFd>& keep) {
   // A short burst of noise.
   if (UniqueFd fd = open()) {
     std::vector<unsigned char> noise(64);
-    for (std::size_t i = 0; i < noise.size(); ++i) noise[i] = static_cast<unsigned char>(i * 37 + 11);
+    for (std::size_t i = 0; i < noise.size(); ++i)
+      noise[i] = static_cast<unsigned char>(i * 37 + 11);
     send_bytes(fd, noise);
     keep.push_back(std::move(fd));
   }

@@ -32,19 +32,22 @@ std::vector<float> buffer_f32(std::size_t n) { return std::vector<float>(n, 1.0f
 
 std::vector<Scenario> scenarios() {
   return {
-      {"Count", 1,
+      {"Count",
+       1,
        [](Communicator& c, bool d) {
          auto v = buffer_f32(d ? 1024 : 1000);
          c.allreduce(std::span<float>(v));
        },
        {"allreduce(count=1000", "count=1024"}},
-      {"CountOnTheRingPath", 2,
+      {"CountOnTheRingPath",
+       2,
        [](Communicator& c, bool d) {
          auto v = buffer_f32(d ? 300001 : 300000);
          c.allreduce(std::span<float>(v));
        },
        {"allreduce(count=300000", "count=300001"}},
-      {"Type", 2,
+      {"Type",
+       2,
        [](Communicator& c, bool d) {
          if (d) {
            std::vector<double> v(1000, 1.0);
@@ -55,19 +58,22 @@ std::vector<Scenario> scenarios() {
          }
        },
        {"float32", "float64"}},
-      {"Op", 0,
+      {"Op",
+       0,
        [](Communicator& c, bool d) {
          auto v = buffer_f32(1000);
          c.allreduce(std::span<float>(v), d ? ReduceOp::max : ReduceOp::sum);
        },
        {"allreduce(count=1000, float32, sum)", "allreduce(count=1000, float32, max)"}},
-      {"Root", 1,
+      {"Root",
+       1,
        [](Communicator& c, bool d) {
          auto v = buffer_f32(1000);
          c.broadcast(std::span<float>(v), d ? 1 : 0);
        },
        {"root=0", "root=1"}},
-      {"KindAllreduceVersusBroadcast", 1,
+      {"KindAllreduceVersusBroadcast",
+       1,
        [](Communicator& c, bool d) {
          auto v = buffer_f32(1000);
          if (d) {
@@ -77,7 +83,8 @@ std::vector<Scenario> scenarios() {
          }
        },
        {"allreduce(count=1000", "broadcast(count=1000"}},
-      {"KindBarrierVersusAllreduce", 3,
+      {"KindBarrierVersusAllreduce",
+       3,
        [](Communicator& c, bool d) {
          if (d) {
            c.barrier();
@@ -87,7 +94,8 @@ std::vector<Scenario> scenarios() {
          }
        },
        {"barrier(", "allreduce(count=8"}},
-      {"KindAllgatherVersusReduceScatter", 0,
+      {"KindAllgatherVersusReduceScatter",
+       0,
        [](Communicator& c, bool d) {
          const auto n = static_cast<std::size_t>(c.size());
          auto big = buffer_f32(4 * n);
@@ -99,7 +107,8 @@ std::vector<Scenario> scenarios() {
          }
        },
        {"allgather(count=4", "reduce_scatter(count=4"}},
-      {"ExtraCollectiveOnOneRank", 2,
+      {"ExtraCollectiveOnOneRank",
+       2,
        [](Communicator& c, bool d) {
          auto v = buffer_f32(16);
          if (d) c.barrier();  // one collective ahead of the others from here on
@@ -121,49 +130,51 @@ TEST_P(MismatchTest, EveryRankGetsMismatchPromptlyThenAborted) {
   const MismatchParam& p = GetParam();
   const Scenario s = scenarios()[p.scenario];
   auto group = make_rank_group(p.mode);
-  group->run(p.ranks, [&](RankContext& ctx) {
-    Options options;
-    options.timeout = kTimeout;
-    Communicator comm = ctx.create(options);
-    // A matching collective first, so the mismatch is not the first call. Every rank leaves
-    // it before any starts the mismatched one (InFlightCollectiveTest covers the overlap).
-    auto warm = buffer_f32(5);
-    comm.allreduce(std::span<float>(warm));
-    ctx.sync("warm");
-    const auto start = Clock::now();
-    try {
-      s.call(comm, ctx.rank == s.deviant % ctx.size);
-      ADD_FAILURE() << "rank " << ctx.rank << ": the mismatched collective returned normally";
-      return;
-    } catch (const Error& e) {
-      const auto took = Clock::now() - start;
-      EXPECT_EQ(e.code(), ErrorCode::mismatch) << "rank " << ctx.rank << ": " << e.what();
-      EXPECT_LT(took, kPromptly)
-          << "rank " << ctx.rank << " took "
-          << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
-          << " ms to see the mismatch: " << e.what();
-      for (const auto& m : s.must_mention) {
-        EXPECT_NE(std::string(e.what()).find(m), std::string::npos)
-            << "rank " << ctx.rank << ": the message does not mention \"" << m << "\": " << e.what();
-      }
-    }
-    // The communicator is aborted now.
-    for (int i = 0; i < 2; ++i) {
-      try {
-        auto v = buffer_f32(5);
-        comm.allreduce(std::span<float>(v));
-        ADD_FAILURE() << "rank " << ctx.rank << ": a call after the mismatch succeeded";
-      } catch (const Error& e) {
-        EXPECT_EQ(e.code(), ErrorCode::aborted) << "rank " << ctx.rank << ": " << e.what();
-      }
-    }
-    try {
-      comm.barrier();
-      ADD_FAILURE() << "rank " << ctx.rank << ": barrier after the mismatch succeeded";
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::aborted) << "rank " << ctx.rank << ": " << e.what();
-    }
-  });
+  group->run(
+      p.ranks, [&](RankContext& ctx) {
+        Options options;
+        options.timeout = kTimeout;
+        Communicator comm = ctx.create(options);
+        // A matching collective first, so the mismatch is not the first call. Every rank leaves
+        // it before any starts the mismatched one (InFlightCollectiveTest covers the overlap).
+        auto warm = buffer_f32(5);
+        comm.allreduce(std::span<float>(warm));
+        ctx.sync("warm");
+        const auto start = Clock::now();
+        try {
+          s.call(comm, ctx.rank == s.deviant % ctx.size);
+          ADD_FAILURE() << "rank " << ctx.rank << ": the mismatched collective returned normally";
+          return;
+        } catch (const Error& e) {
+          const auto took = Clock::now() - start;
+          EXPECT_EQ(e.code(), ErrorCode::mismatch) << "rank " << ctx.rank << ": " << e.what();
+          EXPECT_LT(took, kPromptly)
+              << "rank " << ctx.rank << " took "
+              << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+              << " ms to see the mismatch: " << e.what();
+          for (const auto& m : s.must_mention) {
+            EXPECT_NE(std::string(e.what()).find(m), std::string::npos)
+                << "rank " << ctx.rank << ": the message does not mention \"" << m
+                << "\": " << e.what();
+          }
+        }
+        // The communicator is aborted now.
+        for (int i = 0; i < 2; ++i) {
+          try {
+            auto v = buffer_f32(5);
+            comm.allreduce(std::span<float>(v));
+            ADD_FAILURE() << "rank " << ctx.rank << ": a call after the mismatch succeeded";
+          } catch (const Error& e) {
+            EXPECT_EQ(e.code(), ErrorCode::aborted) << "rank " << ctx.rank << ": " << e.what();
+          }
+        }
+        try {
+          comm.barrier();
+          ADD_FAILURE() << "rank " << ctx.rank << ": barrier after the mismatch succeeded";
+        } catch (const Error& e) {
+          EXPECT_EQ(e.code(), ErrorCode::aborted) << "rank " << ctx.rank << ": " << e.what();
+        }
+      });
 }
 
 // A collective that every rank called consistently completes on every rank, even when a

@@ -5,15 +5,14 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest-spi.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest-spi.h>
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -96,12 +95,16 @@ class ThreadRankGroup final : public RankGroup {
     std::unique_ptr<TempDir> dir;
     std::shared_ptr<bootstrap::Store> store;
     switch (options.store) {
-      case StoreKind::hash: store = bootstrap::make_hash_store(); break;
+      case StoreKind::hash:
+        store = bootstrap::make_hash_store();
+        break;
       case StoreKind::file:
         dir = std::make_unique<TempDir>();
         store = bootstrap::make_file_store(dir->path());
         break;
-      case StoreKind::tcp: store = make_tcp_server_store(); break;
+      case StoreKind::tcp:
+        store = make_tcp_server_store();
+        break;
     }
     std::vector<RankOutcome> outcomes(static_cast<std::size_t>(size));
     // A watchdog: threads cannot be killed, so a run past its limit ends the process with a
@@ -170,18 +173,16 @@ void write_all(int fd, const std::string& s) {
       ::testing::ScopedFakeTestPartResultReporter all_reporter(
           ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ALL_THREADS, &all_threads);
       ::testing::ScopedFakeTestPartResultReporter this_reporter(
-          ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD,
-          &this_thread);
+          ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &this_thread);
       try {
-        std::shared_ptr<bootstrap::Store> store = kind == StoreKind::tcp
-                                                      ? make_tcp_client_store(port)
-                                                      : bootstrap::make_file_store(dir);
+        std::shared_ptr<bootstrap::Store> store =
+            kind == StoreKind::tcp ? make_tcp_client_store(port) : bootstrap::make_file_store(dir);
         RankContext ctx{rank, size, RankMode::processes, std::move(store)};
         body(ctx);
       } catch (...) {
         failed = true;
-        report += str_cat("exception escaped the body: ",
-                          describe_exception(std::current_exception()), "\n");
+        report += str_cat(
+            "exception escaped the body: ", describe_exception(std::current_exception()), "\n");
       }
     }
     for (const auto* results : {&this_thread, &all_threads}) {
@@ -339,9 +340,7 @@ class ProcessRankGroup final : public RankGroup {
 
 }  // namespace
 
-std::string to_string(RankMode mode) {
-  return mode == RankMode::threads ? "threads" : "processes";
-}
+std::string to_string(RankMode mode) { return mode == RankMode::threads ? "threads" : "processes"; }
 
 Communicator RankContext::create(Options options, const std::string& key_prefix) const {
   options.rank = rank;

@@ -35,7 +35,8 @@ struct RankContext {
   Communicator create(Options options = {}, const std::string& key_prefix = "") const;
   // Waits until every rank has called sync(name) (through the store), or fails the test at
   // `limit`. Each name may be used once per group.
-  void sync(const std::string& name, std::chrono::milliseconds limit = std::chrono::seconds(60)) const;
+  void sync(const std::string& name,
+            std::chrono::milliseconds limit = std::chrono::seconds(60)) const;
 };
 
 using RankBody = std::function<void(RankContext&)>;

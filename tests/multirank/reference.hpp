@@ -18,10 +18,10 @@
 namespace ringlet::testing {
 
 // Every element type a collective carries, for loops over all of them.
-using AllTypes = std::tuple<float, double, Half, BFloat16, std::int8_t, std::uint8_t,
-                            std::int32_t, std::int64_t>;
-inline constexpr ReduceOp kAllOps[] = {ReduceOp::sum, ReduceOp::prod, ReduceOp::min,
-                                       ReduceOp::max, ReduceOp::avg};
+using AllTypes = std::tuple<float, double, Half, BFloat16, std::int8_t, std::uint8_t, std::int32_t,
+                            std::int64_t>;
+inline constexpr ReduceOp kAllOps[] = {ReduceOp::sum, ReduceOp::prod, ReduceOp::min, ReduceOp::max,
+                                       ReduceOp::avg};
 
 template <class F, class... T>
 void for_each_type_impl(F&& f, std::tuple<T...>*) {
@@ -34,8 +34,8 @@ void for_each_type(F&& f) {
 }
 
 template <class T>
-constexpr bool kIsFloat = std::is_floating_point_v<T> || std::is_same_v<T, Half> ||
-                          std::is_same_v<T, BFloat16>;
+constexpr bool kIsFloat =
+    std::is_floating_point_v<T> || std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>;
 template <class T>
 constexpr bool kIsSigned = kIsFloat<T> || std::is_signed_v<T>;
 
@@ -156,10 +156,18 @@ inline long double reference_value(ReduceOp op, bool is_signed, int size, std::s
     const long double v = input_value(op, is_signed, size, r, i);
     switch (op) {
       case ReduceOp::sum:
-      case ReduceOp::avg: acc += v; break;
-      case ReduceOp::prod: acc *= v; break;
-      case ReduceOp::min: acc = std::min(acc, v); break;
-      case ReduceOp::max: acc = std::max(acc, v); break;
+      case ReduceOp::avg:
+        acc += v;
+        break;
+      case ReduceOp::prod:
+        acc *= v;
+        break;
+      case ReduceOp::min:
+        acc = std::min(acc, v);
+        break;
+      case ReduceOp::max:
+        acc = std::max(acc, v);
+        break;
     }
   }
   if (op == ReduceOp::avg) acc /= size;
