@@ -82,7 +82,7 @@ class Programs {
       std::_Exit(127);
     }
     ::close(fds[1]);
-    procs_.push_back({pid, fds[0], {}, false, false, {}});
+    procs_.push_back({pid, fds[0], {}, false, false});
   }
 
   std::vector<Finished> wait(std::chrono::milliseconds limit) {
@@ -154,7 +154,6 @@ class Programs {
     Finished result;
     bool exited;
     bool eof;
-    std::string unused;
   };
   std::vector<Proc> procs_;
 };
