@@ -285,6 +285,34 @@ INSTANTIATE_TEST_SUITE_P(Counts, TcpSocketsTest,
                                   (std::get<1>(info.param) ? "_separate" : "_shared");
                          });
 
+// The header of an empty message is read while no receive is posted; the receive posted
+// afterwards must complete although poll(2) has nothing more to report.
+TEST(TcpTransportTest, MessageThatArrivedBeforeItsReceiveCompletes) {
+  GroupOptions g;
+  g.sockets = 1;
+  Group group = make_group(2, g);
+  connect_all(group);
+  std::vector<std::byte> one = pattern(1, 9), got_one(1), got_empty, got_tail(3);
+  std::vector<std::byte> tail = pattern(3, 8);
+  Connection& tx = *group.conns[0][1];
+  Connection& rx = *group.conns[1][0];
+  tx.post_send(nullptr, one, 1);
+  tx.post_send(nullptr, std::span<const std::byte>(), 2);
+  tx.wait_send(1, in(5s));
+  tx.wait_send(2, in(5s));
+  std::this_thread::sleep_for(50ms);
+  rx.post_recv(nullptr, got_one, 1);
+  rx.wait_recv(1, in(5s));
+  rx.post_recv(nullptr, got_empty, 2);
+  rx.wait_recv(2, in(5s));
+  tx.post_send(nullptr, tail, 3);
+  tx.wait_send(3, in(5s));
+  rx.post_recv(nullptr, got_tail, 3);
+  rx.wait_recv(3, in(5s));
+  EXPECT_TRUE(same_bytes(got_one, one));
+  EXPECT_TRUE(same_bytes(got_tail, tail));
+}
+
 TEST(TcpTransportTest, PeerClosingMidTransferIsPeerLostQuickly) {
   Group group = make_group(2);
   connect_all(group);

@@ -108,10 +108,18 @@ void Loop::post_recv(Channel& c, std::span<std::byte> data, std::uint64_t tag) {
   op.length = data.size();
   Lane& lane = *c.recv_lanes[c.recvs_posted++ % c.recv_lanes.size()];
   lane.recvq.push_back(&op);
-  if (lane.eof && !failure_) {
-    failure_ = Error(ErrorCode::peer_lost,
-                     str_cat("tcp: peer ", c.peer, " (", c.address, ") closed the connection"),
-                     {c.peer});
+  if (failure_) return;
+  try {
+    if (lane.eof) {
+      fail(Error(ErrorCode::peer_lost,
+                 str_cat("tcp: peer ", c.peer, " (", c.address, ") closed the connection"),
+                 {c.peer}));
+    }
+    // The frame header may already be here (read while no receive was posted); the rest of
+    // the frame may be too, or be empty, so poll(2) would not report it: read now.
+    if (lane.header_ready && lane.recvq.size() == 1) read_lane(c, lane);
+  } catch (const Error&) {
+    // Stored in failure_; the next test or wait throws it.
   }
 }
 
