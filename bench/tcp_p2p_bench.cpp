@@ -2,7 +2,9 @@
 // Point-to-point throughput of the TCP transport on loopback: forked processes, GB/s.
 //
 // Usage: tcp_p2p_bench [--sockets=1,2,4] [--slices=262144,1048576,4194304] [--layout=both]
-//                      [--bytes=67108864] [--iters=5] [--window=4] [--buffer=0] [--only=pair|ring]
+//                      [--bytes=67108864] [--iters=5] [--window=4] [--buffer=0]
+//                      [--only=pair|ring|lat]
+// lat: half round trips of 8 B, 64 KiB and 1 MiB between two processes (median, p99, max).
 // pair: rank 0 -> rank 1 (uni) and both ways at once (bidi); ring: 4 processes, each sends
 // to its right and receives from its left. Each figure is the median of --iters runs.
 #include <sys/mman.h>
@@ -38,9 +40,11 @@ struct Shared {
   unsigned char blobs[kMaxRanks][64];
   std::size_t blob_sizes[kMaxRanks];
   double seconds[kMaxRanks][kMaxIters];
+  double trips[20000];  // latency mode: half round trips in seconds, rank 0
 };
 
 struct Config {
+  bool latency = false;  // pair: round trips of `bytes`; seconds[] holds per-trip times
   int ranks = 2;
   bool bidi = false;  // pair only
   int sockets = 2;
@@ -50,6 +54,7 @@ struct Config {
   int iters = 5;
   std::size_t window = 4;
   int buffer = 0;
+  bool quickack = true;
 };
 
 // Moves cfg.bytes through `send` (to the right) and/or `recv` (from the left) in slices,
@@ -105,6 +110,7 @@ int run_rank(const Config& cfg, int rank, Shared* shared) {
   o.sockets = cfg.sockets;
   o.separate_directions = cfg.separate;
   o.buffer_bytes = cfg.buffer;
+  o.quickack = cfg.quickack;
   auto transport = rt::make_tcp_transport(o);
   auto blob = transport->local_address();
   std::memcpy(shared->blobs[rank], blob.data(), blob.size());
@@ -129,6 +135,31 @@ int run_rank(const Config& cfg, int rank, Shared* shared) {
   if (left_rank != right_rank) {
     left_owned = connect(left_rank);
     left = left_owned.get();
+  }
+  if (cfg.latency) {
+    // Round trips of cfg.bytes; rank 0 records each half round trip.
+    std::vector<std::byte> msg(cfg.bytes, std::byte{1});
+    const Deadline deadline = Clock::now() + 60s;
+    const int trips = cfg.iters;
+    for (int t = -100; t < trips; ++t) {
+      auto start = Clock::now();
+      if (rank == 0) {
+        right->post_send(nullptr, msg, 1);
+        right->post_recv(nullptr, msg, 2);
+        right->wait_send(1, deadline);
+        right->wait_recv(2, deadline);
+        if (t >= 0) {
+          shared->trips[t] = std::chrono::duration<double>(Clock::now() - start).count() / 2;
+        }
+      } else {
+        right->post_recv(nullptr, msg, 1);
+        right->wait_recv(1, deadline);
+        right->post_send(nullptr, msg, 2);
+        right->wait_send(2, deadline);
+      }
+    }
+    barrier(rank, cfg.ranks, right.get(), left);
+    return 0;
   }
   // Touch the buffers once, before timing (first touch costs ~10 us per page here).
   std::vector<std::byte> out(cfg.bytes, std::byte{1});
@@ -178,7 +209,17 @@ double run(const Config& cfg) {
     ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
   }
   double median = -1;
-  if (ok) {
+  if (ok && cfg.latency) {
+    std::vector<double> t(shared->trips, shared->trips + cfg.iters);
+    std::sort(t.begin(), t.end());
+    auto stalls = std::count_if(t.begin(), t.end(), [](double x) { return x > 0.030; });
+    std::printf(
+        "lat   %zu B x %d: half round trip median %.1f us, p99 %.1f us, max %.1f us, "
+        "%ld over 30 ms\n",
+        cfg.bytes, cfg.iters, 1e6 * t[t.size() / 2], 1e6 * t[t.size() * 99 / 100],
+        1e6 * t.back(), static_cast<long>(stalls));
+    median = t[t.size() / 2];
+  } else if (ok) {
     std::vector<double> worst;
     for (int it = 0; it < cfg.iters; ++it) {
       double w = 0;
@@ -240,6 +281,8 @@ int main(int argc, char** argv) {
       base.window = std::max(1, std::atoi(v));
     } else if (const char* v = value("--buffer=")) {
       base.buffer = std::atoi(v);
+    } else if (const char* v = value("--quickack=")) {
+      base.quickack = std::atoi(v) != 0;
     } else if (const char* v = value("--only=")) {
       only = v;
     } else {
@@ -253,6 +296,19 @@ int main(int argc, char** argv) {
   std::printf("%-5s %-5s %-9s %7s %8s %10s\n", "test", "dir", "layout", "sockets", "slice",
               "GB/s");
   int failures = 0;
+  if (only == "lat") {
+    for (std::size_t bytes : {std::size_t{8}, std::size_t{65536}, std::size_t{1} << 20}) {
+      Config cfg = base;
+      cfg.latency = true;
+      cfg.ranks = 2;
+      cfg.bytes = bytes;
+      cfg.sockets = static_cast<int>(sockets.front());
+      cfg.separate = layouts.front();
+      cfg.iters = bytes > 65536 ? 1000 : 10000;
+      if (run(cfg) <= 0) ++failures;
+    }
+    return failures == 0 ? 0 : 1;
+  }
   for (bool separate : layouts) {
     for (long k : sockets) {
       for (long slice : slices) {

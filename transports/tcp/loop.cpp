@@ -2,6 +2,8 @@
 // The tcp transport's progress loop: poll(2) over every socket, partial reads and writes.
 #include "transports/tcp/loop.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -32,9 +34,19 @@ long long ms_between(Clock::time_point a, Clock::time_point b) {
 
 }  // namespace
 
-Loop::Loop(int rank, const std::atomic<bool>* abort_flag)
-    : rank_(rank), abort_flag_(abort_flag), event_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+Loop::Loop(int rank, const std::atomic<bool>* abort_flag, bool quickack)
+    : rank_(rank),
+      abort_flag_(abort_flag),
+      quickack_(quickack),
+      event_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
   if (!event_fd_) detail::throw_errno("tcp: eventfd");
+}
+
+void Loop::rearm_quickack(const Lane& lane) const noexcept {
+  // The kernel leaves quick-ACK mode on its own; setting it again acknowledges at once.
+  if (!quickack_) return;
+  int one = 1;
+  ::setsockopt(lane.fd.get(), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 }
 
 void Loop::add(Channel* channel) { channels_.push_back(channel); }
@@ -314,6 +326,7 @@ void Loop::read_lane(Channel& c, Lane& lane) {
         fail_io(c, "receive from", errno);
       }
       if (n == 0) return on_eof(c, lane);
+      rearm_quickack(lane);
       drained = static_cast<std::size_t>(n) < want;
       auto got = static_cast<std::size_t>(n);
       std::size_t h = std::min(got, kFrameHeaderBytes - lane.header_got);
@@ -353,6 +366,7 @@ void Loop::read_lane(Channel& c, Lane& lane) {
         fail_io(c, "receive from", errno);
       }
       if (n == 0) return on_eof(c, lane);
+      rearm_quickack(lane);
       lane.payload_got += static_cast<std::size_t>(n);
       drained = static_cast<std::size_t>(n) < want;
     }

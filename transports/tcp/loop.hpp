@@ -81,7 +81,7 @@ struct Channel {
 // except interrupt(), which only writes the eventfd.
 class Loop {
  public:
-  Loop(int rank, const std::atomic<bool>* abort_flag);
+  Loop(int rank, const std::atomic<bool>* abort_flag, bool quickack);
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
 
@@ -114,8 +114,11 @@ class Loop {
   void wait_until(Channel& c, const std::function<bool()>& done, Deadline deadline,
                   const char* what, std::uint64_t tag);
 
+  void rearm_quickack(const Lane& lane) const noexcept;
+
   int rank_;
   const std::atomic<bool>* abort_flag_;
+  bool quickack_;
   UniqueFd event_fd_;
   std::vector<Channel*> channels_;
   std::optional<Error> failure_;
