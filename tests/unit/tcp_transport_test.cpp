@@ -444,6 +444,27 @@ TEST(TcpTransportTest, AbortAndInterruptWakeABlockedWait) {
   EXPECT_LT(Clock::now() - start, 2s);
 }
 
+TEST(TcpTransportTest, AbortWakesAConnectThatWaitsForItsPeer) {
+  std::atomic<bool> abort_flag{false};
+  GroupOptions g;
+  g.abort_flag = &abort_flag;
+  Group group = make_group(2, g);
+  std::thread aborter([&] {
+    std::this_thread::sleep_for(100ms);
+    abort_flag.store(true);
+    group.transports[1]->interrupt();
+  });
+  auto start = Clock::now();
+  try {
+    group.transports[1]->connect(0, group.blobs[0], in(30s));
+    FAIL() << "connect returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.error_code(), ErrorCode::aborted);
+  }
+  aborter.join();
+  EXPECT_LT(Clock::now() - start, 2s);
+}
+
 // A raw client socket to a transport's listening address.
 UniqueFd dial(const std::vector<std::byte>& blob) {
   auto b = tcp::AddressBlob::decode(blob);

@@ -126,6 +126,10 @@ class TcpTransport final : public Transport {
   std::unique_ptr<Connection> make_connection(int peer, std::string address,
                                               std::vector<UniqueFd> fds);
   void check_abort() const;
+  void drain_event_fd() const noexcept {
+    std::uint64_t count = 0;
+    [[maybe_unused]] ssize_t r = ::read(loop_->event_fd(), &count, sizeof(count));
+  }
 
   TcpOptions options_;
   int sockets_ = 0;
@@ -290,9 +294,12 @@ UniqueFd TcpTransport::connect_one(int peer, const sockaddr_storage& addr, sockl
         check_abort();
         if (Clock::now() >= deadline) break;
         pollfd p[2] = {{fd.get(), POLLOUT, 0}, {loop_->event_fd(), POLLIN, 0}};
-        if (::poll(p, 2, ms_until(deadline, kMaxPollMs)) > 0 && p[0].revents != 0) {
-          socklen_t el = sizeof(err);
-          ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &el);
+        if (::poll(p, 2, ms_until(deadline, kMaxPollMs)) > 0) {
+          if (p[1].revents != 0) drain_event_fd();
+          if (p[0].revents != 0) {
+            socklen_t el = sizeof(err);
+            ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &el);
+          }
         }
       }
     }
@@ -314,7 +321,9 @@ UniqueFd TcpTransport::connect_one(int peer, const sockaddr_storage& addr, sockl
                   {options_.rank, peer});
     }
     pollfd p{loop_->event_fd(), POLLIN, 0};
-    ::poll(&p, 1, std::min<int>(static_cast<int>(backoff.count()), ms_until(deadline)));
+    if (::poll(&p, 1, std::min<int>(static_cast<int>(backoff.count()), ms_until(deadline))) > 0) {
+      drain_event_fd();
+    }
     backoff = std::min(backoff * 2, std::chrono::milliseconds(200));
   }
 }
@@ -365,10 +374,7 @@ void TcpTransport::service_listener(int timeout_ms) {
   for (const Pending& p : pending_) fds.push_back({p.fd.get(), POLLIN, 0});
   int n = ::poll(fds.data(), fds.size(), timeout_ms);
   if (n < 0 && errno != EINTR) detail::throw_errno("tcp: poll");
-  if (n > 0 && fds[0].revents != 0) {
-    std::uint64_t count = 0;
-    [[maybe_unused]] ssize_t r = ::read(loop_->event_fd(), &count, sizeof(count));
-  }
+  if (n > 0 && fds[0].revents != 0) drain_event_fd();
   // Read what the pending sockets sent; complete handshakes are handled, broken ones dropped.
   auto now = Clock::now();
   for (std::size_t i = 0; i < pending_.size(); ++i) {

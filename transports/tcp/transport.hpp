@@ -18,7 +18,7 @@ inline constexpr std::size_t kTcpRecommendedSliceBytes = std::size_t{1} << 20;
 
 // Sockets per peer and direction when neither TcpOptions::sockets nor RINGLET_SOCKETS says
 // otherwise; measured on loopback at 2 and 4 processes (docs/transport-tcp.md).
-inline constexpr int kTcpDefaultSockets = 2;
+inline constexpr int kTcpDefaultSockets = 1;
 
 struct TcpOptions : TransportOptions {
   std::string bind_address;  // numeric IPv4/IPv6 to listen on and advertise; "" -> interfaces
