@@ -125,8 +125,9 @@ int run_rank(const Config& cfg, int rank, Shared* shared) {
   const Deadline deadline = Clock::now() + 30s;
   auto connect = [&](int peer) {
     return transport->connect(
-        peer, std::span<const std::byte>(reinterpret_cast<const std::byte*>(shared->blobs[peer]),
-                                         shared->blob_sizes[peer]),
+        peer,
+        std::span<const std::byte>(reinterpret_cast<const std::byte*>(shared->blobs[peer]),
+                                   shared->blob_sizes[peer]),
         deadline);
   };
   std::unique_ptr<rt::Connection> right = connect(right_rank);
@@ -182,8 +183,8 @@ int run_rank(const Config& cfg, int rank, Shared* shared) {
 // Runs one configuration in cfg.ranks forked processes; returns the median over iterations
 // of the slowest rank's time, or a negative number on failure.
 double run(const Config& cfg) {
-  void* mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                     -1, 0);
+  void* mem =
+      ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return -1;
   auto* shared = new (mem) Shared();
   std::vector<pid_t> pids;
@@ -216,8 +217,8 @@ double run(const Config& cfg) {
     std::printf(
         "lat   %zu B x %d: half round trip median %.1f us, p99 %.1f us, max %.1f us, "
         "%ld over 30 ms\n",
-        cfg.bytes, cfg.iters, 1e6 * t[t.size() / 2], 1e6 * t[t.size() * 99 / 100],
-        1e6 * t.back(), static_cast<long>(stalls));
+        cfg.bytes, cfg.iters, 1e6 * t[t.size() / 2], 1e6 * t[t.size() * 99 / 100], 1e6 * t.back(),
+        static_cast<long>(stalls));
     median = t[t.size() / 2];
   } else if (ok) {
     std::vector<double> worst;
@@ -293,8 +294,7 @@ int main(int argc, char** argv) {
   std::printf("# %s per transfer, window %zu slices, SO_SNDBUF/RCVBUF %s, median of %d\n",
               size_name(base.bytes).c_str(), base.window,
               base.buffer > 0 ? std::to_string(base.buffer).c_str() : "auto", base.iters);
-  std::printf("%-5s %-5s %-9s %7s %8s %10s\n", "test", "dir", "layout", "sockets", "slice",
-              "GB/s");
+  std::printf("%-5s %-5s %-9s %7s %8s %10s\n", "test", "dir", "layout", "sockets", "slice", "GB/s");
   int failures = 0;
   if (only == "lat") {
     for (std::size_t bytes : {std::size_t{8}, std::size_t{65536}, std::size_t{1} << 20}) {

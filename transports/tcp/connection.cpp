@@ -18,8 +18,7 @@ void TcpConnection::post_send(const MemoryRegion*, std::span<const std::byte> da
   loop_->post_send(*channel_, data, tag);
 }
 
-void TcpConnection::post_recv(const MemoryRegion*, std::span<std::byte> data,
-                              std::uint64_t tag) {
+void TcpConnection::post_recv(const MemoryRegion*, std::span<std::byte> data, std::uint64_t tag) {
   loop_->post_recv(*channel_, data, tag);
 }
 

@@ -80,10 +80,10 @@ void Loop::fail_io(Channel& c, const char* what, int err) {
                        ": ", std::strerror(err), ")"),
                {c.peer}));
   }
-  fail(Error(ErrorCode::transport,
-             str_cat("tcp: ", what, " peer ", c.peer, " (", c.address, ") failed: ",
-                     std::strerror(err)),
-             {c.peer}));
+  fail(Error(
+      ErrorCode::transport,
+      str_cat("tcp: ", what, " peer ", c.peer, " (", c.address, ") failed: ", std::strerror(err)),
+      {c.peer}));
 }
 
 void Loop::post_send(Channel& c, std::span<const std::byte> data, std::uint64_t tag) {
@@ -148,8 +148,8 @@ bool Loop::test_send(Channel& c, std::uint64_t tag) {
 
 bool Loop::test_recv(Channel& c, std::uint64_t tag) {
   auto it = c.recvs.find(tag);
-  RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive with tag ", tag,
-                " from peer ", c.peer);
+  RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive with tag ", tag, " from peer ",
+                c.peer);
   check();
   poll_once(0);
   if (!it->second.done) return false;
@@ -162,16 +162,18 @@ void Loop::wait_send(Channel& c, std::uint64_t tag, Deadline deadline) {
   RINGLET_CHECK(it != c.sends.end(), "tcp: no outstanding send with tag ", tag, " to peer ",
                 c.peer);
   const SendOp& op = it->second;
-  wait_until(c, [&op] { return op.done; }, deadline, "send", tag);
+  wait_until(
+      c, [&op] { return op.done; }, deadline, "send", tag);
   c.sends.erase(it);
 }
 
 void Loop::wait_recv(Channel& c, std::uint64_t tag, Deadline deadline) {
   auto it = c.recvs.find(tag);
-  RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive with tag ", tag,
-                " from peer ", c.peer);
+  RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive with tag ", tag, " from peer ",
+                c.peer);
   const RecvOp& op = it->second;
-  wait_until(c, [&op] { return op.done; }, deadline, "receive", tag);
+  wait_until(
+      c, [&op] { return op.done; }, deadline, "receive", tag);
   c.recvs.erase(it);
 }
 
@@ -185,11 +187,11 @@ void Loop::wait_until(Channel& c, const std::function<bool()>& done, Deadline de
     auto now = Clock::now();
     if (now - start >= kSpin) {
       if (now >= deadline) {
-        throw Error(ErrorCode::timeout,
-                    str_cat("tcp: rank ", rank_, " waited ", ms_between(start, now),
-                            " ms for peer ", c.peer, " (", c.address, ") to complete ", what,
-                            " tag ", tag),
-                    {rank_, c.peer});
+        throw Error(
+            ErrorCode::timeout,
+            str_cat("tcp: rank ", rank_, " waited ", ms_between(start, now), " ms for peer ",
+                    c.peer, " (", c.address, ") to complete ", what, " tag ", tag),
+            {rank_, c.peer});
       }
       timeout_ms = ms_until(deadline, kMaxPollMs);
     }
@@ -260,8 +262,7 @@ void Loop::write_lane(Channel& c, Lane& lane) {
         payload_from = op->sent - kFrameHeaderBytes;
       }
       if (op->length > payload_from) {
-        iov[count++] = {const_cast<std::byte*>(op->data) + payload_from,
-                        op->length - payload_from};
+        iov[count++] = {const_cast<std::byte*>(op->data) + payload_from, op->length - payload_from};
       }
     }
     for (int i = 0; i < count; ++i) want += iov[i].iov_len;

@@ -142,8 +142,8 @@ class TcpTransport final : public Transport {
 };
 
 TcpTransport::TcpTransport(const TcpOptions& options) : options_(options) {
-  RINGLET_CHECK(options.size >= 1 && options.rank >= 0 && options.rank < options.size,
-                "tcp: rank ", options.rank, " is outside a job of size ", options.size);
+  RINGLET_CHECK(options.size >= 1 && options.rank >= 0 && options.rank < options.size, "tcp: rank ",
+                options.rank, " is outside a job of size ", options.size);
   RINGLET_CHECK(options.sockets >= 0 && options.sockets <= 64, "tcp: sockets=", options.sockets,
                 " is outside 0..64");
   sockets_ = options.sockets > 0 ? options.sockets : env::sockets();
@@ -201,8 +201,7 @@ void TcpTransport::check_abort() const {
   }
 }
 
-std::unique_ptr<Connection> TcpTransport::connect(int peer,
-                                                  std::span<const std::byte> peer_address,
+std::unique_ptr<Connection> TcpTransport::connect(int peer, std::span<const std::byte> peer_address,
                                                   Deadline deadline) {
   const int rank = options_.rank;
   RINGLET_CHECK(peer >= 0 && peer < options_.size && peer != rank, "tcp: rank ", rank,
@@ -305,8 +304,8 @@ UniqueFd TcpTransport::connect_one(int peer, const sockaddr_storage& addr, sockl
     }
     if (err == 0) return fd;
     auto now = Clock::now();
-    bool retry = err == ECONNREFUSED || err == EINPROGRESS || err == ETIMEDOUT ||
-                 err == EAGAIN || err == ECONNRESET || err == EINTR;
+    bool retry = err == ECONNREFUSED || err == EINPROGRESS || err == ETIMEDOUT || err == EAGAIN ||
+                 err == ECONNRESET || err == EINTR;
     if (!retry || now >= deadline) {
       if (retry) {
         throw Error(ErrorCode::timeout,
@@ -355,11 +354,11 @@ std::vector<UniqueFd> TcpTransport::accept_passive(int peer, Deadline deadline,
     auto now = Clock::now();
     if (now >= deadline) {
       std::size_t got = it == stash_.end() ? 0 : it->second.sockets.size();
-      throw Error(ErrorCode::timeout,
-                  str_cat("tcp: rank ", options_.rank, " waited ", ms_between(start, now),
-                          " ms for peer ", peer, " to connect (", got, " of ", count,
-                          " sockets arrived)"),
-                  {options_.rank, peer});
+      throw Error(
+          ErrorCode::timeout,
+          str_cat("tcp: rank ", options_.rank, " waited ", ms_between(start, now), " ms for peer ",
+                  peer, " to connect (", got, " of ", count, " sockets arrived)"),
+          {options_.rank, peer});
     }
     Deadline next = deadline;
     for (const Pending& p : pending_) next = std::min(next, p.deadline);
@@ -433,8 +432,7 @@ void TcpTransport::on_handshake(Pending& p) {
     return;
   }
   if (h.job_id != options_.job_id) {
-    RINGLET_LOG(info, "tcp: dropped ", p.from, ": job ", h.job_id, " is not job ",
-                options_.job_id);
+    RINGLET_LOG(info, "tcp: dropped ", p.from, ": job ", h.job_id, " is not job ", options_.job_id);
     return;
   }
   if (h.to_rank != static_cast<std::uint32_t>(rank) || h.from_rank >= h.to_rank ||
@@ -452,11 +450,11 @@ void TcpTransport::on_handshake(Pending& p) {
     return;
   }
   if (h.count != socket_count()) {
-    s.error = Error(ErrorCode::mismatch,
-                    str_cat("tcp: peer ", from, " opens ", h.count, " sockets per peer, rank ",
-                            rank, " expects ", socket_count(),
-                            " (RINGLET_SOCKETS and the socket layout must agree)"),
-                    {rank, from});
+    s.error = Error(
+        ErrorCode::mismatch,
+        str_cat("tcp: peer ", from, " opens ", h.count, " sockets per peer, rank ", rank,
+                " expects ", socket_count(), " (RINGLET_SOCKETS and the socket layout must agree)"),
+        {rank, from});
     return;
   }
   bool duplicate = std::any_of(s.sockets.begin(), s.sockets.end(),

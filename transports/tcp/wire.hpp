@@ -106,8 +106,8 @@ struct AddressBlob {
   std::uint32_t magic = kBlobMagic;
   std::uint32_t version = kProtocolVersion;
   std::uint64_t job_id = 0;
-  std::uint16_t family = 0;  // AF_INET or AF_INET6
-  std::uint16_t port = 0;    // host order
+  std::uint16_t family = 0;              // AF_INET or AF_INET6
+  std::uint16_t port = 0;                // host order
   std::array<unsigned char, 16> addr{};  // network order, 4 or 16 bytes used
 
   std::vector<std::byte> encode() const {
