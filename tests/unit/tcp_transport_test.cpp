@@ -334,6 +334,24 @@ TEST(TcpTransportTest, PeerClosingMidTransferIsPeerLostQuickly) {
   EXPECT_LT(Clock::now() - start, 5s);
 }
 
+TEST(TcpTransportTest, SendingToAPeerThatClosedIsPeerLost) {
+  Group group = make_group(2);
+  connect_all(group);
+  std::vector<std::byte> out = pattern(64 * kMiB, 4);
+  group.conns[0][1]->post_send(nullptr, out, 1);  // more than the socket buffers hold
+  group.conns[1][0].reset();
+  group.transports[1].reset();
+  auto start = Clock::now();
+  try {
+    group.conns[0][1]->wait_send(1, in(60s));
+    FAIL() << "wait_send returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.error_code(), ErrorCode::peer_lost) << e.what();
+    EXPECT_EQ(e.ranks(), std::vector<int>{1});
+  }
+  EXPECT_LT(Clock::now() - start, 5s);
+}
+
 TEST(TcpTransportTest, PeerLostIsNoticedWhileWaitingOnAnotherConnection) {
   Group group = make_group(3);
   connect_all(group);
