@@ -1,0 +1,456 @@
+// SPDX-License-Identifier: Apache-2.0
+// The tcp transport's progress loop: poll(2) over every socket, partial reads and writes.
+#include "transports/tcp/loop.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "src/common/check.hpp"
+
+namespace ringlet::transport::tcp {
+namespace {
+
+// How long a wait spins on non-blocking attempts before it blocks in poll(2).
+constexpr auto kSpin = std::chrono::microseconds(20);
+// Longest single poll(2): an abort flag set without interrupt() is seen within this.
+constexpr int kMaxPollMs = 100;
+constexpr int kMaxIov = 32;
+constexpr std::size_t kMaxErrorText = 64 * 1024;
+constexpr auto kSendErrorBudget = std::chrono::milliseconds(1000);
+
+bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+
+long long ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
+}
+
+}  // namespace
+
+Loop::Loop(int rank, const std::atomic<bool>* abort_flag, bool quickack)
+    : rank_(rank),
+      abort_flag_(abort_flag),
+      quickack_(quickack),
+      event_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  if (!event_fd_) detail::throw_errno("tcp: eventfd");
+}
+
+void Loop::rearm_quickack(const Lane& lane) const noexcept {
+  // The kernel leaves quick-ACK mode on its own; setting it again acknowledges at once.
+  if (!quickack_) return;
+  int one = 1;
+  ::setsockopt(lane.fd.get(), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
+void Loop::add(Channel* channel) { channels_.push_back(channel); }
+
+void Loop::remove(Channel* channel) noexcept {
+  channels_.erase(std::remove(channels_.begin(), channels_.end(), channel), channels_.end());
+}
+
+void Loop::interrupt() noexcept {
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(event_fd_.get(), &one, sizeof(one));
+}
+
+void Loop::check() const {
+  if (failure_) throw *failure_;
+  if (abort_flag_ != nullptr && abort_flag_->load(std::memory_order_acquire)) {
+    throw Error(ErrorCode::aborted, str_cat("tcp: rank ", rank_, " was aborted"), {rank_});
+  }
+}
+
+void Loop::fail(Error error) {
+  if (!failure_) failure_ = std::move(error);
+  throw *failure_;
+}
+
+void Loop::fail_io(Channel& c, const char* what, int err) {
+  if (err == ECONNRESET || err == EPIPE || err == ENOTCONN || err == ETIMEDOUT ||
+      err == EHOSTUNREACH || err == ENETUNREACH || err == ECONNABORTED) {
+    fail(Error(ErrorCode::peer_lost,
+               str_cat("tcp: peer ", c.peer, " (", c.address, ") reset the connection (", what,
+                       ": ", std::strerror(err), ")"),
+               {c.peer}));
+  }
+  fail(Error(
+      ErrorCode::transport,
+      str_cat("tcp: ", what, " peer ", c.peer, " (", c.address, ") failed: ", std::strerror(err)),
+      {c.peer}));
+}
+
+void Loop::post_send(Channel& c, std::span<const std::byte> data, std::uint64_t tag) {
+  RINGLET_CHECK(!c.sends.contains(tag), "tcp: a send with tag ", tag, " to peer ", c.peer,
+                " is already outstanding");
+  SendOp& op = c.sends[tag];
+  op.tag = tag;
+  op.data = data.data();
+  op.length = data.size();
+  FrameHeader{FrameKind::data, 0, data.size()}.encode(op.header);
+  Lane& lane = *c.send_lanes[c.sends_posted++ % c.send_lanes.size()];
+  lane.sendq.push_back(&op);
+  ++c.sends_pending;
+  if (failure_) return;
+  try {
+    if (c.peer_closed || lane.eof) {
+      fail(Error(ErrorCode::peer_lost,
+                 str_cat("tcp: peer ", c.peer, " (", c.address, ") closed the connection"),
+                 {c.peer}));
+    }
+    // Eager write: a small message leaves now, without waiting for the next poll.
+    if (lane.sendq.size() == 1) write_lane(c, lane);
+  } catch (const Error&) {
+    // Stored in failure_; the next test or wait throws it.
+  }
+}
+
+void Loop::post_recv(Channel& c, std::span<std::byte> data, std::uint64_t tag) {
+  RINGLET_CHECK(!c.recvs.contains(tag), "tcp: a receive with tag ", tag, " from peer ", c.peer,
+                " is already outstanding");
+  RecvOp& op = c.recvs[tag];
+  op.tag = tag;
+  op.data = data.data();
+  op.length = data.size();
+  Lane& lane = *c.recv_lanes[c.recvs_posted++ % c.recv_lanes.size()];
+  lane.recvq.push_back(&op);
+  if (failure_) return;
+  try {
+    if (lane.eof) {
+      fail(Error(ErrorCode::peer_lost,
+                 str_cat("tcp: peer ", c.peer, " (", c.address, ") closed the connection"),
+                 {c.peer}));
+    }
+    // The frame header may already be here (read while no receive was posted); the rest of
+    // the frame may be too, or be empty, so poll(2) would not report it: read now.
+    if (lane.header_ready && lane.recvq.size() == 1) read_lane(c, lane);
+  } catch (const Error&) {
+    // Stored in failure_; the next test or wait throws it.
+  }
+}
+
+bool Loop::test_send(Channel& c, std::uint64_t tag) {
+  auto it = c.sends.find(tag);
+  RINGLET_CHECK(it != c.sends.end(), "tcp: no outstanding send with tag ", tag, " to peer ",
+                c.peer);
+  check();
+  poll_once(0);
+  if (!it->second.done) return false;
+  c.sends.erase(it);
+  return true;
+}
+
+bool Loop::test_recv(Channel& c, std::uint64_t tag) {
+  auto it = c.recvs.find(tag);
+  RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive with tag ", tag, " from peer ",
+                c.peer);
+  check();
+  poll_once(0);
+  if (!it->second.done) return false;
+  c.recvs.erase(it);
+  return true;
+}
+
+void Loop::wait_send(Channel& c, std::uint64_t tag, Deadline deadline) {
+  auto it = c.sends.find(tag);
+  RINGLET_CHECK(it != c.sends.end(), "tcp: no outstanding send with tag ", tag, " to peer ",
+                c.peer);
+  const SendOp& op = it->second;
+  wait_until(
+      c, [&op] { return op.done; }, deadline, "send", tag);
+  c.sends.erase(it);
+}
+
+void Loop::wait_recv(Channel& c, std::uint64_t tag, Deadline deadline) {
+  auto it = c.recvs.find(tag);
+  RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive with tag ", tag, " from peer ",
+                c.peer);
+  const RecvOp& op = it->second;
+  wait_until(
+      c, [&op] { return op.done; }, deadline, "receive", tag);
+  c.recvs.erase(it);
+}
+
+void Loop::wait_until(Channel& c, const std::function<bool()>& done, Deadline deadline,
+                      const char* what, std::uint64_t tag) {
+  const auto start = Clock::now();
+  for (;;) {
+    check();
+    if (done()) return;
+    int timeout_ms = 0;
+    auto now = Clock::now();
+    if (now - start >= kSpin) {
+      if (now >= deadline) {
+        throw Error(
+            ErrorCode::timeout,
+            str_cat("tcp: rank ", rank_, " waited ", ms_between(start, now), " ms for peer ",
+                    c.peer, " (", c.address, ") to complete ", what, " tag ", tag),
+            {rank_, c.peer});
+      }
+      timeout_ms = ms_until(deadline, kMaxPollMs);
+    }
+    poll_once(timeout_ms);
+  }
+}
+
+void Loop::poll_once(int timeout_ms) {
+  pollfds_.clear();
+  poll_lanes_.clear();
+  pollfds_.push_back({event_fd_.get(), POLLIN, 0});
+  for (Channel* c : channels_) {
+    for (auto& lp : c->lanes) {
+      Lane& l = *lp;
+      short events = 0;
+      if (!l.eof && (l.control || (l.reads && (!l.header_ready || !l.recvq.empty())))) {
+        events |= POLLIN;
+      }
+      if (l.writes && !l.sendq.empty()) events |= POLLOUT;
+      if (events == 0 && l.eof) continue;
+      pollfds_.push_back({l.fd.get(), events, 0});
+      poll_lanes_.emplace_back(c, &l);
+    }
+  }
+  int n = ::poll(pollfds_.data(), pollfds_.size(), timeout_ms);
+  if (n < 0) {
+    if (errno == EINTR) return;
+    detail::throw_errno("tcp: poll");
+  }
+  if (n == 0) return;
+  if (pollfds_[0].revents != 0) {
+    std::uint64_t count = 0;
+    [[maybe_unused]] ssize_t r = ::read(event_fd_.get(), &count, sizeof(count));
+  }
+  for (std::size_t i = 1; i < pollfds_.size(); ++i) {
+    short revents = pollfds_[i].revents;
+    if (revents == 0) continue;
+    auto [c, l] = poll_lanes_[i - 1];
+    bool broken = (revents & (POLLERR | POLLHUP)) != 0;
+    if ((revents & POLLOUT) || (broken && !l->sendq.empty())) write_lane(*c, *l);
+    if ((revents & POLLIN) || broken) {
+      if (l->control) {
+        read_control(*c, *l);
+      } else if (l->reads) {
+        read_lane(*c, *l);
+      }
+    }
+    if (broken && !l->eof) {
+      int err = 0;
+      socklen_t len = sizeof(err);
+      ::getsockopt(l->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      fail_io(*c, "poll on the socket to", err != 0 ? err : ECONNRESET);
+    }
+  }
+}
+
+void Loop::write_lane(Channel& c, Lane& lane) {
+  while (!lane.sendq.empty()) {
+    iovec iov[kMaxIov];
+    int count = 0;
+    std::size_t want = 0;
+    for (SendOp* op : lane.sendq) {
+      if (count + 2 > kMaxIov) break;
+      std::size_t payload_from = 0;
+      if (op->sent < kFrameHeaderBytes) {
+        iov[count++] = {op->header + op->sent, kFrameHeaderBytes - op->sent};
+      } else {
+        payload_from = op->sent - kFrameHeaderBytes;
+      }
+      if (op->length > payload_from) {
+        iov[count++] = {const_cast<std::byte*>(op->data) + payload_from, op->length - payload_from};
+      }
+    }
+    for (int i = 0; i < count; ++i) want += iov[i].iov_len;
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<std::size_t>(count);
+    ssize_t n = ::sendmsg(lane.fd.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (would_block(errno)) return;
+      fail_io(c, "send to", errno);
+    }
+    auto left = static_cast<std::size_t>(n);
+    while (!lane.sendq.empty()) {
+      SendOp* op = lane.sendq.front();
+      std::size_t total = kFrameHeaderBytes + op->length;
+      std::size_t take = std::min(left, total - op->sent);
+      op->sent += take;
+      left -= take;
+      if (op->sent < total) break;
+      op->done = true;
+      --c.sends_pending;
+      lane.sendq.pop_front();
+    }
+    if (static_cast<std::size_t>(n) < want) return;  // the socket buffer is full
+  }
+}
+
+void Loop::on_eof(Channel& c, Lane& lane) {
+  lane.eof = true;
+  bool mid_frame = lane.header_got > 0 || lane.header_ready;
+  if (lane.control) {
+    c.peer_closed = true;
+    mid_frame = lane.header_got > 0;
+  }
+  if (mid_frame || !lane.recvq.empty() || !lane.sendq.empty() ||
+      (lane.control && c.sends_pending > 0)) {
+    fail(Error(ErrorCode::peer_lost,
+               str_cat("tcp: peer ", c.peer, " (", c.address, ") closed the connection",
+                       mid_frame ? " in the middle of a message" : ""),
+               {c.peer}));
+  }
+}
+
+void Loop::read_lane(Channel& c, Lane& lane) {
+  bool drained = false;
+  for (;;) {
+    if (!lane.header_ready) {
+      if (drained) return;
+      iovec iov[2];
+      int count = 1;
+      iov[0] = {lane.header + lane.header_got, kFrameHeaderBytes - lane.header_got};
+      // Speculatively read the payload straight into the posted buffer: one system call per
+      // small message. A wrong length is a mismatch, which ends the job anyway.
+      RecvOp* op = lane.recvq.empty() ? nullptr : lane.recvq.front();
+      if (op != nullptr && op->length > 0) iov[count++] = {op->data, op->length};
+      std::size_t want = iov[0].iov_len + (count == 2 ? iov[1].iov_len : 0);
+      ssize_t n = ::readv(lane.fd.get(), iov, count);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (would_block(errno)) return;
+        fail_io(c, "receive from", errno);
+      }
+      if (n == 0) return on_eof(c, lane);
+      rearm_quickack(lane);
+      drained = static_cast<std::size_t>(n) < want;
+      auto got = static_cast<std::size_t>(n);
+      std::size_t h = std::min(got, kFrameHeaderBytes - lane.header_got);
+      lane.header_got += h;
+      if (lane.header_got < kFrameHeaderBytes) continue;
+      lane.frame = FrameHeader::decode(lane.header);
+      if (lane.frame.kind != FrameKind::data) {
+        fail(Error(ErrorCode::transport,
+                   str_cat("tcp: peer ", c.peer, " (", c.address, ") sent a frame of kind ",
+                           static_cast<std::uint32_t>(lane.frame.kind), " on a data socket"),
+                   {c.peer}));
+      }
+      lane.header_ready = true;
+      lane.payload_got = got - h;
+    }
+    if (lane.recvq.empty()) return;  // no POLLIN on this socket until a receive is posted
+    RecvOp* op = lane.recvq.front();
+    if (lane.frame.length != op->length) {
+      fail(Error(ErrorCode::mismatch,
+                 str_cat("tcp: peer ", c.peer, " sent a message of ", lane.frame.length,
+                         " bytes where ", op->length, " were expected"),
+                 {rank_, c.peer}));
+    }
+    while (lane.payload_got < op->length) {
+      if (drained) {
+        op->got = lane.payload_got;
+        return;
+      }
+      std::size_t want = op->length - lane.payload_got;
+      ssize_t n = ::recv(lane.fd.get(), op->data + lane.payload_got, want, MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (would_block(errno)) {
+          op->got = lane.payload_got;
+          return;
+        }
+        fail_io(c, "receive from", errno);
+      }
+      if (n == 0) return on_eof(c, lane);
+      rearm_quickack(lane);
+      lane.payload_got += static_cast<std::size_t>(n);
+      drained = static_cast<std::size_t>(n) < want;
+    }
+    op->got = op->length;
+    op->done = true;
+    lane.recvq.pop_front();
+    lane.header_ready = false;
+    lane.header_got = 0;
+    lane.payload_got = 0;
+  }
+}
+
+void Loop::read_control(Channel& c, Lane& lane) {
+  for (;;) {
+    if (!lane.header_ready) {
+      ssize_t n = ::recv(lane.fd.get(), lane.header + lane.header_got,
+                         kFrameHeaderBytes - lane.header_got, MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (would_block(errno)) return;
+        fail_io(c, "receive from", errno);
+      }
+      if (n == 0) return on_eof(c, lane);
+      lane.header_got += static_cast<std::size_t>(n);
+      if (lane.header_got < kFrameHeaderBytes) continue;
+      lane.frame = FrameHeader::decode(lane.header);
+      if (lane.frame.kind != FrameKind::error || lane.frame.length > kMaxErrorText) {
+        fail(Error(ErrorCode::transport,
+                   str_cat("tcp: peer ", c.peer, " (", c.address,
+                           ") sent a malformed frame on its control socket"),
+                   {c.peer}));
+      }
+      lane.header_ready = true;
+      lane.error_text.assign(lane.frame.length, '\0');
+      lane.payload_got = 0;
+    }
+    while (lane.payload_got < lane.error_text.size()) {
+      ssize_t n = ::recv(lane.fd.get(), lane.error_text.data() + lane.payload_got,
+                         lane.error_text.size() - lane.payload_got, MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (would_block(errno)) return;
+        fail_io(c, "receive from", errno);
+      }
+      if (n == 0) return on_eof(c, lane);
+      lane.payload_got += static_cast<std::size_t>(n);
+    }
+    std::uint32_t code = lane.frame.code;
+    if (code < static_cast<std::uint32_t>(ErrorCode::invalid_argument) ||
+        code > static_cast<std::uint32_t>(ErrorCode::aborted)) {
+      code = static_cast<std::uint32_t>(ErrorCode::transport);
+    }
+    fail(Error(static_cast<ErrorCode>(code), lane.error_text, {c.peer}));
+  }
+}
+
+void Loop::send_error(Channel& c, ErrorCode code, std::string_view what) noexcept {
+  try {
+    if (c.control == nullptr || !c.control->fd) return;
+    std::string_view text = what.substr(0, kMaxErrorText);
+    std::string frame(kFrameHeaderBytes, '\0');
+    FrameHeader{FrameKind::error, static_cast<std::uint32_t>(code), text.size()}.encode(
+        reinterpret_cast<unsigned char*>(frame.data()));
+    frame.append(text);
+    const Deadline deadline = Clock::now() + kSendErrorBudget;
+    std::size_t off = 0;
+    while (off < frame.size()) {
+      ssize_t n = ::send(c.control->fd.get(), frame.data() + off, frame.size() - off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        off += static_cast<std::size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && would_block(errno)) {
+        if (Clock::now() >= deadline) return;
+        pollfd p{c.control->fd.get(), POLLOUT, 0};
+        ::poll(&p, 1, ms_until(deadline, kMaxPollMs));
+      } else {
+        return;
+      }
+    }
+  } catch (...) {
+  }
+}
+
+}  // namespace ringlet::transport::tcp

@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: Apache-2.0
+// The tcp transport's progress loop: every socket of every connection of one transport,
+// driven by the calling thread inside test_*() and wait_*().
+#pragma once
+
+#include <poll.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "include/ringlet/ringlet.hpp"
+#include "src/common/deadline.hpp"
+#include "src/common/unique_fd.hpp"
+#include "transports/tcp/wire.hpp"
+
+namespace ringlet::transport::tcp {
+
+struct SendOp {
+  std::uint64_t tag = 0;
+  const std::byte* data = nullptr;
+  std::size_t length = 0;
+  unsigned char header[kFrameHeaderBytes] = {};
+  std::size_t sent = 0;  // of header + payload
+  bool done = false;
+};
+
+struct RecvOp {
+  std::uint64_t tag = 0;
+  std::byte* data = nullptr;
+  std::size_t length = 0;
+  std::size_t got = 0;  // payload bytes
+  bool done = false;
+};
+
+// One socket of a channel. A data lane carries the frames of one or both directions; the
+// control lane carries only error frames (both directions) and notices the peer's close.
+struct Lane {
+  UniqueFd fd;
+  bool control = false;
+  bool reads = false;   // frames from the peer arrive here
+  bool writes = false;  // this rank's frames leave here
+  std::deque<SendOp*> sendq;
+  std::deque<RecvOp*> recvq;
+  unsigned char header[kFrameHeaderBytes] = {};
+  std::size_t header_got = 0;
+  bool header_ready = false;
+  FrameHeader frame;
+  std::size_t payload_got = 0;  // into recvq.front(), or into error_text on the control lane
+  std::string error_text;
+  bool eof = false;
+};
+
+// Everything about one peer: its sockets and its outstanding operations. Owned by its
+// TcpConnection; registered with the Loop of its transport while it lives.
+struct Channel {
+  int peer = -1;
+  std::string address;  // the peer's numeric address, for messages
+  std::vector<std::unique_ptr<Lane>> lanes;
+  Lane* control = nullptr;
+  std::vector<Lane*> send_lanes;
+  std::vector<Lane*> recv_lanes;
+  std::uint64_t sends_posted = 0;
+  std::uint64_t recvs_posted = 0;
+  std::unordered_map<std::uint64_t, SendOp> sends;  // outstanding until observed complete
+  std::unordered_map<std::uint64_t, RecvOp> recvs;
+  std::size_t sends_pending = 0;  // not yet completed
+  bool peer_closed = false;       // the control lane saw the peer's orderly close
+};
+
+// Owned (shared) by a TcpTransport and its connections. Used from one thread at a time,
+// except interrupt(), which only writes the eventfd.
+class Loop {
+ public:
+  Loop(int rank, const std::atomic<bool>* abort_flag, bool quickack);
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  int rank() const noexcept { return rank_; }
+  int event_fd() const noexcept { return event_fd_.get(); }
+  void add(Channel* channel);
+  void remove(Channel* channel) noexcept;
+
+  void post_send(Channel& c, std::span<const std::byte> data, std::uint64_t tag);
+  void post_recv(Channel& c, std::span<std::byte> data, std::uint64_t tag);
+  bool test_send(Channel& c, std::uint64_t tag);
+  bool test_recv(Channel& c, std::uint64_t tag);
+  void wait_send(Channel& c, std::uint64_t tag, Deadline deadline);
+  void wait_recv(Channel& c, std::uint64_t tag, Deadline deadline);
+  void send_error(Channel& c, ErrorCode code, std::string_view what) noexcept;
+
+  void interrupt() noexcept;
+  // Throws the stored failure, or Error(aborted) when the abort flag is set.
+  void check() const;
+
+ private:
+  // One round: poll every socket (timeout_ms: 0 spins) and move whatever is ready.
+  void poll_once(int timeout_ms);
+  void write_lane(Channel& c, Lane& lane);
+  void read_lane(Channel& c, Lane& lane);
+  void read_control(Channel& c, Lane& lane);
+  void on_eof(Channel& c, Lane& lane);
+  [[noreturn]] void fail(Error error);
+  [[noreturn]] void fail_io(Channel& c, const char* what, int err);
+  void wait_until(Channel& c, const std::function<bool()>& done, Deadline deadline,
+                  const char* what, std::uint64_t tag);
+
+  void rearm_quickack(const Lane& lane) const noexcept;
+
+  int rank_;
+  const std::atomic<bool>* abort_flag_;
+  bool quickack_;
+  UniqueFd event_fd_;
+  std::vector<Channel*> channels_;
+  std::optional<Error> failure_;
+  std::vector<pollfd> pollfds_;
+  std::vector<std::pair<Channel*, Lane*>> poll_lanes_;
+};
+
+}  // namespace ringlet::transport::tcp
