@@ -37,7 +37,10 @@ class MemoryRegion {
 // They throw ringlet::Error: peer_lost when the peer closed or reset the connection,
 // transport for other failures, timeout at the deadline, aborted when the transport's abort
 // flag is set, and the peer's own code and message when the peer sent an error frame
-// (send_error), which is noticed even while no receive is posted.
+// (send_error). A peer's failure is kept on its connection and fails only the operations on
+// that connection that can no longer complete: what the peer sent before it failed is still
+// delivered, so an error about a later collective never fails an earlier one. Errors spread
+// because every rank that fails sends its error to all its peers.
 class Connection {
  public:
   virtual ~Connection() = default;

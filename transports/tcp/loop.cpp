@@ -61,15 +61,24 @@ void Loop::interrupt() noexcept {
 }
 
 void Loop::check() const {
-  if (failure_) throw *failure_;
   if (abort_flag_ != nullptr && abort_flag_->load(std::memory_order_acquire)) {
     throw Error(ErrorCode::aborted, str_cat("tcp: rank ", rank_, " was aborted"), {rank_});
   }
 }
 
-void Loop::fail(Error error) {
-  if (!failure_) failure_ = std::move(error);
-  throw *failure_;
+void Loop::fail(Error error) { throw std::move(error); }
+
+void Loop::settle(Channel& c, const std::function<bool()>& done) {
+  if (!c.failure) return;
+  // Drain what the peer sent before it failed; give up once a round brings nothing new.
+  for (int rounds = 0; rounds < 1000; ++rounds) {
+    if (done()) return;
+    std::uint64_t before = c.bytes_read;
+    poll_once(rounds == 0 ? 0 : 10);
+    if (done()) return;
+    if (c.bytes_read == before) break;
+  }
+  throw *c.failure;
 }
 
 void Loop::fail_io(Channel& c, const char* what, int err) {
@@ -97,7 +106,7 @@ void Loop::post_send(Channel& c, std::span<const std::byte> data, std::uint64_t 
   Lane& lane = *c.send_lanes[c.sends_posted++ % c.send_lanes.size()];
   lane.sendq.push_back(&op);
   ++c.sends_pending;
-  if (failure_) return;
+  if (c.failure) return;
   try {
     if (c.peer_closed || lane.eof) {
       fail(Error(ErrorCode::peer_lost,
@@ -106,8 +115,9 @@ void Loop::post_send(Channel& c, std::span<const std::byte> data, std::uint64_t 
     }
     // Eager write: a small message leaves now, without waiting for the next poll.
     if (lane.sendq.size() == 1) write_lane(c, lane);
-  } catch (const Error&) {
-    // Stored in failure_; the next test or wait throws it.
+  } catch (const Error& e) {
+    // Kept on the channel; a test or wait that cannot complete without this peer throws it.
+    if (!c.failure) c.failure = e;
   }
 }
 
@@ -120,7 +130,7 @@ void Loop::post_recv(Channel& c, std::span<std::byte> data, std::uint64_t tag) {
   op.length = data.size();
   Lane& lane = *c.recv_lanes[c.recvs_posted++ % c.recv_lanes.size()];
   lane.recvq.push_back(&op);
-  if (failure_) return;
+  if (c.failure) return;
   try {
     if (lane.eof) {
       fail(Error(ErrorCode::peer_lost,
@@ -130,8 +140,9 @@ void Loop::post_recv(Channel& c, std::span<std::byte> data, std::uint64_t tag) {
     // The frame header may already be here (read while no receive was posted); the rest of
     // the frame may be too, or be empty, so poll(2) would not report it: read now.
     if (lane.header_ready && lane.recvq.size() == 1) read_lane(c, lane);
-  } catch (const Error&) {
-    // Stored in failure_; the next test or wait throws it.
+  } catch (const Error& e) {
+    // Kept on the channel; a test or wait that cannot complete without this peer throws it.
+    if (!c.failure) c.failure = e;
   }
 }
 
@@ -141,7 +152,9 @@ bool Loop::test_send(Channel& c, std::uint64_t tag) {
                 c.peer);
   check();
   poll_once(0);
-  if (!it->second.done) return false;
+  const SendOp& op = it->second;
+  if (!op.done) settle(c, [&op] { return op.done; });
+  if (!op.done) return false;
   c.sends.erase(it);
   return true;
 }
@@ -152,7 +165,9 @@ bool Loop::test_recv(Channel& c, std::uint64_t tag) {
                 c.peer);
   check();
   poll_once(0);
-  if (!it->second.done) return false;
+  const RecvOp& op = it->second;
+  if (!op.done) settle(c, [&op] { return op.done; });
+  if (!op.done) return false;
   c.recvs.erase(it);
   return true;
 }
@@ -183,6 +198,8 @@ void Loop::wait_until(Channel& c, const std::function<bool()>& done, Deadline de
   for (;;) {
     check();
     if (done()) return;
+    settle(c, done);
+    if (done()) return;
     int timeout_ms = 0;
     auto now = Clock::now();
     if (now - start >= kSpin) {
@@ -204,13 +221,17 @@ void Loop::poll_once(int timeout_ms) {
   poll_lanes_.clear();
   pollfds_.push_back({event_fd_.get(), POLLIN, 0});
   for (Channel* c : channels_) {
+    const bool failed = c->failure.has_value();
     for (auto& lp : c->lanes) {
       Lane& l = *lp;
       short events = 0;
-      if (!l.eof && (l.control || (l.reads && (!l.header_ready || !l.recvq.empty())))) {
+      // After a failure only the data of posted receives is still read (draining).
+      if (!l.eof && (failed ? (!l.control && l.reads && !l.recvq.empty())
+                            : (l.control || (l.reads && (!l.header_ready || !l.recvq.empty()))))) {
         events |= POLLIN;
       }
-      if (l.writes && !l.sendq.empty()) events |= POLLOUT;
+      if (!failed && l.writes && !l.sendq.empty()) events |= POLLOUT;
+      if (failed && events == 0) continue;
       if (events == 0 && l.eof) continue;
       pollfds_.push_back({l.fd.get(), events, 0});
       poll_lanes_.emplace_back(c, &l);
@@ -230,20 +251,27 @@ void Loop::poll_once(int timeout_ms) {
     short revents = pollfds_[i].revents;
     if (revents == 0) continue;
     auto [c, l] = poll_lanes_[i - 1];
-    bool broken = (revents & (POLLERR | POLLHUP)) != 0;
-    if ((revents & POLLOUT) || (broken && !l->sendq.empty())) write_lane(*c, *l);
-    if ((revents & POLLIN) || broken) {
-      if (l->control) {
-        read_control(*c, *l);
-      } else if (l->reads) {
-        read_lane(*c, *l);
+    try {
+      bool broken = (revents & (POLLERR | POLLHUP)) != 0;
+      if (!c->failure && ((revents & POLLOUT) || (broken && !l->sendq.empty()))) {
+        write_lane(*c, *l);
       }
-    }
-    if (broken && !l->eof) {
-      int err = 0;
-      socklen_t len = sizeof(err);
-      ::getsockopt(l->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-      fail_io(*c, "poll on the socket to", err != 0 ? err : ECONNRESET);
+      if ((revents & POLLIN) || broken) {
+        if (l->control) {
+          read_control(*c, *l);
+        } else if (l->reads) {
+          read_lane(*c, *l);
+        }
+      }
+      if (broken && !l->eof && !c->failure) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        ::getsockopt(l->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+        fail_io(*c, "poll on the socket to", err != 0 ? err : ECONNRESET);
+      }
+    } catch (const Error& e) {
+      // Kept on the channel: operations on other peers go on.
+      if (!c->failure) c->failure = e;
     }
   }
 }
@@ -328,6 +356,7 @@ void Loop::read_lane(Channel& c, Lane& lane) {
       }
       if (n == 0) return on_eof(c, lane);
       rearm_quickack(lane);
+      c.bytes_read += static_cast<std::uint64_t>(n);
       drained = static_cast<std::size_t>(n) < want;
       auto got = static_cast<std::size_t>(n);
       std::size_t h = std::min(got, kFrameHeaderBytes - lane.header_got);
@@ -368,6 +397,7 @@ void Loop::read_lane(Channel& c, Lane& lane) {
       }
       if (n == 0) return on_eof(c, lane);
       rearm_quickack(lane);
+      c.bytes_read += static_cast<std::uint64_t>(n);
       lane.payload_got += static_cast<std::size_t>(n);
       drained = static_cast<std::size_t>(n) < want;
     }

@@ -75,6 +75,12 @@ struct Channel {
   std::unordered_map<std::uint64_t, RecvOp> recvs;
   std::size_t sends_pending = 0;  // not yet completed
   bool peer_closed = false;       // the control lane saw the peer's orderly close
+  // The first failure seen on this peer's sockets: its error frame, a reset, a close in the
+  // middle of a message, a malformed frame. It fails only operations on this channel that can
+  // no longer complete: whatever the peer sent before it failed is still delivered, so an
+  // error about a later collective never fails an earlier one that has all its data.
+  std::optional<Error> failure;
+  std::uint64_t bytes_read = 0;  // progress marker, for draining after a failure
 };
 
 // Owned (shared) by a TcpTransport and its connections. Used from one thread at a time,
@@ -99,7 +105,7 @@ class Loop {
   void send_error(Channel& c, ErrorCode code, std::string_view what) noexcept;
 
   void interrupt() noexcept;
-  // Throws the stored failure, or Error(aborted) when the abort flag is set.
+  // Throws Error(aborted) when the abort flag is set.
   void check() const;
 
  private:
@@ -109,7 +115,10 @@ class Loop {
   void read_lane(Channel& c, Lane& lane);
   void read_control(Channel& c, Lane& lane);
   void on_eof(Channel& c, Lane& lane);
-  [[noreturn]] void fail(Error error);
+  [[noreturn]] static void fail(Error error);
+  // Throws the channel's failure unless `done` becomes true while the data the peer sent
+  // before failing is drained.
+  void settle(Channel& c, const std::function<bool()>& done);
   [[noreturn]] void fail_io(Channel& c, const char* what, int err);
   void wait_until(Channel& c, const std::function<bool()>& done, Deadline deadline,
                   const char* what, std::uint64_t tag);
@@ -121,7 +130,6 @@ class Loop {
   bool quickack_;
   UniqueFd event_fd_;
   std::vector<Channel*> channels_;
-  std::optional<Error> failure_;
   std::vector<pollfd> pollfds_;
   std::vector<std::pair<Channel*, Lane*>> poll_lanes_;
 };
