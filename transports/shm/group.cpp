@@ -196,7 +196,7 @@ std::string sanitise(const std::string& s) {
 std::size_t align_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
 
 int spin_count() {
-  static const int n = static_cast<int>(env::get_int("RINGLET_SHM_SPIN").value_or(2000));
+  static const int n = static_cast<int>(env::get_int("RINGLET_SHM_SPIN").value_or(200));
   return n;
 }
 
