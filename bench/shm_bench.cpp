@@ -66,7 +66,7 @@ class DirStore final : public ringlet::bootstrap::Store {
       if (in) {
         std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         std::vector<std::byte> v(s.size());
-        std::memcpy(v.data(), s.data(), s.size());
+        if (!s.empty()) std::memcpy(v.data(), s.data(), s.size());
         return v;
       }
       if (Clock::now() >= deadline) {

@@ -85,7 +85,7 @@ class DirStore final : public bootstrap::Store {
       if (in) {
         std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         std::vector<std::byte> v(s.size());
-        std::memcpy(v.data(), s.data(), s.size());
+        if (!s.empty()) std::memcpy(v.data(), s.data(), s.size());
         return v;
       }
       if (Clock::now() >= deadline) throw Error(ErrorCode::timeout, "DirStore: no key");
@@ -235,8 +235,13 @@ ForkResult run_forked(
     pids.push_back(pid);
   }
   const auto start = Clock::now();
-  if (during) during(pids, dir);
   ForkResult result;
+  try {
+    if (during) during(pids, dir);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "test driver failed: " << e.what();
+    limit = std::chrono::milliseconds(0);  // kill the children below, do not wait for them
+  }
   result.codes.assign(size, -1);
   int left = 0;
   for (pid_t p : pids) left += p > 0 ? 1 : 0;  // `during` may have reaped some
@@ -601,7 +606,9 @@ TEST(ShmProcesses, KilledRankFailsTheOthers) {
         auto g = ShmGroup::create(options_for(r, kSize, job, store), in(30s));
         store->set("started/" + std::to_string(r), {});
         std::vector<float> data(std::size_t{1} << 20, 1.0f);
-        for (int i = 0; i < 100000; ++i) {
+        // Bounded in count and in time, in case the kill never comes.
+        const auto stop = Clock::now() + 20s;
+        for (int i = 0; i < 100000 && Clock::now() < stop; ++i) {
           g->allreduce(data.data(), data.size(), DataType::float32, ReduceOp::sum, in(kTimeout));
         }
         return 0;
