@@ -196,12 +196,12 @@ std::string sanitise(const std::string& s) {
 std::size_t align_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
 
 int spin_count() {
-  static const int n = static_cast<int>(env::get_int("RINGLET_SHM_SPIN").value_or(200));
+  static const int n = static_cast<int>(env::get_int("RINGLET_SHM_SPIN").value_or(50));
   return n;
 }
 
 int yield_count() {
-  static const int n = static_cast<int>(env::get_int("RINGLET_SHM_YIELDS").value_or(0));
+  static const int n = static_cast<int>(env::get_int("RINGLET_SHM_YIELDS").value_or(100));
   return n;
 }
 
@@ -294,9 +294,13 @@ class ShmGroup::Impl {
   void reduce_scatter_large(std::byte* data, const Plan& p, reduce::HostKernel k2,
                             reduce::HostKernel3 k3, Deadline deadline);
   void allgather_large(std::byte* data, const Plan& p, Deadline deadline);
-  void copy_in(std::byte* data, const Plan& p, std::size_t k, Deadline deadline);
-  void reduce_piece(std::byte* out, std::size_t buf, int j, std::size_t n, reduce::HostKernel k2,
-                    reduce::HostKernel3 k3);
+  // Copies chunk k's pieces into this rank's slot; skip_own leaves out the piece this rank
+  // reduces itself (it then reads it from the caller's buffer).
+  void copy_in(std::byte* data, const Plan& p, std::size_t k, bool skip_own, Deadline deadline);
+  // out = piece j of slots 0..L-1 folded in local-rank order; `own`, if not null, stands in
+  // for this rank's slot.
+  void reduce_piece(std::byte* out, std::size_t buf, int j, std::size_t n, const std::byte* own,
+                    reduce::HostKernel k2, reduce::HostKernel3 k3);
 
   int me_ = 0;
   int size_ = 1;
@@ -590,19 +594,26 @@ void ShmGroup::Impl::run(Kind kind, std::size_t count, DataType type, ReduceOp o
 }
 
 void ShmGroup::Impl::reduce_piece(std::byte* out, std::size_t buf, int j, std::size_t n,
-                                  reduce::HostKernel k2, reduce::HostKernel3 k3) {
+                                  const std::byte* own, reduce::HostKernel k2,
+                                  reduce::HostKernel3 k3) {
+  auto src = [&](int s) -> const std::byte* {
+    return s == me_ && own != nullptr ? own : piece_ptr(buf, s, j);
+  };
   // out = s0 op s1, then out = out op s2, ...: local-rank order, the same on every rank.
-  k3(out, piece_ptr(buf, 0, j), piece_ptr(buf, 1, j), n);
-  for (int s = 2; s < size_; ++s) k2(out, piece_ptr(buf, s, j), n);
+  k3(out, src(0), src(1), n);
+  for (int s = 2; s < size_; ++s) k2(out, src(s), n);
 }
 
-void ShmGroup::Impl::copy_in(std::byte* data, const Plan& p, std::size_t k, Deadline deadline) {
+void ShmGroup::Impl::copy_in(std::byte* data, const Plan& p, std::size_t k, bool skip_own,
+                             Deadline deadline) {
   const std::size_t buf = (large_used_ + k) % 2;
   // Wait until every rank has finished with this buffer's previous use.
   wait_all(large_free_[buf], deadline);
   for (int j = 0; j < size_; ++j) {
     auto [first, n] = p.piece(j, k);
-    if (n != 0) std::memcpy(piece_ptr(buf, me_, j), data + first * p.esize, n * p.esize);
+    if (n != 0 && !(skip_own && j == me_)) {
+      std::memcpy(piece_ptr(buf, me_, j), data + first * p.esize, n * p.esize);
+    }
   }
   publish();
   stage_[k % 2] = progress_;
@@ -611,20 +622,19 @@ void ShmGroup::Impl::copy_in(std::byte* data, const Plan& p, std::size_t k, Dead
 void ShmGroup::Impl::allreduce_large(std::byte* data, const Plan& p, reduce::HostKernel k2,
                                      reduce::HostKernel3 k3, Deadline deadline) {
   // Copy chunk 0 in; then the fingerprints are compared.
-  copy_in(data, p, 0, deadline);
+  copy_in(data, p, 0, true, deadline);
   wait_arrival(stage_[0], deadline);
   for (std::size_t k = 0; k < p.chunks; ++k) {
     const std::size_t buf = (large_used_ + k) % 2;
     // Wait for every rank's copy of chunk k.
     if (k > 0) wait_all(stage_[k % 2], deadline);
-    // Reduce this rank's piece over all slots into slot 0.
+    // Reduce this rank's piece over all slots (its own from `data`) into slot 0.
     auto [mine, n] = p.piece(me_, k);
-    (void)mine;
-    if (n != 0) reduce_piece(piece_ptr(buf, 0, me_), buf, me_, n, k2, k3);
+    if (n != 0) reduce_piece(piece_ptr(buf, 0, me_), buf, me_, n, data + mine * p.esize, k2, k3);
     publish();
     const std::uint32_t reduced = progress_;
     // Overlap: copy chunk k+1 into the other buffer while the others reduce chunk k.
-    if (k + 1 < p.chunks) copy_in(data, p, k + 1, deadline);
+    if (k + 1 < p.chunks) copy_in(data, p, k + 1, true, deadline);
     // Wait for every piece of chunk k, then copy the whole chunk out.
     wait_all(reduced, deadline);
     for (int j = 0; j < size_; ++j) {
@@ -639,7 +649,9 @@ void ShmGroup::Impl::allreduce_large(std::byte* data, const Plan& p, reduce::Hos
 
 void ShmGroup::Impl::reduce_scatter_large(std::byte* data, const Plan& p, reduce::HostKernel k2,
                                           reduce::HostKernel3 k3, Deadline deadline) {
-  copy_in(data, p, 0, deadline);
+  // The reduction overwrites the caller's shard, so this rank's own piece goes through its
+  // slot like the others.
+  copy_in(data, p, 0, false, deadline);
   wait_arrival(stage_[0], deadline);
   for (std::size_t k = 0; k < p.chunks; ++k) {
     const std::size_t buf = (large_used_ + k) % 2;
@@ -647,10 +659,10 @@ void ShmGroup::Impl::reduce_scatter_large(std::byte* data, const Plan& p, reduce
     if (k > 0) wait_all(stage_[k % 2], deadline);
     // Reduce this rank's piece straight into the caller's buffer.
     auto [first, n] = p.piece(me_, k);
-    if (n != 0) reduce_piece(data + first * p.esize, buf, me_, n, k2, k3);
+    if (n != 0) reduce_piece(data + first * p.esize, buf, me_, n, nullptr, k2, k3);
     publish();
     large_free_[buf] = progress_;
-    if (k + 1 < p.chunks) copy_in(data, p, k + 1, deadline);
+    if (k + 1 < p.chunks) copy_in(data, p, k + 1, false, deadline);
   }
   large_used_ += p.chunks;
 }
