@@ -1,0 +1,636 @@
+// SPDX-License-Identifier: Apache-2.0
+// Tests of the shared-memory transport: local ranks as threads and as forked processes.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "src/bootstrap/store.hpp"
+#include "transports/shm/group.hpp"
+
+namespace ringlet::transport::shm {
+namespace {
+
+using namespace std::chrono_literals;
+
+// An in-memory store for ranks that run as threads (stands in for make_hash_store()).
+class MapStore final : public bootstrap::Store {
+ public:
+  void set(std::string_view key, std::span<const std::byte> value) override {
+    std::lock_guard lock(mutex_);
+    map_[std::string(key)].assign(value.begin(), value.end());
+    cv_.notify_all();
+  }
+  std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
+    std::unique_lock lock(mutex_);
+    std::string k(key);
+    if (!cv_.wait_until(lock, deadline, [&] { return map_.count(k) != 0; })) {
+      throw Error(ErrorCode::timeout, "MapStore: no key " + k);
+    }
+    return map_[k];
+  }
+  std::int64_t add(std::string_view key, std::int64_t delta) override {
+    std::lock_guard lock(mutex_);
+    std::int64_t v = counters_[std::string(key)] += delta;
+    return v;
+  }
+  bool remove(std::string_view key) override {
+    std::lock_guard lock(mutex_);
+    return map_.erase(std::string(key)) != 0;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<std::string, std::vector<std::byte>> map_;
+  std::map<std::string, std::int64_t> counters_;
+};
+
+// A store in a directory, for forked ranks (stands in for make_file_store()): one file per
+// key, written to a temporary name and renamed; add() under flock.
+class DirStore final : public bootstrap::Store {
+ public:
+  explicit DirStore(std::string dir) : dir_(std::move(dir)) {}
+  void set(std::string_view key, std::span<const std::byte> value) override {
+    std::string path = file(key), tmp = path + ".tmp" + std::to_string(::getpid());
+    {
+      std::ofstream out(tmp, std::ios::binary);
+      out.write(reinterpret_cast<const char*>(value.data()),
+                static_cast<std::streamsize>(value.size()));
+    }
+    std::filesystem::rename(tmp, path);
+  }
+  std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
+    for (;;) {
+      std::ifstream in(file(key), std::ios::binary);
+      if (in) {
+        std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::vector<std::byte> v(s.size());
+        if (!s.empty()) std::memcpy(v.data(), s.data(), s.size());
+        return v;
+      }
+      if (Clock::now() >= deadline) throw Error(ErrorCode::timeout, "DirStore: no key");
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  std::int64_t add(std::string_view key, std::int64_t delta) override {
+    int fd = ::open((dir_ + "/.lock").c_str(), O_CREAT | O_RDWR, 0600);
+    ::flock(fd, LOCK_EX);
+    std::int64_t v = 0;
+    {
+      std::ifstream in(file(key));
+      if (in) in >> v;
+    }
+    v += delta;
+    std::ofstream(file(key)) << v;
+    ::flock(fd, LOCK_UN);
+    ::close(fd);
+    return v;
+  }
+  bool remove(std::string_view key) override { return std::filesystem::remove(file(key)); }
+
+ private:
+  std::string file(std::string_view key) const {
+    std::string k(key);
+    for (char& c : k) c = c == '/' ? '_' : c;
+    return dir_ + "/" + k;
+  }
+  std::string dir_;
+};
+
+std::string unique_job_id() {
+  static std::atomic<int> counter{0};
+  return "test" + std::to_string(::getpid()) + "x" + std::to_string(counter++);
+}
+
+ShmOptions options_for(int local_rank, int local_size, const std::string& job,
+                       std::shared_ptr<bootstrap::Store> store, std::size_t chunk_bytes = 0) {
+  ShmOptions o;
+  o.local_rank = local_rank;
+  o.local_size = local_size;
+  o.rank = 100 + local_rank;  // global ranks differ from local ones, to check messages
+  for (int j = 0; j < local_size; ++j) o.local_to_global.push_back(100 + j);
+  o.job_id = job;
+  o.store = std::move(store);
+  o.chunk_bytes = chunk_bytes;
+  return o;
+}
+
+Deadline in(std::chrono::milliseconds d) { return Clock::now() + d; }
+
+// Names in /dev/shm that contain `part`.
+std::vector<std::string> shm_entries(const std::string& part) {
+  std::vector<std::string> found;
+  DIR* d = ::opendir("/dev/shm");
+  if (d == nullptr) return found;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n.find(part) != std::string::npos) found.push_back(n);
+  }
+  ::closedir(d);
+  return found;
+}
+
+// Runs body(group) on `size` threads, one local rank each, sharing a MapStore; rethrows
+// nothing: every exception is returned per rank.
+std::vector<std::exception_ptr> run_threads(int size, const std::function<void(ShmGroup&)>& body,
+                                            std::size_t chunk_bytes = 0,
+                                            const std::function<void(ShmOptions&)>& tweak = {}) {
+  auto store = std::make_shared<MapStore>();
+  const std::string job = unique_job_id();
+  std::vector<std::exception_ptr> errors(size);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        ShmOptions o = options_for(r, size, job, store, chunk_bytes);
+        if (tweak) tweak(o);
+        auto group = ShmGroup::create(o, in(30s));
+        body(*group);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return errors;
+}
+
+void expect_no_errors(const std::vector<std::exception_ptr>& errors) {
+  for (std::size_t r = 0; r < errors.size(); ++r) {
+    if (!errors[r]) continue;
+    try {
+      std::rethrow_exception(errors[r]);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "local rank " << r << " threw: " << e.what();
+    }
+  }
+}
+
+ErrorCode code_of(const std::exception_ptr& p, std::string* what = nullptr) {
+  try {
+    std::rethrow_exception(p);
+  } catch (const Error& e) {
+    if (what != nullptr) *what = e.what();
+    return e.error_code();
+  } catch (...) {
+  }
+  return ErrorCode::invalid_argument;
+}
+
+// Exit status of a forked rank: 0 on success, 10 + ErrorCode for a ringlet::Error, 2 for a
+// wrong result, 3 for any other exception.
+constexpr int kWrongResult = 2;
+int exit_code_of(const Error& e) { return 10 + static_cast<int>(e.error_code()); }
+
+struct ForkResult {
+  std::vector<int> codes;  // per rank: exit code, or 128 + signal
+  std::chrono::milliseconds elapsed{};
+};
+
+// Runs body(local_rank, store) in `size` forked processes sharing a DirStore. `during`, if
+// given, runs in the parent with the children's pids before they are reaped. Children still
+// running after `limit` are killed and reported as -1.
+ForkResult run_forked(
+    int size,
+    const std::function<int(int, std::shared_ptr<bootstrap::Store>, const std::string&)>& body,
+    std::chrono::milliseconds limit,
+    const std::function<void(std::vector<pid_t>&, const std::string&)>& during = {}) {
+  char tmpl[] = "/tmp/ringlet-shm-test-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  const std::string job = unique_job_id();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < size; ++r) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int code = 3;
+      try {
+        code = body(r, std::make_shared<DirStore>(dir), job);
+      } catch (const Error& e) {
+        code = exit_code_of(e);
+      } catch (...) {
+        code = 3;
+      }
+      ::_exit(code);
+    }
+    pids.push_back(pid);
+  }
+  const auto start = Clock::now();
+  ForkResult result;
+  try {
+    if (during) during(pids, dir);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "test driver failed: " << e.what();
+    limit = std::chrono::milliseconds(0);  // kill the children below, do not wait for them
+  }
+  result.codes.assign(size, -1);
+  int left = 0;
+  for (pid_t p : pids) left += p > 0 ? 1 : 0;  // `during` may have reaped some
+  while (left > 0 && Clock::now() - start < limit) {
+    for (int r = 0; r < size; ++r) {
+      if (pids[r] <= 0) continue;
+      int status = 0;
+      if (::waitpid(pids[r], &status, WNOHANG) == pids[r]) {
+        result.codes[r] = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        pids[r] = -1;
+        --left;
+      }
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  result.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+  for (pid_t p : pids) {
+    if (p > 0) {
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+  }
+  std::filesystem::remove_all(dir);
+  return result;
+}
+
+// The value rank r contributes at index i: small integers, exact in every type.
+template <class T>
+T value_of(int r, std::size_t i) {
+  return static_cast<T>(static_cast<int>((r * 7 + i * 13) % 23) - 11);
+}
+
+template <class T>
+T apply(ReduceOp op, T a, T b) {
+  switch (op) {
+    case ReduceOp::sum:
+    case ReduceOp::avg:
+      return a + b;
+    case ReduceOp::prod:
+      return a * b;
+    case ReduceOp::min:
+      return b < a ? b : a;
+    case ReduceOp::max:
+      return a < b ? b : a;
+  }
+  return a;
+}
+
+// Allreduces `count` elements of T with `op` on local rank `r` of `size` and checks every
+// element against a serial fold over the ranks; returns "" or a description of the first
+// difference.
+template <class T>
+std::string check_allreduce(ShmGroup& g, std::size_t count, ReduceOp op) {
+  const int r = g.local_rank(), size = g.local_size();
+  std::vector<T> data(count);
+  for (std::size_t i = 0; i < count; ++i) data[i] = value_of<T>(r, i);
+  g.allreduce(data.data(), count, data_type_of<T>(), op, in(60s));
+  for (std::size_t i = 0; i < count; ++i) {
+    T want = value_of<T>(0, i);
+    for (int s = 1; s < size; ++s) want = apply(op, want, value_of<T>(s, i));
+    if (data[i] != want) {
+      return "count " + std::to_string(count) + " op " + std::to_string(static_cast<int>(op)) +
+             " index " + std::to_string(i) + ": got " + std::to_string(data[i]) + " want " +
+             std::to_string(want);
+    }
+  }
+  return "";
+}
+
+TEST(ShmShardRange, ContiguousAndBalanced) {
+  for (int size : {1, 2, 3, 4, 5, 8}) {
+    for (std::size_t count : {0UL, 1UL, 2UL, 7UL, 8UL, 9UL, 1000003UL}) {
+      std::size_t next = 0, lo = count, hi = 0;
+      for (int i = 0; i < size; ++i) {
+        auto [b, e] = ShmGroup::shard_range(count, size, i);
+        EXPECT_EQ(b, next);
+        next = e;
+        lo = std::min(lo, e - b);
+        hi = std::max(hi, e - b);
+      }
+      EXPECT_EQ(next, count);
+      EXPECT_LE(hi - lo, 1U);
+    }
+  }
+}
+
+struct Param {
+  int size;
+  std::size_t chunk_bytes;
+};
+
+class ShmThreads : public ::testing::TestWithParam<Param> {};
+
+std::vector<std::size_t> counts_for(int size, bool large) {
+  std::vector<std::size_t> c{
+      0,    1,    static_cast<std::size_t>(size - 1), static_cast<std::size_t>(size + 1), 97,
+      4099, 65537};
+  if (large) c.push_back(std::size_t{1} << 20);
+  return c;
+}
+
+TEST_P(ShmThreads, AllreduceMatchesSerialReference) {
+  const auto [size, chunk] = GetParam();
+  auto errors = run_threads(
+      size,
+      [&, size = size, chunk = chunk](ShmGroup& g) {
+        for (std::size_t count : counts_for(size, chunk == 0)) {
+          for (ReduceOp op : {ReduceOp::sum, ReduceOp::min, ReduceOp::max}) {
+            for (const std::string& diff :
+                 {check_allreduce<float>(g, count, op), check_allreduce<std::int32_t>(g, count, op),
+                  check_allreduce<std::int64_t>(g, count, op),
+                  check_allreduce<double>(g, count, op)}) {
+              EXPECT_EQ(diff, "") << "local rank " << g.local_rank();
+            }
+          }
+        }
+      },
+      chunk);
+  expect_no_errors(errors);
+}
+
+TEST_P(ShmThreads, ReduceScatterThenAllgatherEqualsAllreduce) {
+  const auto [size, chunk] = GetParam();
+  auto errors = run_threads(
+      size,
+      [&](ShmGroup& g) {
+        std::mt19937 gen(1234 + g.local_rank());
+        std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+        for (std::size_t count :
+             {std::size_t{1}, std::size_t(size + 1), std::size_t{4099}, std::size_t{300007}}) {
+          std::vector<float> in_data(count);
+          for (float& x : in_data) x = dist(gen);
+          std::vector<float> a = in_data, b = in_data;
+          g.allreduce(a.data(), count, DataType::float32, ReduceOp::sum, in(60s));
+          g.reduce_scatter(b.data(), count, DataType::float32, ReduceOp::sum, in(60s));
+          auto [first, end] = ShmGroup::shard_range(count, g.local_size(), g.local_rank());
+          EXPECT_EQ(std::memcmp(a.data() + first, b.data() + first, (end - first) * sizeof(float)),
+                    0)
+              << "reduce_scatter shard differs, count " << count;
+          g.allgather(b.data(), count, DataType::float32, in(60s));
+          EXPECT_EQ(std::memcmp(a.data(), b.data(), count * sizeof(float)), 0)
+              << "allgather differs, count " << count;
+        }
+      },
+      chunk);
+  expect_no_errors(errors);
+}
+
+TEST_P(ShmThreads, BroadcastFromEachRoot) {
+  const auto [size, chunk] = GetParam();
+  auto errors = run_threads(
+      size,
+      [&, size = size](ShmGroup& g) {
+        for (std::size_t bytes :
+             {std::size_t{0}, std::size_t{1}, std::size_t{13}, ShmGroup::kSmallBytes,
+              ShmGroup::kSmallBytes + 1, (std::size_t{1} << 20) + 3}) {
+          for (int root = 0; root < size; ++root) {
+            std::vector<std::uint8_t> data(bytes);
+            for (std::size_t i = 0; i < bytes; ++i) {
+              data[i] = static_cast<std::uint8_t>(g.local_rank() == root ? i * 31 + root : 0xee);
+            }
+            g.broadcast(data.data(), bytes, root, in(60s));
+            for (std::size_t i = 0; i < bytes; ++i) {
+              if (data[i] != static_cast<std::uint8_t>(i * 31 + root)) {
+                ADD_FAILURE() << "bytes " << bytes << " root " << root << " index " << i;
+                break;
+              }
+            }
+          }
+        }
+      },
+      chunk);
+  expect_no_errors(errors);
+}
+
+TEST_P(ShmThreads, BarrierOrdersEveryRank) {
+  const auto [size, chunk] = GetParam();
+  std::atomic<int> arrived{0};
+  auto errors = run_threads(
+      size,
+      [&, size = size](ShmGroup& g) {
+        for (int round = 1; round <= 20; ++round) {
+          arrived.fetch_add(1);
+          g.barrier(in(30s));
+          EXPECT_GE(arrived.load(), round * size);
+          g.barrier(in(30s));
+        }
+      },
+      chunk);
+  expect_no_errors(errors);
+}
+
+TEST_P(ShmThreads, NoSegmentLeftAfterCreate) {
+  const auto [size, chunk] = GetParam();
+  std::atomic<int> created{0};
+  auto errors = run_threads(
+      size,
+      [&, size = size](ShmGroup& g) {
+        created.fetch_add(1);
+        std::string name = g.segment_name();
+        // Every rank's create() has returned once the barrier completes.
+        g.barrier(in(30s));
+        if (size > 1) {
+          ASSERT_FALSE(name.empty());
+          EXPECT_TRUE(shm_entries(name.substr(1)).empty()) << name << " is still in /dev/shm";
+        }
+      },
+      chunk);
+  expect_no_errors(errors);
+  EXPECT_EQ(created.load(), size);
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+  return "L" + std::to_string(info.param.size) +
+         (info.param.chunk_bytes == 0 ? std::string("_default_chunk")
+                                      : "_chunk" + std::to_string(info.param.chunk_bytes));
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, ShmThreads,
+                         ::testing::Values(Param{1, 0}, Param{2, 0}, Param{3, 0}, Param{4, 0},
+                                           Param{5, 0}, Param{8, 0}, Param{2, 4096}, Param{3, 4096},
+                                           Param{5, 4096}, Param{8, 4096}),
+                         param_name);
+
+TEST(ShmThreadsLarge, Allreduce16MiB) {
+  auto errors = run_threads(4, [](ShmGroup& g) {
+    EXPECT_EQ(check_allreduce<float>(g, std::size_t{4} << 20, ReduceOp::sum), "");
+  });
+  expect_no_errors(errors);
+}
+
+TEST(ShmThreadsErrors, MismatchedCountsFailEveryRank) {
+  // Counts that differ on the small path, across the small/large boundary, and kinds.
+  struct Case {
+    std::size_t other_count;
+    bool other_broadcast;
+  };
+  for (Case c : {Case{5, false}, Case{std::size_t{1} << 20, false}, Case{4, true}}) {
+    auto errors = run_threads(3, [&](ShmGroup& g) {
+      std::vector<float> data(std::size_t{1} << 20, 1.0f);
+      if (g.local_rank() == 1 && c.other_broadcast) {
+        g.broadcast(data.data(), 16, 0, in(10s));
+      } else {
+        std::size_t count = g.local_rank() == 1 ? c.other_count : 4;
+        g.allreduce(data.data(), count, DataType::float32, ReduceOp::sum, in(10s));
+      }
+    });
+    for (int r = 0; r < 3; ++r) {
+      ASSERT_TRUE(errors[r]) << "local rank " << r << " did not throw";
+      std::string what;
+      EXPECT_EQ(code_of(errors[r], &what), ErrorCode::mismatch) << what;
+      EXPECT_NE(what.find("local rank 1 (rank 101) called"), std::string::npos) << what;
+    }
+  }
+}
+
+TEST(ShmThreadsErrors, AbortFlagWakesWaiter) {
+  std::atomic<bool> abort_rank0{false};
+  std::chrono::milliseconds waited{};
+  std::atomic<bool> rank0_done{false};
+  auto errors = run_threads(
+      2,
+      [&](ShmGroup& g) {
+        if (g.local_rank() == 0) {
+          std::thread aborter([&] {
+            std::this_thread::sleep_for(200ms);
+            abort_rank0.store(true);  // no interrupt(): the wait must notice by itself
+          });
+          auto start = Clock::now();
+          try {
+            g.barrier(in(30s));
+          } catch (...) {
+            waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+            aborter.join();
+            rank0_done = true;
+            throw;
+          }
+          aborter.join();
+        } else {
+          while (!rank0_done) std::this_thread::sleep_for(5ms);
+          g.barrier(in(30s));  // the peer failed: peer_lost at once
+        }
+      },
+      0,
+      [&](ShmOptions& o) {
+        if (o.local_rank == 0) o.abort_flag = &abort_rank0;
+      });
+  ASSERT_TRUE(errors[0]);
+  ASSERT_TRUE(errors[1]);
+  EXPECT_EQ(code_of(errors[0]), ErrorCode::aborted);
+  EXPECT_EQ(code_of(errors[1]), ErrorCode::peer_lost);
+  EXPECT_LT(waited, 1500ms);
+}
+
+TEST(ShmThreadsErrors, SilentPeerTimesOutNamingIt) {
+  std::atomic<bool> rank0_done{false};
+  auto errors = run_threads(2, [&](ShmGroup& g) {
+    if (g.local_rank() == 0) {
+      std::vector<float> data(100000, 1.0f);
+      auto start = Clock::now();
+      try {
+        g.allreduce(data.data(), data.size(), DataType::float32, ReduceOp::sum, in(300ms));
+      } catch (...) {
+        EXPECT_LT(Clock::now() - start, 2s);
+        rank0_done = true;
+        throw;
+      }
+    } else {
+      while (!rank0_done) std::this_thread::sleep_for(5ms);
+      g.barrier(in(30s));
+    }
+  });
+  ASSERT_TRUE(errors[0]);
+  std::string what;
+  EXPECT_EQ(code_of(errors[0], &what), ErrorCode::timeout);
+  EXPECT_NE(what.find("local rank 1 (rank 101)"), std::string::npos) << what;
+  ASSERT_TRUE(errors[1]);
+  EXPECT_EQ(code_of(errors[1]), ErrorCode::peer_lost);
+}
+
+TEST(ShmThreadsErrors, RejectsBadRoot) {
+  auto errors = run_threads(2, [](ShmGroup& g) {
+    char c = 0;
+    EXPECT_THROW(g.broadcast(&c, 1, 2, in(1s)), Error);
+    g.barrier(in(30s));  // the group still works
+  });
+  expect_no_errors(errors);
+}
+
+// Forked processes: the real deployment, one address space per rank.
+
+int forked_allreduce_body(int r, std::shared_ptr<bootstrap::Store> store, const std::string& job,
+                          int size) {
+  auto g = ShmGroup::create(options_for(r, size, job, std::move(store)), in(30s));
+  if (!shm_entries(g->segment_name().substr(1)).empty()) return 4;
+  for (std::size_t count : {std::size_t{1}, std::size_t{4099}, std::size_t{4} << 20}) {
+    if (!check_allreduce<float>(*g, count, ReduceOp::sum).empty()) return kWrongResult;
+    if (!check_allreduce<std::int64_t>(*g, count, ReduceOp::max).empty()) return kWrongResult;
+  }
+  g->barrier(in(30s));
+  return 0;
+}
+
+TEST(ShmProcesses, AllreduceAcrossProcesses) {
+  for (int size : {2, 3, 4}) {
+    auto result = run_forked(
+        size,
+        [size](int r, std::shared_ptr<bootstrap::Store> s, const std::string& job) {
+          return forked_allreduce_body(r, std::move(s), job, size);
+        },
+        60s);
+    for (int r = 0; r < size; ++r) EXPECT_EQ(result.codes[r], 0) << "L=" << size << " rank " << r;
+  }
+}
+
+TEST(ShmProcesses, KilledRankFailsTheOthers) {
+  constexpr int kSize = 3, kVictim = 1;
+  constexpr auto kTimeout = 5s;
+  auto result = run_forked(
+      kSize,
+      [&](int r, std::shared_ptr<bootstrap::Store> store, const std::string& job) {
+        auto g = ShmGroup::create(options_for(r, kSize, job, store), in(30s));
+        store->set("started/" + std::to_string(r), {});
+        std::vector<float> data(std::size_t{1} << 20, 1.0f);
+        // Bounded in count and in time, in case the kill never comes.
+        const auto stop = Clock::now() + 20s;
+        for (int i = 0; i < 100000 && Clock::now() < stop; ++i) {
+          g->allreduce(data.data(), data.size(), DataType::float32, ReduceOp::sum, in(kTimeout));
+        }
+        return 0;
+      },
+      30s,
+      [&](std::vector<pid_t>& pids, const std::string& dir) {
+        DirStore store(dir);
+        for (int r = 0; r < kSize; ++r) store.get("started/" + std::to_string(r), in(20s));
+        std::this_thread::sleep_for(100ms);
+        ::kill(pids[kVictim], SIGKILL);
+        ::waitpid(pids[kVictim], nullptr, 0);
+        pids[kVictim] = -1;
+      });
+  for (int r = 0; r < kSize; ++r) {
+    if (r == kVictim) continue;
+    const int code = result.codes[r];
+    EXPECT_TRUE(code == 10 + static_cast<int>(ErrorCode::peer_lost) ||
+                code == 10 + static_cast<int>(ErrorCode::timeout))
+        << "local rank " << r << " exited with " << code;
+  }
+  EXPECT_LT(result.elapsed, kTimeout + 5s);
+}
+
+}  // namespace
+}  // namespace ringlet::transport::shm

@@ -1,0 +1,867 @@
+// SPDX-License-Identifier: Apache-2.0
+// ShmGroup: segment set-up, flag waiting (spin, then futex) and the chunked collectives.
+//
+// Cost model for L local ranks and S bytes (large path, per rank): copy S in, reduce S/L over
+// L slots, copy S out: about 3S read and 2S + S/L written, with one publish per stage and
+// chunk. Chunks are double-buffered, so copying chunk k+1 in overlaps the wait for the
+// other ranks' reductions of chunk k. Small messages (<= kSmallBytes) take one publish per
+// rank: each rank copies its data into its slot and reduces all L slots itself.
+#include "transports/shm/group.hpp"
+
+#include <fcntl.h>
+#include <immintrin.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <string>
+
+#include "src/common/check.hpp"
+#include "src/common/env.hpp"
+#include "src/common/log.hpp"
+#include "src/common/str_cat.hpp"
+#include "src/common/unique_fd.hpp"
+#include "src/reduce/reduce.hpp"
+
+namespace ringlet::transport::shm {
+namespace {
+
+using Word = std::atomic<std::uint32_t>;
+static_assert(Word::is_always_lock_free && sizeof(Word) == sizeof(std::uint32_t));
+
+constexpr std::uint64_t kMagic = 0x72696e676c73686dULL;  // "ringlshm"
+constexpr std::size_t kAlign = 128;  // two cache lines: adjacent-line prefetch stays private
+constexpr auto kSleepSlice = std::chrono::milliseconds(50);
+constexpr auto kPidCheckAfter = std::chrono::seconds(1);
+
+enum class Kind : std::uint32_t { barrier = 1, allreduce, reduce_scatter, allgather, broadcast };
+
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::barrier:
+      return "barrier";
+    case Kind::allreduce:
+      return "allreduce";
+    case Kind::reduce_scatter:
+      return "reduce_scatter";
+    case Kind::allgather:
+      return "allgather";
+    case Kind::broadcast:
+      return "broadcast";
+  }
+  return "?";
+}
+
+// Local copies of the element size and names (the library-wide ones live with the
+// communicator), so that this module depends only on the public enums.
+std::size_t elem_size(DataType t) {
+  switch (t) {
+    case DataType::int8:
+    case DataType::uint8:
+      return 1;
+    case DataType::float16:
+    case DataType::bfloat16:
+      return 2;
+    case DataType::float32:
+    case DataType::int32:
+      return 4;
+    case DataType::float64:
+    case DataType::int64:
+      return 8;
+  }
+  return 0;
+}
+
+const char* type_name(DataType t) {
+  static constexpr std::array<const char*, 8> kNames{"float32", "float64", "float16", "bfloat16",
+                                                     "int8",    "uint8",   "int32",   "int64"};
+  auto i = static_cast<std::size_t>(t);
+  return i < kNames.size() ? kNames[i] : "?";
+}
+
+const char* op_name(ReduceOp op) {
+  static constexpr std::array<const char*, 5> kNames{"sum", "prod", "min", "max", "avg"};
+  auto i = static_cast<std::size_t>(op);
+  return i < kNames.size() ? kNames[i] : "?";
+}
+
+// What a rank is calling; compared across local ranks at the start of every call.
+struct Fingerprint {
+  std::uint64_t seq = 0;
+  std::uint64_t count = 0;
+  Kind kind = Kind::barrier;
+  std::int32_t root = -1;
+  DataType type = DataType::float32;
+  ReduceOp op = ReduceOp::sum;
+
+  bool same_call(const Fingerprint& o) const {
+    return seq == o.seq && count == o.count && kind == o.kind && root == o.root && type == o.type &&
+           op == o.op;
+  }
+  std::string describe() const {
+    switch (kind) {
+      case Kind::barrier:
+        return "barrier()";
+      case Kind::allreduce:
+      case Kind::reduce_scatter:
+        return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ", ", op_name(op),
+                       ")");
+      case Kind::allgather:
+        return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ")");
+      case Kind::broadcast:
+        return str_cat(kind_name(kind), "(bytes=", count, ", root=local rank ", root, ")");
+    }
+    return "?";
+  }
+};
+
+// One per local rank, written only by that rank (except waiters, which its waiters count).
+struct alignas(kAlign) RankControl {
+  // Progress counter: incremented once per published stage; also the futex word.
+  Word progress{0};
+  // How many threads sleep in FUTEX_WAIT on `progress`; the owner wakes only when non-zero.
+  Word waiters{0};
+  std::int32_t pid = 0;
+  std::uint64_t pid_namespace = 0;
+  // Fingerprints of the calls with odd and even sequence numbers: a rank can be at most one
+  // call ahead of the slowest local rank, so two are enough.
+  std::array<Fingerprint, 2> calls{};
+};
+
+struct alignas(kAlign) Header {
+  std::uint64_t magic = 0;
+  std::uint64_t total_bytes = 0;
+  std::uint64_t chunk_bytes = 0;
+  std::uint32_t local_size = 0;
+  Word mapped{0};    // ranks that have mapped the segment; futex word
+  Word unlinked{0};  // 1 once local rank 0 has unlinked the name; futex word
+  Word failed{0};    // 0, or 1 + the local rank that failed a call
+};
+
+long futex(Word* word, int op, std::uint32_t value, const timespec* timeout) {
+  return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, value, timeout, nullptr,
+                   0);
+}
+
+void futex_wake_all(Word* word) { futex(word, FUTEX_WAKE, INT_MAX, nullptr); }
+
+// Sleeps while *word == value, at most `ms` milliseconds (shared, not PRIVATE: cross-process).
+void futex_wait(Word* word, std::uint32_t value, int ms) {
+  timespec ts{ms / 1000, static_cast<long>(ms % 1000) * 1000000L};
+  futex(word, FUTEX_WAIT, value, &ts);
+}
+
+// a >= b for counters that may wrap.
+bool reached(std::uint32_t a, std::uint32_t b) { return static_cast<std::int32_t>(a - b) >= 0; }
+
+std::uint64_t pid_namespace_of_self() {
+  char buf[64] = {};
+  ssize_t n = ::readlink("/proc/self/ns/pid", buf, sizeof(buf) - 1);
+  if (n <= 0) return 0;
+  const char* p = std::strchr(buf, '[');
+  return p != nullptr ? std::strtoull(p + 1, nullptr, 10) : 0;
+}
+
+// True when `pid` no longer runs: gone (ESRCH) or a zombie not yet reaped.
+bool process_dead(std::int32_t pid) {
+  if (::kill(pid, 0) == -1 && errno == ESRCH) return true;
+  std::ifstream stat(str_cat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  auto close = line.rfind(')');
+  if (close == std::string::npos || close + 2 >= line.size()) return false;
+  char state = line[close + 2];
+  return state == 'Z' || state == 'X';
+}
+
+std::string sanitise(const std::string& s) {
+  std::string out;
+  for (char c : s) out += std::isalnum(static_cast<unsigned char>(c)) || c == '-' ? c : '_';
+  return out.substr(0, 120);
+}
+
+std::size_t align_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
+
+int spin_count() {
+  static const int n = static_cast<int>(env::get_int("RINGLET_SHM_SPIN").value_or(50));
+  return n;
+}
+
+int yield_count() {
+  static const int n = static_cast<int>(env::get_int("RINGLET_SHM_YIELDS").value_or(100));
+  return n;
+}
+
+// The mapping of the segment; unmaps on destruction.
+struct Mapping {
+  void* base = MAP_FAILED;
+  std::size_t bytes = 0;
+  Mapping() = default;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    if (base != MAP_FAILED) ::munmap(base, bytes);
+  }
+};
+
+// Unlinks a segment name on destruction unless released (local rank 0's error paths).
+struct NameGuard {
+  std::string name;
+  ~NameGuard() {
+    if (!name.empty()) ::shm_unlink(name.c_str());
+  }
+};
+
+}  // namespace
+
+class ShmGroup::Impl {
+ public:
+  Impl(const ShmOptions& options, Deadline deadline);
+  ~Impl() = default;
+
+  void allreduce(void* data, std::size_t count, DataType type, ReduceOp op, Deadline deadline);
+  void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op, Deadline deadline);
+  void allgather(void* data, std::size_t count, DataType type, Deadline deadline);
+  void broadcast(void* data, std::size_t bytes, int root, Deadline deadline);
+  void barrier(Deadline deadline);
+  void interrupt() noexcept {
+    for (int j = 0; j < size_; ++j) futex_wake_all(&control(j).progress);
+  }
+
+  int rank() const { return me_; }
+  int size() const { return size_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  // Layout of one call over `count` elements, chunked per shard.
+  struct Plan {
+    std::size_t count = 0, esize = 0, piece_elems = 0, chunks = 0;
+    std::size_t shard_begin(int j) const { return ShmGroup::shard_range(count, size, j).first; }
+    std::size_t shard_len(int j) const {
+      auto r = ShmGroup::shard_range(count, size, j);
+      return r.second - r.first;
+    }
+    // Elements of shard j in chunk k: [first, first + n) of the caller's buffer.
+    std::pair<std::size_t, std::size_t> piece(int j, std::size_t k) const {
+      std::size_t len = shard_len(j), lo = std::min(len, k * piece_elems);
+      return {shard_begin(j) + lo, std::min(len, lo + piece_elems) - lo};
+    }
+    int size = 1;
+  };
+
+  RankControl& control(int j) const { return controls_[j]; }
+  std::byte* small_slot(std::size_t parity, int j) const {
+    return small_ + (parity * size_ + j) * small_bytes_;
+  }
+  std::byte* large_slot(std::size_t buf, int j) const {
+    return large_ + (buf * size_ + j) * chunk_bytes_;
+  }
+  std::byte* piece_ptr(std::size_t buf, int slot, int j) const {
+    return large_slot(buf, slot) + j * piece_bytes_;
+  }
+  int global(int j) const { return local_to_global_[j]; }
+  std::string who(int j) const { return str_cat("local rank ", j, " (rank ", global(j), ")"); }
+
+  Plan plan(std::size_t count, DataType type) const;
+  // Runs one collective: checks the state, records the fingerprint, and on failure marks
+  // the group failed so that the other local ranks stop waiting for this one.
+  template <class Body>
+  void run(Kind kind, std::size_t count, DataType type, ReduceOp op, int root, Body&& body);
+  void publish();
+  void wait_rank(int j, std::uint32_t target, Deadline deadline);
+  void wait_all(std::uint32_t target, Deadline deadline);
+  // wait_all for the first stage of a call, then compares every rank's fingerprint.
+  void wait_arrival(std::uint32_t target, Deadline deadline);
+  void check_abort_and_failure();
+  [[noreturn]] void throw_timeout(std::uint32_t target);
+  void check_alive(int j);
+
+  void allreduce_large(std::byte* data, const Plan& p, reduce::HostKernel k2,
+                       reduce::HostKernel3 k3, Deadline deadline);
+  void reduce_scatter_large(std::byte* data, const Plan& p, reduce::HostKernel k2,
+                            reduce::HostKernel3 k3, Deadline deadline);
+  void allgather_large(std::byte* data, const Plan& p, Deadline deadline);
+  // Copies chunk k's pieces into this rank's slot; skip_own leaves out the piece this rank
+  // reduces itself (it then reads it from the caller's buffer).
+  void copy_in(std::byte* data, const Plan& p, std::size_t k, bool skip_own, Deadline deadline);
+  // out = piece j of slots 0..L-1 folded in local-rank order; `own`, if not null, stands in
+  // for this rank's slot.
+  void reduce_piece(std::byte* out, std::size_t buf, int j, std::size_t n, const std::byte* own,
+                    reduce::HostKernel k2, reduce::HostKernel3 k3);
+
+  int me_ = 0;
+  int size_ = 1;
+  std::vector<int> local_to_global_;
+  const std::atomic<bool>* abort_flag_ = nullptr;
+  std::string name_;
+  Mapping map_;
+  Header* header_ = nullptr;
+  RankControl* controls_ = nullptr;
+  std::byte* small_ = nullptr;
+  std::byte* large_ = nullptr;
+  std::size_t small_bytes_ = ShmGroup::kSmallBytes;
+  std::size_t chunk_bytes_ = 0;
+  std::size_t piece_bytes_ = 0;  // chunk_bytes_ / size_, a multiple of 64
+
+  std::uint32_t progress_ = 0;    // this rank's own counter (mirrors control(me_).progress)
+  std::uint64_t call_seq_ = 0;    // calls made, this one included
+  std::uint64_t large_used_ = 0;  // large-buffer uses so far; parity picks the buffer
+  std::array<std::uint32_t, 2> large_free_{};  // all ranks past this: buffer may be rewritten
+  std::array<std::uint32_t, 2> stage_{};       // scratch: targets of the two chunks in flight
+  bool broken_ = false;
+  ErrorCode broken_code_ = ErrorCode::peer_lost;
+  Kind current_ = Kind::barrier;
+};
+
+ShmGroup::Impl::Impl(const ShmOptions& o, Deadline deadline)
+    : me_(o.local_rank), size_(o.local_size), abort_flag_(o.abort_flag) {
+  RINGLET_CHECK(size_ >= 1 && me_ >= 0 && me_ < size_, "shm: local rank ", me_,
+                " out of range for local size ", size_);
+  local_to_global_ = o.local_to_global;
+  if (local_to_global_.empty()) {
+    for (int j = 0; j < size_; ++j) local_to_global_.push_back(j == me_ ? o.rank : -1);
+  }
+  RINGLET_CHECK(static_cast<int>(local_to_global_.size()) == size_, "shm: local_to_global has ",
+                local_to_global_.size(), " entries, expected ", size_);
+  if (size_ == 1) return;
+  RINGLET_CHECK(o.store != nullptr, "shm: a store is needed for ", size_, " local ranks");
+  chunk_bytes_ = o.chunk_bytes != 0 ? o.chunk_bytes : ShmGroup::kDefaultChunkBytes;
+  piece_bytes_ = chunk_bytes_ / static_cast<std::size_t>(size_) / 64 * 64;
+  RINGLET_CHECK(piece_bytes_ >= 64, "shm: chunk_bytes ", chunk_bytes_, " is below 64 x ", size_,
+                " local ranks");
+  chunk_bytes_ = piece_bytes_ * static_cast<std::size_t>(size_);
+
+  const std::size_t header_bytes = align_up(sizeof(Header), kAlign);
+  const std::size_t control_bytes = align_up(sizeof(RankControl) * size_, 4096);
+  const std::size_t small_total = 2 * size_ * small_bytes_;
+  const std::size_t large_total = 2 * size_ * chunk_bytes_;
+  const std::size_t total =
+      align_up(header_bytes, 4096) + control_bytes + small_total + large_total;
+
+  const std::string key = str_cat("shm/", global(0) >= 0 ? global(0) : 0, "/segment");
+  NameGuard guard;
+  UniqueFd fd;
+  if (me_ == 0) {
+    name_ = str_cat("/ringlet-", sanitise(o.job_id), "-", global(0), "-", ::getpid());
+    fd = UniqueFd(::shm_open(name_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600));
+    if (!fd) detail::throw_errno(str_cat("shm_open(", name_, ")"));
+    guard.name = name_;
+    if (detail::retry_eintr([&] { return ::ftruncate(fd.get(), static_cast<off_t>(total)); }) !=
+        0) {
+      detail::throw_errno(str_cat("ftruncate(", name_, ", ", total, ")"));
+    }
+  } else {
+    auto value = o.store->get(key, deadline);
+    name_.assign(reinterpret_cast<const char*>(value.data()), value.size());
+    fd = UniqueFd(::shm_open(name_.c_str(), O_RDWR, 0));
+    if (!fd) detail::throw_errno(str_cat("shm_open(", name_, ") by local rank ", me_));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) detail::throw_errno("fstat(" + name_ + ")");
+    if (static_cast<std::size_t>(st.st_size) != total) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("shm: segment ", name_, " has ", st.st_size, " bytes, local rank ", me_,
+                          " (rank ", o.rank, ") expected ", total,
+                          " (local ranks disagree on local_size or chunk_bytes)"));
+    }
+  }
+  // MAP_POPULATE pre-faults every page now (a first touch costs ~10 us per page here).
+  map_.base =
+      ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.get(), 0);
+  if (map_.base == MAP_FAILED) detail::throw_errno("mmap(" + name_ + ")");
+  map_.bytes = total;
+  fd.reset();
+
+  auto* base = static_cast<std::byte*>(map_.base);
+  header_ = reinterpret_cast<Header*>(base);
+  controls_ = reinterpret_cast<RankControl*>(base + align_up(header_bytes, 4096));
+  small_ = base + align_up(header_bytes, 4096) + control_bytes;
+  large_ = small_ + small_total;
+
+  if (me_ == 0) {
+    header_ = new (base) Header();
+    for (int j = 0; j < size_; ++j) new (&controls_[j]) RankControl();
+    header_->total_bytes = total;
+    header_->chunk_bytes = chunk_bytes_;
+    header_->local_size = static_cast<std::uint32_t>(size_);
+    header_->magic = kMagic;
+  } else if (header_->magic != kMagic || header_->local_size != static_cast<std::uint32_t>(size_) ||
+             header_->chunk_bytes != chunk_bytes_) {
+    throw Error(ErrorCode::mismatch,
+                str_cat("shm: segment ", name_, " was created for ", header_->local_size,
+                        " local ranks and chunk ", header_->chunk_bytes, " bytes; local rank ", me_,
+                        " expected ", size_, " and ", chunk_bytes_));
+  }
+  control(me_).pid = static_cast<std::int32_t>(::getpid());
+  control(me_).pid_namespace = pid_namespace_of_self();
+  header_->mapped.fetch_add(1, std::memory_order_seq_cst);
+  if (me_ == 0) {
+    o.store->set(key, std::as_bytes(std::span(name_.data(), name_.size())));
+  } else {
+    futex_wake_all(&header_->mapped);
+  }
+
+  // Waits until `word` reaches `value`; every local rank that has not arrived is named.
+  auto wait_word = [&](Word& word, std::uint32_t value, const char* what) {
+    for (;;) {
+      std::uint32_t v = word.load(std::memory_order_acquire);
+      if (v >= value) return;
+      if (abort_flag_ != nullptr && abort_flag_->load(std::memory_order_relaxed)) {
+        throw Error(ErrorCode::aborted, str_cat("shm: aborted while ", what));
+      }
+      if (Clock::now() >= deadline) {
+        throw Error(ErrorCode::timeout,
+                    str_cat("shm: timed out while ", what, " of segment ", name_, " (", v, " of ",
+                            value, ") at local rank ", me_, " (rank ", o.rank, ")"));
+      }
+      futex_wait(&word, v, ms_until(deadline, 50));
+    }
+  };
+  if (me_ == 0) {
+    // Unlink as soon as every local rank has mapped it: from now on nothing is left behind.
+    wait_word(header_->mapped, static_cast<std::uint32_t>(size_), "waiting for the mappings");
+    o.store->remove(key);
+    ::shm_unlink(name_.c_str());
+    guard.name.clear();
+    header_->unlinked.store(1, std::memory_order_release);
+    futex_wake_all(&header_->unlinked);
+  } else {
+    wait_word(header_->unlinked, 1, "waiting for the unlink");
+  }
+  RINGLET_LOG(info, "shm: local rank ", me_, "/", size_, " mapped ", name_, " (", total,
+              " bytes, chunk ", chunk_bytes_, ")");
+}
+
+ShmGroup::Impl::Plan ShmGroup::Impl::plan(std::size_t count, DataType type) const {
+  Plan p;
+  p.count = count;
+  p.size = size_;
+  p.esize = elem_size(type);
+  p.piece_elems = piece_bytes_ / p.esize;
+  std::size_t longest = p.shard_len(0);  // shard 0 is never shorter than the others
+  p.chunks = (longest + p.piece_elems - 1) / p.piece_elems;
+  return p;
+}
+
+void ShmGroup::Impl::check_abort_and_failure() {
+  if (abort_flag_ != nullptr && abort_flag_->load(std::memory_order_relaxed)) {
+    throw Error(ErrorCode::aborted,
+                str_cat("shm: ", kind_name(current_), " aborted at ", who(me_)));
+  }
+  std::uint32_t f = header_->failed.load(std::memory_order_acquire);
+  if (f != 0 && static_cast<int>(f) != me_ + 1) {
+    int j = static_cast<int>(f) - 1;
+    throw Error(ErrorCode::peer_lost,
+                str_cat("shm: ", who(j), " failed; ", kind_name(current_), " at ", who(me_),
+                        " cannot complete"),
+                {global(j)});
+  }
+}
+
+void ShmGroup::Impl::check_alive(int j) {
+  const RankControl& c = control(j);
+  if (c.pid <= 0 || c.pid_namespace == 0 || c.pid_namespace != control(me_).pid_namespace) return;
+  if (process_dead(c.pid)) {
+    throw Error(ErrorCode::peer_lost,
+                str_cat("shm: ", who(j), ", pid ", c.pid, ", died during ", kind_name(current_)),
+                {global(j)});
+  }
+}
+
+void ShmGroup::Impl::throw_timeout(std::uint32_t target) {
+  std::string names;
+  std::vector<int> ranks;
+  for (int j = 0; j < size_; ++j) {
+    if (j == me_ || reached(control(j).progress.load(std::memory_order_acquire), target)) continue;
+    names += (names.empty() ? "" : ", ") + who(j);
+    ranks.push_back(global(j));
+  }
+  throw Error(
+      ErrorCode::timeout,
+      str_cat("shm: ", kind_name(current_), " at ", who(me_), " timed out waiting for ", names),
+      ranks);
+}
+
+void ShmGroup::Impl::publish() {
+  RankControl& c = control(me_);
+  c.progress.store(++progress_, std::memory_order_seq_cst);
+  if (c.waiters.load(std::memory_order_seq_cst) != 0) futex_wake_all(&c.progress);
+}
+
+void ShmGroup::Impl::wait_rank(int j, std::uint32_t target, Deadline deadline) {
+  RankControl& c = control(j);
+  if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+  // Spin briefly: the peer is usually a few microseconds away.
+  for (int i = spin_count(); i > 0; --i) {
+    _mm_pause();
+    if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+  }
+  for (int i = yield_count(); i > 0; --i) {
+    ::sched_yield();
+    if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+  }
+  // Then sleep on the peer's counter, in bounded slices that check abort, failure, deadline.
+  const auto start = Clock::now();
+  auto next_pid_check = start + kPidCheckAfter;
+  for (;;) {
+    check_abort_and_failure();
+    const auto now = Clock::now();
+    if (now >= deadline) throw_timeout(target);
+    if (now >= next_pid_check) {
+      check_alive(j);
+      next_pid_check = now + kPidCheckAfter;
+    }
+    c.waiters.fetch_add(1, std::memory_order_seq_cst);
+    std::uint32_t v = c.progress.load(std::memory_order_seq_cst);
+    if (!reached(v, target)) {
+      auto slice = std::min<Deadline>(deadline, now + kSleepSlice);
+      futex_wait(&c.progress, v, ms_until(slice, 1000));
+    }
+    c.waiters.fetch_sub(1, std::memory_order_seq_cst);
+    if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+  }
+}
+
+void ShmGroup::Impl::wait_all(std::uint32_t target, Deadline deadline) {
+  for (int j = 0; j < size_; ++j) {
+    if (j != me_) wait_rank(j, target, deadline);
+  }
+}
+
+void ShmGroup::Impl::wait_arrival(std::uint32_t target, Deadline deadline) {
+  wait_all(target, deadline);
+  const std::size_t parity = call_seq_ % 2;
+  const Fingerprint& ref = control(0).calls[parity];
+  for (int j = 1; j < size_; ++j) {
+    const Fingerprint& f = control(j).calls[parity];
+    if (!f.same_call(ref)) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("shm: ", who(0), " called ", ref.describe(), " while ", who(j),
+                          " called ", f.describe(), " (call ", call_seq_, ")"),
+                  {global(0), global(j)});
+    }
+  }
+}
+
+template <class Body>
+void ShmGroup::Impl::run(Kind kind, std::size_t count, DataType type, ReduceOp op, int root,
+                         Body&& body) {
+  current_ = kind;
+  if (broken_) {
+    throw Error(broken_code_, str_cat("shm: ", kind_name(kind), " at ", who(me_),
+                                      ": the group failed in an earlier call"));
+  }
+  if (size_ == 1) {
+    if (abort_flag_ != nullptr && abort_flag_->load(std::memory_order_relaxed)) {
+      throw Error(ErrorCode::aborted, str_cat("shm: ", kind_name(kind), " aborted"));
+    }
+    return;
+  }
+  try {
+    check_abort_and_failure();
+    ++call_seq_;
+    Fingerprint& f = control(me_).calls[call_seq_ % 2];
+    f.seq = call_seq_;
+    f.count = count;
+    f.kind = kind;
+    f.root = root;
+    f.type = type;
+    f.op = op;
+    body();
+  } catch (const Error& e) {
+    broken_ = true;
+    broken_code_ = e.error_code() == ErrorCode::aborted ? ErrorCode::aborted : ErrorCode::peer_lost;
+    if (e.error_code() != ErrorCode::mismatch) {
+      // Tell the others, so that none waits for this rank until its deadline.
+      std::uint32_t none = 0;
+      header_->failed.compare_exchange_strong(none, static_cast<std::uint32_t>(me_ + 1));
+      interrupt();
+    }
+    throw;
+  }
+}
+
+void ShmGroup::Impl::reduce_piece(std::byte* out, std::size_t buf, int j, std::size_t n,
+                                  const std::byte* own, reduce::HostKernel k2,
+                                  reduce::HostKernel3 k3) {
+  auto src = [&](int s) -> const std::byte* {
+    return s == me_ && own != nullptr ? own : piece_ptr(buf, s, j);
+  };
+  // out = s0 op s1, then out = out op s2, ...: local-rank order, the same on every rank.
+  k3(out, src(0), src(1), n);
+  for (int s = 2; s < size_; ++s) k2(out, src(s), n);
+}
+
+void ShmGroup::Impl::copy_in(std::byte* data, const Plan& p, std::size_t k, bool skip_own,
+                             Deadline deadline) {
+  const std::size_t buf = (large_used_ + k) % 2;
+  // Wait until every rank has finished with this buffer's previous use.
+  wait_all(large_free_[buf], deadline);
+  for (int j = 0; j < size_; ++j) {
+    auto [first, n] = p.piece(j, k);
+    if (n != 0 && !(skip_own && j == me_)) {
+      std::memcpy(piece_ptr(buf, me_, j), data + first * p.esize, n * p.esize);
+    }
+  }
+  publish();
+  stage_[k % 2] = progress_;
+}
+
+void ShmGroup::Impl::allreduce_large(std::byte* data, const Plan& p, reduce::HostKernel k2,
+                                     reduce::HostKernel3 k3, Deadline deadline) {
+  // Copy chunk 0 in; then the fingerprints are compared.
+  copy_in(data, p, 0, true, deadline);
+  wait_arrival(stage_[0], deadline);
+  for (std::size_t k = 0; k < p.chunks; ++k) {
+    const std::size_t buf = (large_used_ + k) % 2;
+    // Wait for every rank's copy of chunk k.
+    if (k > 0) wait_all(stage_[k % 2], deadline);
+    // Reduce this rank's piece over all slots (its own from `data`) into slot 0.
+    auto [mine, n] = p.piece(me_, k);
+    if (n != 0) reduce_piece(piece_ptr(buf, 0, me_), buf, me_, n, data + mine * p.esize, k2, k3);
+    publish();
+    const std::uint32_t reduced = progress_;
+    // Overlap: copy chunk k+1 into the other buffer while the others reduce chunk k.
+    if (k + 1 < p.chunks) copy_in(data, p, k + 1, true, deadline);
+    // Wait for every piece of chunk k, then copy the whole chunk out.
+    wait_all(reduced, deadline);
+    for (int j = 0; j < size_; ++j) {
+      auto [first, len] = p.piece(j, k);
+      if (len != 0) std::memcpy(data + first * p.esize, piece_ptr(buf, 0, j), len * p.esize);
+    }
+    publish();
+    large_free_[buf] = progress_;
+  }
+  large_used_ += p.chunks;
+}
+
+void ShmGroup::Impl::reduce_scatter_large(std::byte* data, const Plan& p, reduce::HostKernel k2,
+                                          reduce::HostKernel3 k3, Deadline deadline) {
+  // The reduction overwrites the caller's shard, so this rank's own piece goes through its
+  // slot like the others.
+  copy_in(data, p, 0, false, deadline);
+  wait_arrival(stage_[0], deadline);
+  for (std::size_t k = 0; k < p.chunks; ++k) {
+    const std::size_t buf = (large_used_ + k) % 2;
+    // Wait for every rank's copy of chunk k.
+    if (k > 0) wait_all(stage_[k % 2], deadline);
+    // Reduce this rank's piece straight into the caller's buffer.
+    auto [first, n] = p.piece(me_, k);
+    if (n != 0) reduce_piece(data + first * p.esize, buf, me_, n, nullptr, k2, k3);
+    publish();
+    large_free_[buf] = progress_;
+    if (k + 1 < p.chunks) copy_in(data, p, k + 1, false, deadline);
+  }
+  large_used_ += p.chunks;
+}
+
+void ShmGroup::Impl::allgather_large(std::byte* data, const Plan& p, Deadline deadline) {
+  // Each rank writes its piece of chunk k into slot 0 of the chunk's buffer.
+  auto put = [&](std::size_t k) {
+    const std::size_t buf = (large_used_ + k) % 2;
+    wait_all(large_free_[buf], deadline);
+    auto [first, n] = p.piece(me_, k);
+    if (n != 0) std::memcpy(piece_ptr(buf, 0, me_), data + first * p.esize, n * p.esize);
+    publish();
+    stage_[k % 2] = progress_;
+  };
+  put(0);
+  wait_arrival(stage_[0], deadline);
+  for (std::size_t k = 0; k < p.chunks; ++k) {
+    const std::size_t buf = (large_used_ + k) % 2;
+    // Wait for every rank's piece of chunk k.
+    if (k > 0) wait_all(stage_[k % 2], deadline);
+    if (k + 1 < p.chunks) put(k + 1);
+    for (int j = 0; j < size_; ++j) {
+      auto [first, n] = p.piece(j, k);
+      if (j != me_ && n != 0)
+        std::memcpy(data + first * p.esize, piece_ptr(buf, 0, j), n * p.esize);
+    }
+    publish();
+    large_free_[buf] = progress_;
+  }
+  large_used_ += p.chunks;
+}
+
+void ShmGroup::Impl::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                               Deadline deadline) {
+  RINGLET_CHECK(data != nullptr || count == 0, "shm: allreduce of ", count, " elements at null");
+  RINGLET_CHECK(elem_size(type) != 0, "shm: unknown data type ", static_cast<int>(type));
+  // Resolved before the call starts: an unsupported (type, op) leaves the group intact.
+  auto k2 = reduce::host_kernel(type, op);
+  auto k3 = reduce::host_kernel3(type, op);
+  run(Kind::allreduce, count, type, op, -1, [&] {
+    const Plan p = plan(count, type);
+    auto* bytes = static_cast<std::byte*>(data);
+    const std::size_t total = count * p.esize;
+    if (total <= small_bytes_) {
+      // Low latency: one publish; every rank reduces all slots itself, in local-rank order.
+      const std::size_t parity = call_seq_ % 2;
+      if (total != 0) std::memcpy(small_slot(parity, me_), bytes, total);
+      publish();
+      wait_arrival(progress_, deadline);
+      if (total != 0) {
+        k3(bytes, small_slot(parity, 0), small_slot(parity, 1), count);
+        for (int s = 2; s < size_; ++s) k2(bytes, small_slot(parity, s), count);
+      }
+      return;
+    }
+    allreduce_large(bytes, p, k2, k3, deadline);
+  });
+}
+
+void ShmGroup::Impl::reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                                    Deadline deadline) {
+  RINGLET_CHECK(data != nullptr || count == 0, "shm: reduce_scatter at null");
+  RINGLET_CHECK(elem_size(type) != 0, "shm: unknown data type ", static_cast<int>(type));
+  // Resolved before the call starts: an unsupported (type, op) leaves the group intact.
+  auto k2 = reduce::host_kernel(type, op);
+  auto k3 = reduce::host_kernel3(type, op);
+  run(Kind::reduce_scatter, count, type, op, -1, [&] {
+    const Plan p = plan(count, type);
+    auto* bytes = static_cast<std::byte*>(data);
+    const std::size_t total = count * p.esize;
+    if (total <= small_bytes_) {
+      const std::size_t parity = call_seq_ % 2;
+      if (total != 0) std::memcpy(small_slot(parity, me_), bytes, total);
+      publish();
+      wait_arrival(progress_, deadline);
+      auto [first, end] = ShmGroup::shard_range(count, size_, me_);
+      if (end > first) {
+        const std::size_t off = first * p.esize;
+        k3(bytes + off, small_slot(parity, 0) + off, small_slot(parity, 1) + off, end - first);
+        for (int s = 2; s < size_; ++s) k2(bytes + off, small_slot(parity, s) + off, end - first);
+      }
+      return;
+    }
+    reduce_scatter_large(bytes, p, k2, k3, deadline);
+  });
+}
+
+void ShmGroup::Impl::allgather(void* data, std::size_t count, DataType type, Deadline deadline) {
+  RINGLET_CHECK(data != nullptr || count == 0, "shm: allgather at null");
+  RINGLET_CHECK(elem_size(type) != 0, "shm: unknown data type ", static_cast<int>(type));
+  run(Kind::allgather, count, type, ReduceOp::sum, -1, [&] {
+    const Plan p = plan(count, type);
+    auto* bytes = static_cast<std::byte*>(data);
+    const std::size_t total = count * p.esize;
+    if (total <= small_bytes_) {
+      // Every rank writes its shard into one shared slot at its own offset.
+      const std::size_t parity = call_seq_ % 2;
+      auto [first, end] = ShmGroup::shard_range(count, size_, me_);
+      if (end > first) {
+        std::memcpy(small_slot(parity, 0) + first * p.esize, bytes + first * p.esize,
+                    (end - first) * p.esize);
+      }
+      publish();
+      wait_arrival(progress_, deadline);
+      if (first * p.esize != 0) std::memcpy(bytes, small_slot(parity, 0), first * p.esize);
+      if (end < count) {
+        std::memcpy(bytes + end * p.esize, small_slot(parity, 0) + end * p.esize,
+                    (count - end) * p.esize);
+      }
+      return;
+    }
+    allgather_large(bytes, p, deadline);
+  });
+}
+
+void ShmGroup::Impl::broadcast(void* data, std::size_t bytes, int root, Deadline deadline) {
+  RINGLET_CHECK(root >= 0 && root < size_, "shm: broadcast root ", root, " out of range [0, ",
+                size_, ")");
+  RINGLET_CHECK(data != nullptr || bytes == 0, "shm: broadcast at null");
+  run(Kind::broadcast, bytes, DataType::uint8, ReduceOp::sum, root, [&] {
+    auto* b = static_cast<std::byte*>(data);
+    if (bytes <= small_bytes_) {
+      const std::size_t parity = call_seq_ % 2;
+      if (me_ == root && bytes != 0) std::memcpy(small_slot(parity, 0), b, bytes);
+      publish();
+      wait_arrival(progress_, deadline);
+      if (me_ != root && bytes != 0) std::memcpy(b, small_slot(parity, 0), bytes);
+      return;
+    }
+    // Chunks of a whole buffer (all L slots), double-buffered: the root runs up to two ahead.
+    const std::size_t chunk = chunk_bytes_ * static_cast<std::size_t>(size_);
+    const std::size_t chunks = (bytes + chunk - 1) / chunk;
+    for (std::size_t k = 0; k < chunks; ++k) {
+      const std::size_t buf = (large_used_ + k) % 2;
+      const std::size_t off = k * chunk, n = std::min(chunk, bytes - off);
+      if (me_ == root) {
+        wait_all(large_free_[buf], deadline);
+        std::memcpy(large_slot(buf, 0), b + off, n);
+      }
+      publish();
+      const std::uint32_t filled = progress_;
+      if (k == 0) {
+        wait_arrival(filled, deadline);
+      } else if (me_ != root) {
+        wait_rank(root, filled, deadline);
+      }
+      if (me_ != root) std::memcpy(b + off, large_slot(buf, 0), n);
+      publish();
+      large_free_[buf] = progress_;
+    }
+    large_used_ += chunks;
+  });
+}
+
+void ShmGroup::Impl::barrier(Deadline deadline) {
+  run(Kind::barrier, 0, DataType::uint8, ReduceOp::sum, -1, [&] {
+    publish();
+    wait_arrival(progress_, deadline);
+  });
+}
+
+ShmGroup::ShmGroup(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ShmGroup::~ShmGroup() = default;
+
+std::unique_ptr<ShmGroup> ShmGroup::create(const ShmOptions& options, Deadline deadline) {
+  return std::unique_ptr<ShmGroup>(new ShmGroup(std::make_unique<Impl>(options, deadline)));
+}
+
+int ShmGroup::local_rank() const noexcept { return impl_->rank(); }
+int ShmGroup::local_size() const noexcept { return impl_->size(); }
+const std::string& ShmGroup::segment_name() const noexcept { return impl_->name(); }
+
+void ShmGroup::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                         Deadline deadline) {
+  impl_->allreduce(data, count, type, op, deadline);
+}
+void ShmGroup::reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                              Deadline deadline) {
+  impl_->reduce_scatter(data, count, type, op, deadline);
+}
+void ShmGroup::allgather(void* data, std::size_t count, DataType type, Deadline deadline) {
+  impl_->allgather(data, count, type, deadline);
+}
+void ShmGroup::broadcast(void* data, std::size_t bytes, int local_root, Deadline deadline) {
+  impl_->broadcast(data, bytes, local_root, deadline);
+}
+void ShmGroup::barrier(Deadline deadline) { impl_->barrier(deadline); }
+void ShmGroup::interrupt() noexcept {
+  if (impl_->size() > 1) impl_->interrupt();
+}
+
+std::pair<std::size_t, std::size_t> ShmGroup::shard_range(std::size_t count, int local_size,
+                                                          int i) {
+  const auto l = static_cast<std::size_t>(local_size);
+  const auto k = static_cast<std::size_t>(i);
+  const std::size_t base = count / l, extra = count % l;
+  // The first `extra` shards hold one element more.
+  const std::size_t begin = k * base + std::min(k, extra);
+  return {begin, begin + base + (k < extra ? 1 : 0)};
+}
+
+}  // namespace ringlet::transport::shm
