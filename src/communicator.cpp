@@ -8,6 +8,7 @@
 #include <optional>
 #include <random>
 
+#include "src/algo/hierarchical.hpp"
 #include "src/algo/recursive_doubling.hpp"
 #include "src/algo/ring.hpp"
 #include "src/bootstrap/launch_env.hpp"
@@ -28,6 +29,9 @@ constexpr std::uint64_t kHeaderTag = std::uint64_t{1} << 62;
 // Below this many bytes allreduce uses recursive doubling (RINGLET_CROSSOVER_BYTES).
 constexpr std::size_t kDefaultCrossoverBytes = 64 * 1024;
 constexpr int kRingSlots = 4;
+// Pipeline chunk of the hierarchical allreduce: the shared-memory stages of one chunk overlap
+// the inter-node ring of another.
+constexpr std::size_t kHierPipelineBytes = 4 << 20;
 
 // The fingerprint as it travels: 32 bytes, host byte order (all ranks of a job share one
 // architecture).
@@ -137,6 +141,7 @@ Communicator::Impl::Impl(const Identity& id, std::shared_ptr<bootstrap::Store> b
   const Deadline deadline = Clock::now() + timeout_;
   rendezvous(deadline);
   connect_peers(deadline);
+  create_local_group(deadline);
   // Scratch memory is allocated and touched once, here, never per call.
   if (size_ > 1) {
     ring_scratch_.assign(slice_bytes_ * static_cast<std::size_t>(slots_), std::byte{0});
@@ -204,6 +209,19 @@ void Communicator::Impl::rendezvous(Deadline deadline) {
   node_count_ = static_cast<int>(nodes.size());
   if (local_rank_ < 0) local_rank_ = computed_local_rank;
   if (local_size_ < 0) local_size_ = computed_local_size;
+  members_.assign(nodes.size(), {});
+  for (int r = 0; r < size_; ++r) members_[static_cast<std::size_t>(node_of_rank_[static_cast<std::size_t>(r)])].push_back(r);
+  node_index_ = node_of_rank_[static_cast<std::size_t>(rank_)];
+  node_position_ = computed_local_rank;
+  const std::size_t per_node = members_[0].size();
+  hier_ok_ = node_count_ > 1 && per_node > 1 &&
+             std::all_of(members_.begin(), members_.end(),
+                         [&](const std::vector<int>& m) { return m.size() == per_node; });
+  shm_only_ = node_count_ == 1 && size_ > 1;
+  if (node_count_ > 1 && !hier_ok_) {
+    RINGLET_LOG(info, "nodes hold different numbers of ranks (or one each): the hierarchical "
+                "allreduce does not apply, the flat ring serves large messages");
+  }
 }
 
 void Communicator::Impl::connect_peers(Deadline deadline) {
@@ -261,6 +279,12 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
   std::vector<int> wanted = algo::recursive_doubling_peers(rank_, size_);
   wanted.push_back(algo::mod(rank_ - 1, size_));
   wanted.push_back(algo::mod(rank_ + 1, size_));
+  if (hier_ok_) {
+    // The inter-node ring of this rank's local index.
+    const auto pos = static_cast<std::size_t>(node_position_);
+    wanted.push_back(members_[static_cast<std::size_t>(algo::mod(node_index_ - 1, node_count_))][pos]);
+    wanted.push_back(members_[static_cast<std::size_t>(algo::mod(node_index_ + 1, node_count_))][pos]);
+  }
   std::sort(wanted.begin(), wanted.end());
   wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
   for (int peer : wanted) {
@@ -269,6 +293,49 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
     peers_[static_cast<std::size_t>(peer)] = conn.get();
     connections_[peer] = std::move(conn);
   }
+}
+
+void Communicator::Impl::create_local_group(Deadline deadline) {
+  const auto& mine = members_[static_cast<std::size_t>(node_index_)];
+  if (mine.size() < 2) return;
+  transport::shm::ShmOptions o;
+  o.local_rank = node_position_;
+  o.local_size = static_cast<int>(mine.size());
+  o.rank = rank_;
+  o.local_to_global = mine;
+  o.job_id = str_cat(std::hex, job_id_);
+  o.store = store_;
+  o.abort_flag = &aborted_;
+  o.timeout = timeout_;
+  local_ = transport::shm::ShmGroup::create(o, deadline);
+  RINGLET_LOG(info, "shared memory among the ", mine.size(), " ranks of this node (segment ",
+              local_->segment_name(), ", unlinked once mapped); ",
+              shm_only_ ? "allreduce and barrier run in shared memory"
+                        : (hier_ok_ ? "large allreduces are hierarchical" : "not used by allreduce"));
+}
+
+void Communicator::Impl::hierarchical_allreduce(std::byte* buf, std::size_t count, DataType type,
+                                                ReduceOp op, Deadline deadline) {
+  algo::HierContext h;
+  h.ring = context(deadline);
+  h.ring.rank = node_index_;
+  h.ring.size = node_count_;
+  const auto pos = static_cast<std::size_t>(node_position_);
+  h.ring.left = peers_[static_cast<std::size_t>(
+      members_[static_cast<std::size_t>(algo::mod(node_index_ - 1, node_count_))][pos])];
+  h.ring.right = peers_[static_cast<std::size_t>(
+      members_[static_cast<std::size_t>(algo::mod(node_index_ + 1, node_count_))][pos])];
+  h.local = local_.get();
+  h.local_rank = node_position_;
+  h.local_size = static_cast<int>(members_[static_cast<std::size_t>(node_index_)].size());
+  h.world_size = size_;
+  h.pipeline_bytes = kHierPipelineBytes;
+  h.interrupt = [this] {
+    aborted_.store(true, std::memory_order_release);
+    if (transport_) transport_->interrupt();
+    if (local_) local_->interrupt();
+  };
+  algo::hierarchical_allreduce(h, buf, count, type, op);
 }
 
 algo::Context Communicator::Impl::context(Deadline deadline) {
@@ -288,8 +355,12 @@ algo::Context Communicator::Impl::context(Deadline deadline) {
   return ctx;
 }
 
-void Communicator::Impl::check_usable() const {
+void Communicator::Impl::check_usable() {
   if (aborted_.load(std::memory_order_acquire)) {
+    // abort() came from another thread between calls: tell the peers now.
+    if (!propagated_) {
+      fail(Error(ErrorCode::aborted, str_cat("rank ", rank_, " aborted its communicator"), {rank_}));
+    }
     throw Error(ErrorCode::aborted,
                 str_cat("rank ", rank_, ": the communicator was aborted",
                         abort_reason_.empty() ? std::string(" by abort()") : ": " + abort_reason_),
@@ -325,6 +396,7 @@ void Communicator::Impl::fail(const Error& e) noexcept {
     std::string text = abort_reason_;
     if (text.rfind("rank ", 0) != 0) text = str_cat("rank ", rank_, ": ", text);
     for (auto& [peer, conn] : connections_) conn->send_error(code, text);
+    if (local_) local_->mark_failed(code);
   } catch (...) {
   }
 }
@@ -369,12 +441,29 @@ void Communicator::Impl::exchange_fingerprints(const Fingerprint& fp, Deadline d
 }
 
 template <class Body>
-void Communicator::Impl::run(Fingerprint fp, Body&& body) {
+void Communicator::Impl::run(Fingerprint fp, Body&& body, bool tcp_check) {
   check_usable();
   fp.seq = ++seq_;
   const Deadline deadline = Clock::now() + timeout_;
   try {
-    if (size_ > 1) exchange_fingerprints(fp, deadline);
+    if (size_ > 1 && tcp_check) {
+      // On one node, allreduce runs in shared memory and checks fingerprints there; a
+      // shared-memory barrier first makes a rank in such an allreduce and a rank here
+      // disagree in shared memory too, so both get mismatch.
+      if (shm_only_ && local_) {
+        using Call = transport::shm::ShmGroup::Call;
+        Call call = Call::allreduce;
+        switch (fp.kind) {
+          case CollectiveKind::broadcast: call = Call::broadcast; break;
+          case CollectiveKind::allgather: call = Call::allgather; break;
+          case CollectiveKind::reduce_scatter: call = Call::reduce_scatter; break;
+          case CollectiveKind::dup: call = Call::dup; break;
+          default: break;
+        }
+        local_->agree(call, fp.count, fp.type, fp.op, fp.root, deadline);
+      }
+      exchange_fingerprints(fp, deadline);
+    }
     body(deadline);
   } catch (const Error& e) {
     fail(e);
@@ -416,14 +505,31 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
   fp.type = in.type;
   fp.op = op;
   fp.count = in.count;
+  auto* src = static_cast<const std::byte*>(in.data);
+  auto* dst = static_cast<std::byte*>(out.data);
+  // Pick the algorithm: shared memory when the job is one node; recursive doubling below the
+  // crossover; hierarchical across nodes of several ranks each; the flat ring otherwise.
+  const bool auto_or_hier = algo_ == "auto" || algo_ == "hier";
+  if (auto_or_hier && shm_only_ && local_) {
+    run(fp, [&](Deadline deadline) {
+      if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
+      local_->allreduce(dst, in.count, in.type, op, deadline);
+      if (op == ReduceOp::avg && in.count > 0) reduce::divide_host(dst, in.count, in.type, size_);
+    }, false);
+    return;
+  }
+  const bool small = algo_ == "recursive_doubling" || (algo_ == "auto" && bytes <= crossover_bytes_);
+  const bool hier = auto_or_hier && !small && hier_ok_ && local_ != nullptr;
+  if (algo_ == "hier" && !hier && !hier_fallback_logged_) {
+    hier_fallback_logged_ = true;
+    RINGLET_LOG(info, "RINGLET_ALGO=hier: the job's shape (", node_count_, " nodes, ranks per node ",
+                "unequal or 1) does not allow it; using the flat ring");
+  }
   run(fp, [&](Deadline deadline) {
-    auto* src = static_cast<const std::byte*>(in.data);
-    auto* dst = static_cast<std::byte*>(out.data);
     if (size_ == 1) {
       if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
       return;
     }
-    const bool small = algo_ == "recursive_doubling" || (algo_ == "auto" && bytes <= crossover_bytes_);
     algo::Context ctx = context(deadline);
     if (small) {
       if (small_scratch_.size() < bytes) {
@@ -433,6 +539,9 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
       if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
       algo::recursive_doubling_allreduce(ctx, dst, in.count, in.type, op);
       if (op == ReduceOp::avg && in.count > 0) reduce::divide_host(dst, in.count, in.type, size_);
+    } else if (hier) {
+      if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
+      hierarchical_allreduce(dst, in.count, in.type, op, deadline);
     } else {
       algo::ring_allreduce(ctx, src, dst, in.count, in.type, op);
     }
@@ -554,6 +663,10 @@ void Communicator::Impl::barrier() {
   fp.kind = CollectiveKind::barrier;
   fp.type = DataType::uint8;
   fp.op = ReduceOp::max;
+  if (shm_only_ && local_) {
+    run(fp, [&](Deadline deadline) { local_->barrier(deadline); }, false);
+    return;
+  }
   run(fp, [&](Deadline deadline) {
     if (size_ == 1) return;
     std::byte token{0};
@@ -578,6 +691,7 @@ std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {
 void Communicator::Impl::abort() noexcept {
   aborted_.store(true, std::memory_order_release);
   if (transport_) transport_->interrupt();
+  if (local_) local_->interrupt();
 }
 
 // --- Communicator ------------------------------------------------------------------------

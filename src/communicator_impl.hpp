@@ -13,6 +13,7 @@
 #include "include/ringlet/ringlet.hpp"
 #include "src/algo/context.hpp"
 #include "src/bootstrap/store.hpp"
+#include "transports/shm/group.hpp"
 #include "transports/transport.hpp"
 
 namespace ringlet {
@@ -69,12 +70,16 @@ class Communicator::Impl {
   void connect_peers(Deadline deadline);
   // Runs one collective: sequence number, fingerprint exchange with both ring neighbours,
   // then `body`. Any error aborts the communicator and is passed to the peers.
+  // `tcp_check` false: the body checks the fingerprint itself (shared-memory collectives).
   template <class Body>
-  void run(Fingerprint fp, Body&& body);
+  void run(Fingerprint fp, Body&& body, bool tcp_check = true);
   void exchange_fingerprints(const Fingerprint& fp, Deadline deadline);
+  void create_local_group(Deadline deadline);
+  void hierarchical_allreduce(std::byte* buf, std::size_t count, DataType type, ReduceOp op,
+                              Deadline deadline);
   void fail(const Error& e) noexcept;
   algo::Context context(Deadline deadline);
-  void check_usable() const;
+  void check_usable();
   void check_tensor(const Tensor& t, const char* what) const;
 
   int rank_;
@@ -85,6 +90,14 @@ class Communicator::Impl {
   int numa_node_ = -1;  // where this rank's network thread runs; -1: anywhere
   std::string node_id_;
   std::vector<int> node_of_rank_;
+  std::vector<std::vector<int>> members_;  // ranks of each node, in rank order
+  int node_index_ = 0;                     // this rank's node, into members_
+  int node_position_ = 0;                  // this rank's index in members_[node_index_]
+  // Every node has the same number L > 1 of ranks and there are several nodes: local rank i
+  // of every node forms one inter-node ring.
+  bool hier_ok_ = false;
+  // The whole job is one node with several ranks: allreduce and barrier run in shared memory.
+  bool shm_only_ = false;
   std::chrono::milliseconds timeout_;
   std::shared_ptr<bootstrap::Store> base_store_;
   std::shared_ptr<bootstrap::Store> store_;  // prefix store of this communicator
@@ -96,8 +109,10 @@ class Communicator::Impl {
   bool propagated_ = false;  // the error has been sent to the peers
   std::string abort_reason_;
   std::string algo_;
+  bool hier_fallback_logged_ = false;
   std::size_t crossover_bytes_ = 0;
   std::unique_ptr<transport::Transport> transport_;
+  std::unique_ptr<transport::shm::ShmGroup> local_;  // ranks of this node, when several
   std::map<int, std::unique_ptr<transport::Connection>> connections_;
   std::vector<transport::Connection*> peers_;
   std::vector<std::byte> ring_scratch_;

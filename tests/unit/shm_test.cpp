@@ -558,8 +558,10 @@ TEST(ShmThreadsErrors, SilentPeerTimesOutNamingIt) {
   std::string what;
   EXPECT_EQ(code_of(errors[0], &what), ErrorCode::timeout);
   EXPECT_NE(what.find("local rank 1 (rank 101)"), std::string::npos) << what;
+  // The peer's failure travels with its code: rank 1 learns that rank 0 timed out.
   ASSERT_TRUE(errors[1]);
-  EXPECT_EQ(code_of(errors[1]), ErrorCode::peer_lost);
+  EXPECT_EQ(code_of(errors[1], &what), ErrorCode::timeout);
+  EXPECT_NE(what.find("local rank 0 (rank 100) timed out"), std::string::npos) << what;
 }
 
 TEST(ShmThreadsErrors, RejectsBadRoot) {

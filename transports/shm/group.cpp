@@ -47,7 +47,12 @@ constexpr std::size_t kAlign = 128;  // two cache lines: adjacent-line prefetch 
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
 constexpr auto kPidCheckAfter = std::chrono::seconds(1);
 
-enum class Kind : std::uint32_t { barrier = 1, allreduce, reduce_scatter, allgather, broadcast };
+// 1-5: this group's own collectives; 6-10: ShmGroup::Call, collectives of the communicator
+// that run over another transport and only agree here.
+enum class Kind : std::uint32_t {
+  barrier = 1, allreduce, reduce_scatter, allgather, broadcast,
+  other_allreduce, other_broadcast, other_allgather, other_reduce_scatter, other_dup
+};
 
 const char* kind_name(Kind k) {
   switch (k) {
@@ -61,6 +66,16 @@ const char* kind_name(Kind k) {
       return "allgather";
     case Kind::broadcast:
       return "broadcast";
+    case Kind::other_allreduce:
+      return "allreduce";
+    case Kind::other_broadcast:
+      return "broadcast";
+    case Kind::other_allgather:
+      return "allgather";
+    case Kind::other_reduce_scatter:
+      return "reduce_scatter";
+    case Kind::other_dup:
+      return "dup";
   }
   return "?";
 }
@@ -123,6 +138,17 @@ struct Fingerprint {
         return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ")");
       case Kind::broadcast:
         return str_cat(kind_name(kind), "(bytes=", count, ", root=local rank ", root, ")");
+      case Kind::other_allreduce:
+      case Kind::other_reduce_scatter:
+        return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ", ", op_name(op),
+                       ")");
+      case Kind::other_allgather:
+        return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ")");
+      case Kind::other_broadcast:
+        return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ", root=", root,
+                       ")");
+      case Kind::other_dup:
+        return "dup()";
     }
     return "?";
   }
@@ -148,7 +174,7 @@ struct alignas(kAlign) Header {
   std::uint32_t local_size = 0;
   Word mapped{0};    // ranks that have mapped the segment; futex word
   Word unlinked{0};  // 1 once local rank 0 has unlinked the name; futex word
-  Word failed{0};    // 0, or 1 + the local rank that failed a call
+  Word failed{0};    // 0, or (ErrorCode << 16) | (1 + the local rank that failed a call)
 };
 
 long futex(Word* word, int op, std::uint32_t value, const timespec* timeout) {
@@ -237,6 +263,9 @@ class ShmGroup::Impl {
   void allgather(void* data, std::size_t count, DataType type, Deadline deadline);
   void broadcast(void* data, std::size_t bytes, int root, Deadline deadline);
   void barrier(Deadline deadline);
+  void mark_failed(ErrorCode code) noexcept;
+  void agree(ShmGroup::Call call, std::size_t count, DataType type, ReduceOp op, int root,
+             Deadline deadline);
   void interrupt() noexcept {
     for (int j = 0; j < size_; ++j) futex_wake_all(&control(j).progress);
   }
@@ -461,10 +490,20 @@ void ShmGroup::Impl::check_abort_and_failure() {
                 str_cat("shm: ", kind_name(current_), " aborted at ", who(me_)));
   }
   std::uint32_t f = header_->failed.load(std::memory_order_acquire);
-  if (f != 0 && static_cast<int>(f) != me_ + 1) {
-    int j = static_cast<int>(f) - 1;
-    throw Error(ErrorCode::peer_lost,
-                str_cat("shm: ", who(j), " failed; ", kind_name(current_), " at ", who(me_),
+  if (f != 0 && static_cast<int>(f & 0xffff) != me_ + 1) {
+    int j = static_cast<int>(f & 0xffff) - 1;
+    // The peer's own code travels (a peer that timed out waited for someone else, and the
+    // same deadline applies here); an aborted peer is a lost peer.
+    std::uint32_t code = f >> 16;
+    ErrorCode ec = code >= static_cast<std::uint32_t>(ErrorCode::mismatch) &&
+                           code <= static_cast<std::uint32_t>(ErrorCode::transport)
+                       ? static_cast<ErrorCode>(code)
+                       : ErrorCode::peer_lost;
+    const char* what = ec == ErrorCode::timeout    ? " timed out"
+                       : ec == ErrorCode::mismatch ? " found ranks disagreeing"
+                                                   : " failed";
+    throw Error(ec,
+                str_cat("shm: ", who(j), what, "; ", kind_name(current_), " at ", who(me_),
                         " cannot complete"),
                 {global(j)});
   }
@@ -585,9 +624,7 @@ void ShmGroup::Impl::run(Kind kind, std::size_t count, DataType type, ReduceOp o
     broken_code_ = e.error_code() == ErrorCode::aborted ? ErrorCode::aborted : ErrorCode::peer_lost;
     if (e.error_code() != ErrorCode::mismatch) {
       // Tell the others, so that none waits for this rank until its deadline.
-      std::uint32_t none = 0;
-      header_->failed.compare_exchange_strong(none, static_cast<std::uint32_t>(me_ + 1));
-      interrupt();
+      mark_failed(e.error_code());
     }
     throw;
   }
@@ -817,8 +854,23 @@ void ShmGroup::Impl::broadcast(void* data, std::size_t bytes, int root, Deadline
   });
 }
 
+void ShmGroup::Impl::mark_failed(ErrorCode code) noexcept {
+  std::uint32_t none = 0;
+  header_->failed.compare_exchange_strong(
+      none, (static_cast<std::uint32_t>(code) << 16) | static_cast<std::uint32_t>(me_ + 1));
+  interrupt();
+}
+
 void ShmGroup::Impl::barrier(Deadline deadline) {
   run(Kind::barrier, 0, DataType::uint8, ReduceOp::sum, -1, [&] {
+    publish();
+    wait_arrival(progress_, deadline);
+  });
+}
+
+void ShmGroup::Impl::agree(ShmGroup::Call call, std::size_t count, DataType type, ReduceOp op,
+                           int root, Deadline deadline) {
+  run(static_cast<Kind>(static_cast<std::uint32_t>(call)), count, type, op, root, [&] {
     publish();
     wait_arrival(progress_, deadline);
   });
@@ -850,6 +902,11 @@ void ShmGroup::broadcast(void* data, std::size_t bytes, int local_root, Deadline
   impl_->broadcast(data, bytes, local_root, deadline);
 }
 void ShmGroup::barrier(Deadline deadline) { impl_->barrier(deadline); }
+void ShmGroup::mark_failed(ErrorCode code) noexcept { impl_->mark_failed(code); }
+void ShmGroup::agree(Call call, std::size_t count, DataType type, ReduceOp op, int root,
+                     Deadline deadline) {
+  impl_->agree(call, count, type, op, root, deadline);
+}
 void ShmGroup::interrupt() noexcept {
   if (impl_->size() > 1) impl_->interrupt();
 }

@@ -13,6 +13,7 @@
 #include "include/ringlet/ringlet.hpp"
 #include "src/bootstrap/store.hpp"
 #include "src/common/deadline.hpp"
+#include "transports/transport.hpp"
 
 namespace ringlet::transport::shm {
 
@@ -46,7 +47,7 @@ struct ShmOptions {
 // when a local peer died (noticed after about a second of waiting) or failed in a call;
 // aborted when the abort flag is set. After any of these the group is unusable: later calls
 // throw peer_lost or aborted. invalid_argument for bad arguments (nothing is damaged then).
-class ShmGroup {
+class ShmGroup final : public LocalGroup {
  public:
   // The default slot size per rank (measured; docs/transport-shm.md).
   static constexpr std::size_t kDefaultChunkBytes = std::size_t{256} << 10;
@@ -56,7 +57,7 @@ class ShmGroup {
   // Collective over the local ranks: local rank 0 creates the segment and publishes its name
   // through options.store; the others map it; local rank 0 unlinks it once all have mapped it.
   static std::unique_ptr<ShmGroup> create(const ShmOptions& options, Deadline deadline);
-  ~ShmGroup();
+  ~ShmGroup() override;
   ShmGroup(const ShmGroup&) = delete;
   ShmGroup& operator=(const ShmGroup&) = delete;
 
@@ -66,15 +67,30 @@ class ShmGroup {
   const std::string& segment_name() const noexcept;
 
   // In place, over `count` elements of `data`. avg reduces as sum: the caller divides.
-  void allreduce(void* data, std::size_t count, DataType type, ReduceOp op, Deadline deadline);
+  std::string_view name() const noexcept override { return "shm"; }
+  void allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                 Deadline deadline) override;
   // After it, local rank i's shard (shard_range(count, L, i)) of its own `data` holds the
   // reduction over all local ranks of that shard; the rest of `data` is unspecified.
-  void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op, Deadline deadline);
+  void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                      Deadline deadline) override;
   // Every local rank contributes its shard of `data`; after it every rank's `data` is whole.
-  void allgather(void* data, std::size_t count, DataType type, Deadline deadline);
+  void allgather(void* data, std::size_t count, DataType type, Deadline deadline) override;
   // Copies `bytes` bytes of local_root's `data` into every local rank's `data`.
-  void broadcast(void* data, std::size_t bytes, int local_root, Deadline deadline);
-  void barrier(Deadline deadline);
+  void broadcast(void* data, std::size_t bytes, int local_root, Deadline deadline) override;
+  void barrier(Deadline deadline) override;
+
+  // A collective of the communicator that runs over another transport: every local rank
+  // checks here that the others entered the same one (mismatch otherwise, as for this
+  // group's own calls), so that a rank in a shared-memory allreduce and a rank in, say, a
+  // TCP broadcast both fail with mismatch instead of waiting for each other.
+  // Tells the other local ranks that this one has failed outside the group (for example its
+  // communicator was aborted), so that none waits for it until its deadline. Thread-safe.
+  void mark_failed(ErrorCode code) noexcept;
+
+  enum class Call : std::uint32_t { allreduce = 6, broadcast, allgather, reduce_scatter, dup };
+  void agree(Call call, std::size_t count, DataType type, ReduceOp op, int root,
+             Deadline deadline);
 
   // Wakes a wait of this rank so that it sees the abort flag at once (otherwise within
   // about 50 ms). Thread-safe, never throws.
