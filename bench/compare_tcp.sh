@@ -91,13 +91,17 @@ lat_args=(-b 8 -e 8 -n 2000 -w 200 -c 1)
 
 for n in $ranks_list; do
   if [[ "$mode" != latency ]]; then
-    run_case "ringlet-bw-$n" "$ringlet_run" -np "$n" --timeout "$limit" "$perf" "${bw_args[@]}"
+    run_case "ringlet-bw-$n" env RINGLET_SHM=0 "$ringlet_run" -np "$n" --timeout "$limit" "$perf" "${bw_args[@]}"
+    [[ "$with_shm" == 1 ]] &&
+      run_case "ringlet-shm-bw-$n" "$ringlet_run" -np "$n" --timeout "$limit" "$perf" "${bw_args[@]}"
     run_case "mpi-tcp-bw-$n" "${mpirun_base[@]}" "${mpi_tcp[@]}" -np "$n" "$mpi_perf" "${bw_args[@]}"
     [[ "$with_shm" == 1 ]] &&
       run_case "mpi-shm-bw-$n" "${mpirun_base[@]}" -np "$n" "$mpi_perf" "${bw_args[@]}"
   fi
   if [[ "$mode" != bandwidth ]]; then
-    run_case "ringlet-lat-$n" "$ringlet_run" -np "$n" --timeout "$limit" "$perf" "${lat_args[@]}"
+    run_case "ringlet-lat-$n" env RINGLET_SHM=0 "$ringlet_run" -np "$n" --timeout "$limit" "$perf" "${lat_args[@]}"
+    [[ "$with_shm" == 1 ]] &&
+      run_case "ringlet-shm-lat-$n" "$ringlet_run" -np "$n" --timeout "$limit" "$perf" "${lat_args[@]}"
     run_case "mpi-tcp-lat-$n" "${mpirun_base[@]}" "${mpi_tcp[@]}" -np "$n" "$mpi_perf" "${lat_args[@]}"
     [[ "$with_shm" == 1 ]] &&
       run_case "mpi-shm-lat-$n" "${mpirun_base[@]}" -np "$n" "$mpi_perf" "${lat_args[@]}"
@@ -111,18 +115,19 @@ echo "# ringlet vs Open MPI over TCP (loopback), float32 sum in place, $date_sta
 echo "# $(nproc) CPUs; load average at start $load_start, at end $load_end; outputs in $out_dir"
 [[ "$mode" != latency ]] && echo "# iperf3 --bidir loopback ceiling: $iperf_gbs GB/s (both directions together)"
 echo "#"
-printf '# %-9s %5s %10s %12s %12s %8s %12s %8s\n' test ranks size ringlet mpi_tcp ratio mpi_shm wrong
+printf '# %-9s %5s %10s %12s %12s %8s %12s %12s %8s %8s\n' test ranks size ringlet_tcp mpi_tcp ratio ringlet_shm mpi_shm ratio wrong
 status=0
 row() {  # row TEST N BYTES COLUMN LABEL: ratio is ringlet/mpi for busbw, mpi/ringlet for time
   local test=$1 n=$2 bytes=$3 col=$4 label=$5
-  local r m s w
+  local r m s w rs qs
   r=$(field "ringlet-$test-$n" "$bytes" "$col")
   m=$(field "mpi-tcp-$test-$n" "$bytes" "$col")
   s=$([[ "$with_shm" == 1 ]] && field "mpi-shm-$test-$n" "$bytes" "$col" || echo -)
-  if [[ "$test" == bw ]]; then q=$(ratio "$r" "$m"); else q=$(ratio "$m" "$r"); fi
+  rs=$([[ "$with_shm" == 1 ]] && field "ringlet-shm-$test-$n" "$bytes" "$col" || echo -)
+  if [[ "$test" == bw ]]; then q=$(ratio "$r" "$m"); qs=$(ratio "$rs" "$s"); else q=$(ratio "$m" "$r"); qs=$(ratio "$s" "$rs"); fi
   w=$(field "ringlet-$test-$n" "$bytes" 8)/$(field "mpi-tcp-$test-$n" "$bytes" 8)
   [[ "$w" == 0/0 ]] || status=1
-  printf '  %-9s %5s %10s %12s %12s %8s %12s %8s\n' "$test" "$n" "$label" "$r" "$m" "$q" "$s" "$w"
+  printf '  %-9s %5s %10s %12s %12s %8s %12s %12s %8s %8s\n' "$test" "$n" "$label" "$r" "$m" "$q" "$rs" "$s" "$qs" "$w"
 }
 for n in $ranks_list; do
   if [[ "$mode" != latency ]]; then
@@ -132,7 +137,8 @@ for n in $ranks_list; do
   [[ "$mode" != bandwidth ]] && row lat "$n" 8 5 8B
 done
 echo "#"
-echo "# bw rows: busbw in GB/s, ratio = ringlet / mpi_tcp (goal >= 1, aim 1.2)."
-echo "# lat rows: time in us, ratio = mpi_tcp / ringlet (goal >= 1: ringlet no slower)."
+echo "# ringlet_tcp: RINGLET_SHM=0 (TCP ring / recursive doubling); ringlet_shm: default (shared memory)."
+echo "# bw rows: busbw in GB/s, ratio = ringlet / mpi (goal >= 1, aim 1.2)."
+echo "# lat rows: time in us, ratio = mpi / ringlet (goal >= 1: ringlet no slower)."
 echo "# wrong: #wrong of ringlet / of mpi_tcp (n/a: the run failed; see $out_dir)."
 exit $status

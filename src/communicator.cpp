@@ -298,6 +298,12 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
 void Communicator::Impl::create_local_group(Deadline deadline) {
   const auto& mine = members_[static_cast<std::size_t>(node_index_)];
   if (mine.size() < 2) return;
+  if (!env::shm_enabled()) {
+    shm_only_ = false;
+    hier_ok_ = false;
+    RINGLET_LOG(info, "RINGLET_SHM=0: the ranks of this node use TCP among themselves");
+    return;
+  }
   transport::shm::ShmOptions o;
   o.local_rank = node_position_;
   o.local_size = static_cast<int>(mine.size());

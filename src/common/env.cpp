@@ -83,6 +83,15 @@ std::string algo() {
   return s;
 }
 
+bool shm_enabled() {
+  auto v = get_int("RINGLET_SHM");
+  if (!v) return true;
+  if (*v != 0 && *v != 1) {
+    throw Error(ErrorCode::invalid_argument, str_cat("RINGLET_SHM=", *v, " is not 0 or 1"));
+  }
+  return *v == 1;
+}
+
 std::size_t slice_bytes() {
   auto v = get_int("RINGLET_SLICE_BYTES");
   if (!v) return 0;

@@ -34,6 +34,9 @@ std::string socket_ifname();
 // RINGLET_ALGO: auto, ring, recursive_doubling or hier.
 std::string algo();
 
+// RINGLET_SHM: 0 keeps ranks of one node off shared memory (TCP only); default 1.
+bool shm_enabled();
+
 // RINGLET_SLICE_BYTES: pipeline slice size of the ring; 0 means the default.
 std::size_t slice_bytes();
 
