@@ -33,20 +33,6 @@ constexpr int kRingSlots = 4;
 // the inter-node ring of another.
 constexpr std::size_t kHierPipelineBytes = 4 << 20;
 
-// The fingerprint as it travels: 32 bytes, host byte order (all ranks of a job share one
-// architecture).
-struct WireHeader {
-  std::uint32_t magic;
-  std::uint32_t version;
-  std::uint8_t kind;
-  std::uint8_t type;
-  std::uint8_t op;
-  std::uint8_t reserved;
-  std::int32_t root;
-  std::uint64_t seq;
-  std::uint64_t count;
-};
-static_assert(sizeof(WireHeader) == 32);
 
 std::string_view kind_name(CollectiveKind k) {
   switch (k) {
@@ -407,25 +393,39 @@ void Communicator::Impl::fail(const Error& e) noexcept {
   }
 }
 
-void Communicator::Impl::exchange_fingerprints(const Fingerprint& fp, Deadline deadline) {
-  WireHeader mine{kHeaderMagic, kProtocolVersion, static_cast<std::uint8_t>(fp.kind),
-                  static_cast<std::uint8_t>(fp.type), static_cast<std::uint8_t>(fp.op), 0,
-                  fp.root, fp.seq, fp.count};
-  const int left = algo::mod(rank_ - 1, size_);
-  const int right = algo::mod(rank_ + 1, size_);
-  int neighbours[2] = {left, right};
-  const int n = left == right ? 1 : 2;
-  WireHeader theirs[2] = {};
-  for (int i = 0; i < n; ++i) {
-    auto* c = peers_[static_cast<std::size_t>(neighbours[i])];
-    c->post_recv(nullptr, {reinterpret_cast<std::byte*>(&theirs[i]), sizeof(WireHeader)}, kHeaderTag);
-    c->post_send(nullptr, {reinterpret_cast<const std::byte*>(&mine), sizeof(WireHeader)}, kHeaderTag);
+void Communicator::Impl::post_fingerprints(FingerprintExchange& x, const Fingerprint& fp) {
+  x.mine = WireHeader{kHeaderMagic, kProtocolVersion, static_cast<std::uint8_t>(fp.kind),
+                      static_cast<std::uint8_t>(fp.type), static_cast<std::uint8_t>(fp.op), 0,
+                      fp.root, fp.seq, fp.count};
+  x.neighbours[0] = algo::mod(rank_ - 1, size_);
+  x.neighbours[1] = algo::mod(rank_ + 1, size_);
+  x.n = x.neighbours[0] == x.neighbours[1] ? 1 : 2;
+  for (int i = 0; i < x.n; ++i) {
+    auto* c = peers_[static_cast<std::size_t>(x.neighbours[i])];
+    c->post_recv(nullptr, {reinterpret_cast<std::byte*>(&x.theirs[i]), sizeof(WireHeader)},
+                 kHeaderTag);
+    c->post_send(nullptr, {reinterpret_cast<const std::byte*>(&x.mine), sizeof(WireHeader)},
+                 kHeaderTag);
   }
-  for (int i = 0; i < n; ++i) {
-    auto* c = peers_[static_cast<std::size_t>(neighbours[i])];
-    c->wait_recv(kHeaderTag, deadline);
-    const WireHeader& h = theirs[i];
-    const int peer = neighbours[i];
+}
+
+void Communicator::Impl::check_fingerprints(FingerprintExchange& x, const Fingerprint& fp,
+                                            Deadline deadline, bool only_arrived) {
+  for (int i = 0; i < x.n; ++i) {
+    if (x.received[i]) continue;
+    auto* c = peers_[static_cast<std::size_t>(x.neighbours[i])];
+    if (only_arrived) {
+      try {
+        if (!c->test_recv(kHeaderTag)) continue;
+      } catch (const Error&) {
+        continue;
+      }
+    } else {
+      c->wait_recv(kHeaderTag, deadline);
+    }
+    x.received[i] = true;
+    const WireHeader& h = x.theirs[i];
+    const int peer = x.neighbours[i];
     if (h.magic != kHeaderMagic || h.version != kProtocolVersion) {
       throw Error(ErrorCode::mismatch,
                   str_cat("rank ", peer, " sent a collective header of protocol version ", h.version,
@@ -435,27 +435,32 @@ void Communicator::Impl::exchange_fingerprints(const Fingerprint& fp, Deadline d
     }
     Fingerprint other{h.seq, static_cast<CollectiveKind>(h.kind), static_cast<DataType>(h.type),
                       static_cast<ReduceOp>(h.op), h.root, h.count};
-    if (h.seq != fp.seq || h.kind != mine.kind || h.type != mine.type || h.op != mine.op ||
-        h.root != mine.root || h.count != mine.count) {
+    if (h.seq != fp.seq || h.kind != x.mine.kind || h.type != x.mine.type || h.op != x.mine.op ||
+        h.root != x.mine.root || h.count != x.mine.count) {
       throw Error(ErrorCode::mismatch,
                   str_cat("rank ", peer, " called ", describe(other), " as collective #", h.seq,
                           " while rank ", rank_, " called ", describe(fp), " as collective #", fp.seq),
                   {peer, rank_});
     }
   }
-  for (int i = 0; i < n; ++i) peers_[static_cast<std::size_t>(neighbours[i])]->wait_send(kHeaderTag, deadline);
+  if (only_arrived) return;
+  for (int i = 0; i < x.n; ++i) {
+    peers_[static_cast<std::size_t>(x.neighbours[i])]->wait_send(kHeaderTag, deadline);
+  }
 }
 
 template <class Body>
-void Communicator::Impl::run(Fingerprint fp, Body&& body, bool tcp_check) {
+void Communicator::Impl::run(Fingerprint fp, Body&& body, Check check) {
   check_usable();
   fp.seq = ++seq_;
   const Deadline deadline = Clock::now() + timeout_;
+  FingerprintExchange x;
+  const bool exchange = size_ > 1 && check != Check::none;
   try {
-    if (size_ > 1 && tcp_check) {
-      // On one node, allreduce runs in shared memory and checks fingerprints there; a
-      // shared-memory barrier first makes a rank in such an allreduce and a rank here
-      // disagree in shared memory too, so both get mismatch.
+    if (exchange) {
+      // On one node, allreduce runs in shared memory and checks fingerprints there; agreeing
+      // in shared memory first makes a rank in such an allreduce and a rank here disagree
+      // there too, so both get mismatch.
       if (shm_only_ && local_) {
         using Call = transport::shm::ShmGroup::Call;
         Call call = Call::allreduce;
@@ -468,10 +473,22 @@ void Communicator::Impl::run(Fingerprint fp, Body&& body, bool tcp_check) {
         }
         local_->agree(call, fp.count, fp.type, fp.op, fp.root, deadline);
       }
-      exchange_fingerprints(fp, deadline);
+      post_fingerprints(x, fp);
+      if (check == Check::before) check_fingerprints(x, fp, deadline, false);
     }
     body(deadline);
+    if (exchange && check == Check::after) check_fingerprints(x, fp, deadline, false);
   } catch (const Error& e) {
+    // A neighbour's fingerprint that has arrived explains a failure better than the failure.
+    if (exchange && e.error_code() != ErrorCode::mismatch) {
+      try {
+        check_fingerprints(x, fp, deadline, true);
+      } catch (const Error& m) {
+        fail(m);
+        throw Error(m.error_code(), str_cat(kind_name(fp.kind), " #", fp.seq, ": ", raw_message(m)),
+                    m.ranks());
+      }
+    }
     fail(e);
     std::string text = raw_message(e);
     std::string name = str_cat(kind_name(fp.kind), " #", fp.seq, ": ");
@@ -521,7 +538,7 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
       if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
       local_->allreduce(dst, in.count, in.type, op, deadline);
       if (op == ReduceOp::avg && in.count > 0) reduce::divide_host(dst, in.count, in.type, size_);
-    }, false);
+    }, Check::none);
     return;
   }
   const bool small = algo_ == "recursive_doubling" || (algo_ == "auto" && bytes <= crossover_bytes_);
@@ -551,7 +568,7 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
     } else {
       algo::ring_allreduce(ctx, src, dst, in.count, in.type, op);
     }
-  });
+  }, small ? Check::after : Check::before);
 }
 
 void Communicator::Impl::broadcast(Tensor in, Tensor out, int root) {
@@ -670,7 +687,7 @@ void Communicator::Impl::barrier() {
   fp.type = DataType::uint8;
   fp.op = ReduceOp::max;
   if (shm_only_ && local_) {
-    run(fp, [&](Deadline deadline) { local_->barrier(deadline); }, false);
+    run(fp, [&](Deadline deadline) { local_->barrier(deadline); }, Check::none);
     return;
   }
   run(fp, [&](Deadline deadline) {
@@ -678,7 +695,7 @@ void Communicator::Impl::barrier() {
     std::byte token{0};
     algo::Context ctx = context(deadline);
     algo::recursive_doubling_allreduce(ctx, &token, 1, DataType::uint8, ReduceOp::max);
-  });
+  }, Check::after);
 }
 
 std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {

@@ -35,6 +35,21 @@ struct Fingerprint {
 
 std::string describe(const Fingerprint& f);  // "allreduce(count=1024, float32, sum)"
 
+// The fingerprint as it travels: 32 bytes, host byte order (all ranks of a job share one
+// architecture).
+struct WireHeader {
+  std::uint32_t magic;
+  std::uint32_t version;
+  std::uint8_t kind;
+  std::uint8_t type;
+  std::uint8_t op;
+  std::uint8_t reserved;
+  std::int32_t root;
+  std::uint64_t seq;
+  std::uint64_t count;
+};
+static_assert(sizeof(WireHeader) == 32);
+
 // Owned by Communicator. Used by one user thread at a time; abort() may come from any
 // thread and touches only aborted_ and transport_->interrupt().
 class Communicator::Impl {
@@ -70,10 +85,23 @@ class Communicator::Impl {
   void connect_peers(Deadline deadline);
   // Runs one collective: sequence number, fingerprint exchange with both ring neighbours,
   // then `body`. Any error aborts the communicator and is passed to the peers.
-  // `tcp_check` false: the body checks the fingerprint itself (shared-memory collectives).
+  // When the fingerprints of the ring neighbours are compared: before the data moves (large
+  // messages), after it (small messages: the check overlaps the data exchange; receives are
+  // length-checked, so a disagreement cannot overrun a buffer), or not here (the body checks
+  // them itself, as the shared-memory collectives do).
+  enum class Check { before, after, none };
   template <class Body>
-  void run(Fingerprint fp, Body&& body, bool tcp_check = true);
-  void exchange_fingerprints(const Fingerprint& fp, Deadline deadline);
+  void run(Fingerprint fp, Body&& body, Check check = Check::before);
+  struct FingerprintExchange {
+    WireHeader mine{};
+    WireHeader theirs[2]{};
+    int neighbours[2] = {0, 0};
+    int n = 0;
+    bool received[2] = {false, false};
+  };
+  void post_fingerprints(FingerprintExchange& x, const Fingerprint& fp);
+  void check_fingerprints(FingerprintExchange& x, const Fingerprint& fp, Deadline deadline,
+                          bool only_arrived);
   void create_local_group(Deadline deadline);
   void hierarchical_allreduce(std::byte* buf, std::size_t count, DataType type, ReduceOp op,
                               Deadline deadline);

@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -20,6 +21,8 @@ namespace {
 
 // How long a wait spins on non-blocking attempts before it blocks in poll(2).
 constexpr auto kSpin = std::chrono::microseconds(20);
+// Then this many rounds of sched_yield(2) and a non-blocking poll, before blocking.
+constexpr int kYieldRounds = 200;
 // Longest single poll(2): an abort flag set without interrupt() is seen within this.
 constexpr int kMaxPollMs = 100;
 constexpr int kMaxIov = 32;
@@ -195,6 +198,7 @@ void Loop::wait_recv(Channel& c, std::uint64_t tag, Deadline deadline) {
 void Loop::wait_until(Channel& c, const std::function<bool()>& done, Deadline deadline,
                       const char* what, std::uint64_t tag) {
   const auto start = Clock::now();
+  int yields = 0;
   for (;;) {
     check();
     if (done()) return;
@@ -202,7 +206,12 @@ void Loop::wait_until(Channel& c, const std::function<bool()>& done, Deadline de
     if (done()) return;
     int timeout_ms = 0;
     auto now = Clock::now();
-    if (now - start >= kSpin) {
+    if (now - start >= kSpin && yields < kYieldRounds) {
+      // Ranks may outnumber cores: let the peer we wait for run before we sleep in poll(2),
+      // whose wake-up costs a scheduler round trip.
+      ++yields;
+      sched_yield();
+    } else if (now - start >= kSpin) {
       if (now >= deadline) {
         throw Error(
             ErrorCode::timeout,
