@@ -46,48 +46,6 @@ double cpu_seconds() {
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
 }
 
-// A store in a directory for the forked ranks (make_file_store() will replace it): one file
-// per key, written under a temporary name and renamed.
-class DirStore final : public ringlet::bootstrap::Store {
- public:
-  explicit DirStore(std::string dir) : dir_(std::move(dir)) {}
-  void set(std::string_view key, std::span<const std::byte> value) override {
-    std::string path = file(key), tmp = path + ".tmp" + std::to_string(::getpid());
-    {
-      std::ofstream out(tmp, std::ios::binary);
-      out.write(reinterpret_cast<const char*>(value.data()),
-                static_cast<std::streamsize>(value.size()));
-    }
-    std::filesystem::rename(tmp, path);
-  }
-  std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
-    for (;;) {
-      std::ifstream in(file(key), std::ios::binary);
-      if (in) {
-        std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        std::vector<std::byte> v(s.size());
-        if (!s.empty()) std::memcpy(v.data(), s.data(), s.size());
-        return v;
-      }
-      if (Clock::now() >= deadline) {
-        throw ringlet::Error(ringlet::ErrorCode::timeout, "DirStore: no key");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  }
-  std::int64_t add(std::string_view, std::int64_t) override {
-    throw ringlet::Error(ringlet::ErrorCode::invalid_argument, "DirStore: add unsupported");
-  }
-  bool remove(std::string_view key) override { return std::filesystem::remove(file(key)); }
-
- private:
-  std::string file(std::string_view key) const {
-    std::string k(key);
-    std::replace(k.begin(), k.end(), '/', '_');
-    return dir_ + "/" + k;
-  }
-  std::string dir_;
-};
 
 std::vector<std::size_t> parse_list(const std::string& s) {
   std::vector<std::size_t> out;
@@ -104,7 +62,7 @@ int run_rank(int r, int size, const std::string& dir, const std::vector<std::siz
   o.local_size = size;
   o.rank = r;
   o.job_id = "bench" + std::to_string(::getppid());
-  o.store = std::make_shared<DirStore>(dir);
+  o.store = ringlet::bootstrap::make_file_store(dir);
   o.chunk_bytes = chunk;
   const auto long_deadline = [] { return Clock::now() + std::chrono::seconds(120); };
   auto t0 = Clock::now();

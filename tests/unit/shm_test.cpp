@@ -32,91 +32,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// An in-memory store for ranks that run as threads (stands in for make_hash_store()).
-class MapStore final : public bootstrap::Store {
- public:
-  void set(std::string_view key, std::span<const std::byte> value) override {
-    std::lock_guard lock(mutex_);
-    map_[std::string(key)].assign(value.begin(), value.end());
-    cv_.notify_all();
-  }
-  std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
-    std::unique_lock lock(mutex_);
-    std::string k(key);
-    if (!cv_.wait_until(lock, deadline, [&] { return map_.count(k) != 0; })) {
-      throw Error(ErrorCode::timeout, "MapStore: no key " + k);
-    }
-    return map_[k];
-  }
-  std::int64_t add(std::string_view key, std::int64_t delta) override {
-    std::lock_guard lock(mutex_);
-    std::int64_t v = counters_[std::string(key)] += delta;
-    return v;
-  }
-  bool remove(std::string_view key) override {
-    std::lock_guard lock(mutex_);
-    return map_.erase(std::string(key)) != 0;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::map<std::string, std::vector<std::byte>> map_;
-  std::map<std::string, std::int64_t> counters_;
-};
-
-// A store in a directory, for forked ranks (stands in for make_file_store()): one file per
-// key, written to a temporary name and renamed; add() under flock.
-class DirStore final : public bootstrap::Store {
- public:
-  explicit DirStore(std::string dir) : dir_(std::move(dir)) {}
-  void set(std::string_view key, std::span<const std::byte> value) override {
-    std::string path = file(key), tmp = path + ".tmp" + std::to_string(::getpid());
-    {
-      std::ofstream out(tmp, std::ios::binary);
-      out.write(reinterpret_cast<const char*>(value.data()),
-                static_cast<std::streamsize>(value.size()));
-    }
-    std::filesystem::rename(tmp, path);
-  }
-  std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
-    for (;;) {
-      std::ifstream in(file(key), std::ios::binary);
-      if (in) {
-        std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        std::vector<std::byte> v(s.size());
-        if (!s.empty()) std::memcpy(v.data(), s.data(), s.size());
-        return v;
-      }
-      if (Clock::now() >= deadline) throw Error(ErrorCode::timeout, "DirStore: no key");
-      std::this_thread::sleep_for(1ms);
-    }
-  }
-  std::int64_t add(std::string_view key, std::int64_t delta) override {
-    int fd = ::open((dir_ + "/.lock").c_str(), O_CREAT | O_RDWR, 0600);
-    ::flock(fd, LOCK_EX);
-    std::int64_t v = 0;
-    {
-      std::ifstream in(file(key));
-      if (in) in >> v;
-    }
-    v += delta;
-    std::ofstream(file(key)) << v;
-    ::flock(fd, LOCK_UN);
-    ::close(fd);
-    return v;
-  }
-  bool remove(std::string_view key) override { return std::filesystem::remove(file(key)); }
-
- private:
-  std::string file(std::string_view key) const {
-    std::string k(key);
-    for (char& c : k) c = c == '/' ? '_' : c;
-    return dir_ + "/" + k;
-  }
-  std::string dir_;
-};
-
 std::string unique_job_id() {
   static std::atomic<int> counter{0};
   return "test" + std::to_string(::getpid()) + "x" + std::to_string(counter++);
@@ -155,7 +70,7 @@ std::vector<std::string> shm_entries(const std::string& part) {
 std::vector<std::exception_ptr> run_threads(int size, const std::function<void(ShmGroup&)>& body,
                                             std::size_t chunk_bytes = 0,
                                             const std::function<void(ShmOptions&)>& tweak = {}) {
-  auto store = std::make_shared<MapStore>();
+  auto store = bootstrap::make_hash_store();
   const std::string job = unique_job_id();
   std::vector<std::exception_ptr> errors(size);
   std::vector<std::thread> threads;
@@ -207,7 +122,7 @@ struct ForkResult {
   std::chrono::milliseconds elapsed{};
 };
 
-// Runs body(local_rank, store) in `size` forked processes sharing a DirStore. `during`, if
+// Runs body(local_rank, store) in `size` forked processes sharing a file store. `during`, if
 // given, runs in the parent with the children's pids before they are reaped. Children still
 // running after `limit` are killed and reported as -1.
 ForkResult run_forked(
@@ -224,7 +139,7 @@ ForkResult run_forked(
     if (pid == 0) {
       int code = 3;
       try {
-        code = body(r, std::make_shared<DirStore>(dir), job);
+        code = body(r, bootstrap::make_file_store(dir), job);
       } catch (const Error& e) {
         code = exit_code_of(e);
       } catch (...) {
@@ -617,8 +532,8 @@ TEST(ShmProcesses, KilledRankFailsTheOthers) {
       },
       30s,
       [&](std::vector<pid_t>& pids, const std::string& dir) {
-        DirStore store(dir);
-        for (int r = 0; r < kSize; ++r) store.get("started/" + std::to_string(r), in(20s));
+        auto store = bootstrap::make_file_store(dir);
+        for (int r = 0; r < kSize; ++r) store->get("started/" + std::to_string(r), in(20s));
         std::this_thread::sleep_for(100ms);
         ::kill(pids[kVictim], SIGKILL);
         ::waitpid(pids[kVictim], nullptr, 0);
