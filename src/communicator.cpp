@@ -322,6 +322,14 @@ void Communicator::Impl::hierarchical_allreduce(std::byte* buf, std::size_t coun
   h.local_size = static_cast<int>(members_[static_cast<std::size_t>(node_index_)].size());
   h.world_size = size_;
   h.pipeline_bytes = kHierPipelineBytes;
+  // The network thread runs on the NUMA node of this rank's NIC (or GPU), where known.
+  if (numa_node_ >= 0) {
+    h.on_network_thread = [this] {
+      if (const topo::Topology* machine = machine_topology()) {
+        topo::pin_current_thread_to_numa(*machine, numa_node_);
+      }
+    };
+  }
   h.interrupt = [this] {
     aborted_.store(true, std::memory_order_release);
     if (transport_) transport_->interrupt();

@@ -34,6 +34,7 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
   // The network thread: the inter-node ring over this local rank's shard of each chunk.
   std::jthread network([&] {
     try {
+      if (ctx.on_network_thread) ctx.on_network_thread();
       for (std::size_t k = 0; k < chunks; ++k) {
         {
           std::unique_lock lock(mutex);

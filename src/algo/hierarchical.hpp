@@ -19,6 +19,7 @@ struct HierContext {
   int world_size = 1;                // for avg
   std::size_t pipeline_bytes = 0;    // bytes per pipeline chunk
   std::function<void()> interrupt;   // stops the other side when one side fails
+  std::function<void()> on_network_thread;  // runs first on the network thread (pinning)
 };
 
 // Intra-node reduce-scatter -> L inter-node rings in parallel, local rank i driving the ring
