@@ -139,6 +139,12 @@ Communicator::Impl::Impl(const Identity& id, std::shared_ptr<bootstrap::Store> b
               ", crossover ", crossover_bytes_, " bytes (recursive doubling below, ring above)",
               ", ring slice ", slice_bytes_, " bytes x ", slots_, " slots, timeout ",
               timeout_.count(), " ms, reduce kernels ", reduce::host_isa());
+  RINGLET_LOG(info, "allreduce: ",
+              algo_ != "auto" && !(algo_ == "hier" && (shm_only_ || hier_ok_))
+                  ? str_cat("forced to ", algo_ == "hier" ? "ring (hier does not apply)" : algo_)
+              : shm_only_ && local_ ? std::string("shared memory (one node)")
+              : str_cat("recursive doubling up to ", crossover_bytes_, " bytes, ",
+                        hier_ok_ && local_ ? "hierarchical" : "ring", " above"));
   // Every rank has read what it needs from the store once this barrier completes, so rank
   // 0 may tear the store down afterwards.
   barrier();
