@@ -31,7 +31,7 @@ constexpr std::size_t kDefaultCrossoverBytes = 64 * 1024;
 constexpr int kRingSlots = 4;
 // Pipeline chunk of the hierarchical allreduce: the shared-memory stages of one chunk overlap
 // the inter-node ring of another.
-constexpr std::size_t kHierPipelineBytes = 4 << 20;
+constexpr std::size_t kHierPipelineBytes = 1 << 20;  // measured: docs/performance-hosts.md
 
 
 std::string_view kind_name(CollectiveKind k) {
@@ -83,6 +83,12 @@ bool overlaps(const void* a, std::size_t an, const void* b, std::size_t bn) {
 
 }  // namespace
 
+WireHeader wire_header(const Fingerprint& fp) {
+  return WireHeader{kHeaderMagic, kProtocolVersion, static_cast<std::uint8_t>(fp.kind),
+                    static_cast<std::uint8_t>(fp.type), static_cast<std::uint8_t>(fp.op), 0,
+                    fp.root, fp.seq, fp.count};
+}
+
 std::string describe(const Fingerprint& f) {
   std::string s = str_cat(kind_name(f.kind), "(");
   switch (f.kind) {
@@ -131,7 +137,7 @@ Communicator::Impl::Impl(const Identity& id, std::shared_ptr<bootstrap::Store> b
   // Scratch memory is allocated and touched once, here, never per call.
   if (size_ > 1) {
     ring_scratch_.assign(slice_bytes_ * static_cast<std::size_t>(slots_), std::byte{0});
-    small_scratch_.assign(std::max<std::size_t>(crossover_bytes_, 64), std::byte{0});
+    small_scratch_.assign(2 * (crossover_bytes_ + sizeof(WireHeader)), std::byte{0});
   }
   RINGLET_LOG(info, "rank ", rank_, "/", size_, " on node ", node_of_rank_[static_cast<std::size_t>(rank_)],
               " of ", node_count_, " (local rank ", local_rank_, "/", local_size_, "), transport ",
@@ -408,9 +414,7 @@ void Communicator::Impl::fail(const Error& e) noexcept {
 }
 
 void Communicator::Impl::post_fingerprints(FingerprintExchange& x, const Fingerprint& fp) {
-  x.mine = WireHeader{kHeaderMagic, kProtocolVersion, static_cast<std::uint8_t>(fp.kind),
-                      static_cast<std::uint8_t>(fp.type), static_cast<std::uint8_t>(fp.op), 0,
-                      fp.root, fp.seq, fp.count};
+  x.mine = wire_header(fp);
   x.neighbours[0] = algo::mod(rank_ - 1, size_);
   x.neighbours[1] = algo::mod(rank_ + 1, size_);
   x.n = x.neighbours[0] == x.neighbours[1] ? 1 : 2;
@@ -420,6 +424,58 @@ void Communicator::Impl::post_fingerprints(FingerprintExchange& x, const Fingerp
                  kHeaderTag);
     c->post_send(nullptr, {reinterpret_cast<const std::byte*>(&x.mine), sizeof(WireHeader)},
                  kHeaderTag);
+  }
+}
+
+void Communicator::Impl::compare_fingerprint(int peer, const WireHeader& h,
+                                             const Fingerprint& fp) const {
+  if (h.magic != kHeaderMagic || h.version != kProtocolVersion) {
+    throw Error(ErrorCode::mismatch,
+                str_cat("rank ", peer, " sent a collective header of protocol version ", h.version,
+                        " (magic ", h.magic, ") where rank ", rank_, " expected version ",
+                        kProtocolVersion),
+                {peer, rank_});
+  }
+  Fingerprint other{h.seq, static_cast<CollectiveKind>(h.kind), static_cast<DataType>(h.type),
+                    static_cast<ReduceOp>(h.op), h.root, h.count};
+  if (h.seq != fp.seq || h.kind != static_cast<std::uint8_t>(fp.kind) ||
+      h.type != static_cast<std::uint8_t>(fp.type) || h.op != static_cast<std::uint8_t>(fp.op) ||
+      h.root != fp.root || h.count != fp.count) {
+    throw Error(ErrorCode::mismatch,
+                str_cat("rank ", peer, " called ", describe(other), " as collective #", h.seq,
+                        " while rank ", rank_, " called ", describe(fp), " as collective #", fp.seq),
+                {peer, rank_});
+  }
+}
+
+void Communicator::Impl::recursive_doubling(algo::Context& ctx, std::byte* buf, std::size_t count,
+                                            DataType type, ReduceOp op, const Fingerprint& fp) {
+  const std::size_t message = sizeof(WireHeader) + count * size_of(type);
+  if (small_scratch_.size() < 2 * message) {
+    small_scratch_.resize(2 * message);  // only when RINGLET_ALGO forces it past the crossover
+    ctx.small_scratch = small_scratch_;
+  }
+  const WireHeader mine = wire_header(fp);
+  algo::MessagePrefix prefix;
+  prefix.mine = {reinterpret_cast<const std::byte*>(&mine), sizeof(mine)};
+  prefix.check = [&](int peer, std::span<const std::byte> theirs) {
+    WireHeader h;
+    std::memcpy(&h, theirs.data(), sizeof(h));
+    compare_fingerprint(peer, h, fp);
+  };
+  try {
+    algo::recursive_doubling_allreduce(ctx, buf, count, type, op, &prefix);
+  } catch (const Error& e) {
+    // A message of another length: the peer disagrees. Its fingerprint leads its message, and
+    // has usually been read into the receive staging area: name both calls if it is there.
+    if (e.error_code() != ErrorCode::mismatch) throw;
+    for (int peer : e.ranks()) {
+      if (peer == rank_) continue;
+      WireHeader h;
+      std::memcpy(&h, small_scratch_.data() + message, sizeof(h));
+      if (h.magic == kHeaderMagic) compare_fingerprint(peer, h, fp);
+    }
+    throw;
   }
 }
 
@@ -438,24 +494,7 @@ void Communicator::Impl::check_fingerprints(FingerprintExchange& x, const Finger
       c->wait_recv(kHeaderTag, deadline);
     }
     x.received[i] = true;
-    const WireHeader& h = x.theirs[i];
-    const int peer = x.neighbours[i];
-    if (h.magic != kHeaderMagic || h.version != kProtocolVersion) {
-      throw Error(ErrorCode::mismatch,
-                  str_cat("rank ", peer, " sent a collective header of protocol version ", h.version,
-                          " (magic ", h.magic, ") where rank ", rank_, " expected version ",
-                          kProtocolVersion),
-                  {peer, rank_});
-    }
-    Fingerprint other{h.seq, static_cast<CollectiveKind>(h.kind), static_cast<DataType>(h.type),
-                      static_cast<ReduceOp>(h.op), h.root, h.count};
-    if (h.seq != fp.seq || h.kind != x.mine.kind || h.type != x.mine.type || h.op != x.mine.op ||
-        h.root != x.mine.root || h.count != x.mine.count) {
-      throw Error(ErrorCode::mismatch,
-                  str_cat("rank ", peer, " called ", describe(other), " as collective #", h.seq,
-                          " while rank ", rank_, " called ", describe(fp), " as collective #", fp.seq),
-                  {peer, rank_});
-    }
+    compare_fingerprint(x.neighbours[i], x.theirs[i], fp);
   }
   if (only_arrived) return;
   for (int i = 0; i < x.n; ++i) {
@@ -464,14 +503,14 @@ void Communicator::Impl::check_fingerprints(FingerprintExchange& x, const Finger
 }
 
 template <class Body>
-void Communicator::Impl::run(Fingerprint fp, Body&& body, Check check) {
+void Communicator::Impl::run(Fingerprint& fp, Body&& body, Check check) {
   check_usable();
   fp.seq = ++seq_;
   const Deadline deadline = Clock::now() + timeout_;
   FingerprintExchange x;
-  const bool exchange = size_ > 1 && check != Check::none;
+  const bool exchange = size_ > 1 && (check == Check::before || check == Check::after);
   try {
-    if (exchange) {
+    if (size_ > 1 && check != Check::none) {
       // On one node, allreduce runs in shared memory and checks fingerprints there; agreeing
       // in shared memory first makes a rank in such an allreduce and a rank here disagree
       // there too, so both get mismatch.
@@ -487,16 +526,26 @@ void Communicator::Impl::run(Fingerprint fp, Body&& body, Check check) {
         }
         local_->agree(call, fp.count, fp.type, fp.op, fp.root, deadline);
       }
+    }
+    if (exchange) {
       post_fingerprints(x, fp);
       if (check == Check::before) check_fingerprints(x, fp, deadline, false);
     }
     body(deadline);
     if (exchange && check == Check::after) check_fingerprints(x, fp, deadline, false);
   } catch (const Error& e) {
-    // A neighbour's fingerprint that has arrived explains a failure better than the failure.
-    if (exchange && e.error_code() != ErrorCode::mismatch) {
+    // A neighbour's fingerprint that has arrived explains a failure better than the failure:
+    // one that came whole, or the start of a longer message (every collective's first message
+    // leads with its fingerprint, and the transport reads the start of a message of the
+    // wrong length).
+    if (exchange) {
       try {
-        check_fingerprints(x, fp, deadline, true);
+        for (int i = 0; i < x.n; ++i) {
+          if (!x.received[i] && x.theirs[i].magic == kHeaderMagic) {
+            compare_fingerprint(x.neighbours[i], x.theirs[i], fp);
+          }
+        }
+        if (e.error_code() != ErrorCode::mismatch) check_fingerprints(x, fp, deadline, true);
       } catch (const Error& m) {
         fail(m);
         throw Error(m.error_code(), str_cat(kind_name(fp.kind), " #", fp.seq, ": ", raw_message(m)),
@@ -569,12 +618,8 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
     }
     algo::Context ctx = context(deadline);
     if (small) {
-      if (small_scratch_.size() < bytes) {
-        small_scratch_.resize(bytes);  // only when RINGLET_ALGO forces it past the crossover
-        ctx.small_scratch = small_scratch_;
-      }
       if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
-      algo::recursive_doubling_allreduce(ctx, dst, in.count, in.type, op);
+      recursive_doubling(ctx, dst, in.count, in.type, op, fp);
       if (op == ReduceOp::avg && in.count > 0) reduce::divide_host(dst, in.count, in.type, size_);
     } else if (hier) {
       if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
@@ -582,7 +627,7 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
     } else {
       algo::ring_allreduce(ctx, src, dst, in.count, in.type, op);
     }
-  }, small ? Check::after : Check::before);
+  }, small ? Check::in_body : Check::before);
 }
 
 void Communicator::Impl::broadcast(Tensor in, Tensor out, int root) {
@@ -708,8 +753,8 @@ void Communicator::Impl::barrier() {
     if (size_ == 1) return;
     std::byte token{0};
     algo::Context ctx = context(deadline);
-    algo::recursive_doubling_allreduce(ctx, &token, 1, DataType::uint8, ReduceOp::max);
-  }, Check::after);
+    recursive_doubling(ctx, &token, 1, DataType::uint8, ReduceOp::max, fp);
+  }, Check::in_body);
 }
 
 std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {

@@ -49,6 +49,7 @@ struct WireHeader {
   std::uint64_t count;
 };
 static_assert(sizeof(WireHeader) == 32);
+WireHeader wire_header(const Fingerprint& fp);
 
 // Owned by Communicator. Used by one user thread at a time; abort() may come from any
 // thread and touches only aborted_ and transport_->interrupt().
@@ -89,9 +90,11 @@ class Communicator::Impl {
   // messages), after it (small messages: the check overlaps the data exchange; receives are
   // length-checked, so a disagreement cannot overrun a buffer), or not here (the body checks
   // them itself, as the shared-memory collectives do).
-  enum class Check { before, after, none };
+  // in_body: the body carries the fingerprint in its own messages (recursive doubling).
+  enum class Check { before, after, in_body, none };
   template <class Body>
-  void run(Fingerprint fp, Body&& body, Check check = Check::before);
+  // Sets fp.seq, so that the body sees the sequence number.
+  void run(Fingerprint& fp, Body&& body, Check check = Check::before);
   struct FingerprintExchange {
     WireHeader mine{};
     WireHeader theirs[2]{};
@@ -100,6 +103,10 @@ class Communicator::Impl {
     bool received[2] = {false, false};
   };
   void post_fingerprints(FingerprintExchange& x, const Fingerprint& fp);
+  void compare_fingerprint(int peer, const WireHeader& theirs, const Fingerprint& fp) const;
+  // Recursive doubling with the fingerprint in front of every message.
+  void recursive_doubling(algo::Context& ctx, std::byte* buf, std::size_t count, DataType type,
+                          ReduceOp op, const Fingerprint& fp);
   void check_fingerprints(FingerprintExchange& x, const Fingerprint& fp, Deadline deadline,
                           bool only_arrived);
   void create_local_group(Deadline deadline);

@@ -29,7 +29,8 @@ class MemoryRegion {
 //
 // Posts never block. The n-th send posted on one side is matched with the n-th receive
 // posted on the other; both must have the same length (a different length is
-// Error(mismatch)). Tags name operations for test()/wait() and must be unique among a
+// Error(mismatch), with as much of the message's start as fits read into the receive buffer,
+// best effort). Tags name operations for test()/wait() and must be unique among a
 // connection's outstanding sends, and among its outstanding receives.
 //
 // test() and wait() make progress on every connection of the same Transport, so a send

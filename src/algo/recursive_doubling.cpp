@@ -52,33 +52,48 @@ std::vector<int> recursive_doubling_peers(int rank, int size) {
 }
 
 void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count,
-                                  DataType type, ReduceOp op) {
+                                  DataType type, ReduceOp op, const MessagePrefix* prefix) {
   const int n = ctx.size;
   const std::size_t bytes = count * size_of(type);
-  if (n == 1 || bytes == 0) return;
-  RINGLET_CHECK(bytes <= ctx.small_scratch.size(), "recursive doubling message of ", bytes,
-                " bytes exceeds its scratch of ", ctx.small_scratch.size());
+  const std::size_t head = prefix != nullptr ? prefix->mine.size() : 0;
+  const std::size_t message = head + bytes;
+  if (n == 1 || message == 0) return;
+  RINGLET_CHECK(2 * message <= ctx.small_scratch.size(), "recursive doubling message of ",
+                message, " bytes exceeds its scratch of ", ctx.small_scratch.size());
   const auto kernel = reduce::host_kernel3(type, op);
-  std::byte* tmp = ctx.small_scratch.data();
+  // Staging: [prefix | our data] goes out, [their prefix | their data] comes in.
+  std::byte* out = ctx.small_scratch.data();
+  std::byte* in = out + message;
+  std::byte* theirs = in + head;
+  if (head > 0) std::memcpy(out, prefix->mine.data(), head);
   const Layout l = layout_of(n);
   const int r = ctx.rank;
   std::uint64_t tag = 0;
 
+  auto stage = [&] {
+    if (bytes > 0) std::memcpy(out + head, buf, bytes);
+  };
+  auto arrived = [&](int partner) {
+    if (head > 0) prefix->check(partner, {in, head});
+  };
   // Combines our data with a partner's in a fixed order (lower rank's operand first), so
   // that both ends of an exchange compute the same bits.
   auto combine = [&](int partner) {
+    if (bytes == 0) return;
     if (partner < r) {
-      kernel(tmp, tmp, buf, count);  // tmp = op(partner, ours)
+      kernel(theirs, theirs, buf, count);  // op(partner, ours)
     } else {
-      kernel(tmp, buf, tmp, count);  // tmp = op(ours, partner)
+      kernel(theirs, buf, theirs, count);  // op(ours, partner)
     }
-    std::memcpy(buf, tmp, bytes);
+    std::memcpy(buf, theirs, bytes);
   };
   auto exchange = [&](int partner) {
     transport::Connection* c = ctx.peers[static_cast<std::size_t>(partner)];
-    c->post_recv(nullptr, {tmp, bytes}, tag);
-    c->post_send(nullptr, {buf, bytes}, tag);
+    stage();
+    c->post_recv(nullptr, {in, message}, tag);
+    c->post_send(nullptr, {out, message}, tag);
     c->wait_recv(tag, ctx.deadline);
+    arrived(partner);
     c->wait_send(tag, ctx.deadline);
     ++tag;
   };
@@ -87,16 +102,20 @@ void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t coun
   if (r < 2 * l.extra) {
     if (r % 2 == 0) {
       transport::Connection* c = ctx.peers[static_cast<std::size_t>(r + 1)];
-      c->post_send(nullptr, {buf, bytes}, tag);
-      c->post_recv(nullptr, {buf, bytes}, tag + 1);
+      stage();
+      c->post_send(nullptr, {out, message}, tag);
+      c->post_recv(nullptr, {in, message}, tag + 1);
       c->wait_send(tag, ctx.deadline);
       // Wait for the result from the same partner.
       c->wait_recv(tag + 1, ctx.deadline);
+      arrived(r + 1);
+      if (bytes > 0) std::memcpy(buf, theirs, bytes);
       return;
     }
     transport::Connection* c = ctx.peers[static_cast<std::size_t>(r - 1)];
-    c->post_recv(nullptr, {tmp, bytes}, tag);
+    c->post_recv(nullptr, {in, message}, tag);
     c->wait_recv(tag, ctx.deadline);
+    arrived(r - 1);
     combine(r - 1);
   }
   ++tag;
@@ -110,7 +129,8 @@ void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t coun
   // Hand the result back to the extra rank.
   if (r < 2 * l.extra) {
     transport::Connection* c = ctx.peers[static_cast<std::size_t>(r - 1)];
-    c->post_send(nullptr, {buf, bytes}, 1);
+    stage();
+    c->post_send(nullptr, {out, message}, 1);
     c->wait_send(1, ctx.deadline);
   }
 }

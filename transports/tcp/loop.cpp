@@ -384,6 +384,15 @@ void Loop::read_lane(Channel& c, Lane& lane) {
     if (lane.recvq.empty()) return;  // no POLLIN on this socket until a receive is posted
     RecvOp* op = lane.recvq.front();
     if (lane.frame.length != op->length) {
+      // Best effort: read as much of the message's start as fits, so that the caller can see
+      // what the peer sent (its collective's fingerprint leads every message).
+      const std::size_t fits = std::min<std::size_t>(lane.frame.length, op->length);
+      while (lane.payload_got < fits) {
+        ssize_t n = ::recv(lane.fd.get(), op->data + lane.payload_got, fits - lane.payload_got,
+                           MSG_DONTWAIT);
+        if (n <= 0) break;
+        lane.payload_got += static_cast<std::size_t>(n);
+      }
       fail(Error(ErrorCode::mismatch,
                  str_cat("tcp: peer ", c.peer, " sent a message of ", lane.frame.length,
                          " bytes where ", op->length, " were expected"),
