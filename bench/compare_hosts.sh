@@ -259,7 +259,7 @@ echo "# $(nproc) CPUs; load average at start $load_start, at end $load_end; medi
 echo "# GLIBC_TUNABLES=$GLIBC_TUNABLES; outputs in $out_dir"
 printf '  %-44s %10s %10s %7s %-5s %-6s %s\n' "" value vs ratio goal "" note
 printf '%s\n' "${summary[@]}"
-echo "# $misses goals missed. Open MPI: pml ob1, btl tcp,vader,self across hosts, --bind-to none and"
+echo "# goals missed: $misses. Open MPI: pml ob1, btl tcp,vader,self across hosts, --bind-to none and"
 echo "# mpi_yield_when_idle 1 there; on one node its defaults, and again with mpi_yield_when_idle 1."
 echo "# han runs out of place (its in-place pipelined form crashes in 4.1.4); ringlet runs in place."
 exit $status
