@@ -32,6 +32,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM  # meson's timeout: still remove the hosts
+trap 'exit 130' INT
 "$testhosts" up 4 none || { echo "FAIL: testhosts.sh up"; exit 1; }
 # RINGLET_* from the caller's environment must not leak into the ranks.
 for v in $(env | sed -n 's/^\(RINGLET_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
