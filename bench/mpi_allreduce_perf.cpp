@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // mpi_allreduce_perf: MPI_Allreduce(MPI_IN_PLACE) with allreduce_perf's flags, data and columns.
+// `--out-of-place` (this program only) sends from a second buffer instead of MPI_IN_PLACE.
 #include <mpi.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "bench/perf_common.hpp"
 
@@ -64,8 +67,10 @@ void divide(void* data, std::size_t count, int ranks) {
   for (std::size_t i = 0; i < count; ++i) values[i] /= static_cast<T>(ranks);
 }
 
-void allreduce(void* data, std::size_t count, DataType type, ReduceOp op, int ranks) {
-  MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpi_type(type), mpi_op(op),
+// in: MPI_IN_PLACE, or (--out-of-place) the buffer that holds this rank's contribution.
+void allreduce(const void* in, void* data, std::size_t count, DataType type, ReduceOp op,
+               int ranks) {
+  MPI_Allreduce(in, data, static_cast<int>(count), mpi_type(type), mpi_op(op),
                 MPI_COMM_WORLD);
   if (op != ReduceOp::avg) return;
   if (type == DataType::float32) {
@@ -96,7 +101,7 @@ std::string library_version() {
   return end == std::string::npos ? version : version.substr(0, end);
 }
 
-int run(const perf::PerfArgs& args, int rank, int ranks) {
+int run(const perf::PerfArgs& args, int rank, int ranks, bool out_of_place) {
   const bool printer = rank == 0;
   const std::vector<std::size_t> sizes = perf::row_sizes(args);
   const std::size_t largest = sizes.empty() ? 0 : sizes.back();
@@ -105,6 +110,8 @@ int run(const perf::PerfArgs& args, int rank, int ranks) {
     return kExitUsage;
   }
   perf::Buffer buffer(largest);  // allocated once, every page touched
+  perf::Buffer send_buffer(out_of_place ? largest : 0);
+  const void* in = out_of_place ? send_buffer.data() : MPI_IN_PLACE;
   const perf::Pattern pattern(args.type, args.op, ranks);
 
   const int nodes = node_count();
@@ -116,6 +123,7 @@ int run(const perf::PerfArgs& args, int rank, int ranks) {
     info.nodes = nodes;
     info.algo = args.algo.empty() ? "the MPI library's choice"
                                   : "the MPI library's choice (--algo " + args.algo + " ignored)";
+    if (out_of_place) info.algo += ", out of place";
     perf::print_header(stdout, args, info);
   }
 
@@ -126,10 +134,13 @@ int run(const perf::PerfArgs& args, int rank, int ranks) {
     void* data = buffer.data();
 
     perf::fill_for_timing(pattern, args.type, args.op, data, count, rank);
-    for (int i = 0; i < args.warmup_iters; ++i) allreduce(data, count, args.type, args.op, ranks);
+    if (out_of_place) std::memcpy(send_buffer.data(), data, bytes);
+    for (int i = 0; i < args.warmup_iters; ++i) {
+      allreduce(in, data, count, args.type, args.op, ranks);
+    }
     MPI_Barrier(MPI_COMM_WORLD);
     const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < args.iters; ++i) allreduce(data, count, args.type, args.op, ranks);
+    for (int i = 0; i < args.iters; ++i) allreduce(in, data, count, args.type, args.op, ranks);
     const std::chrono::duration<double, std::micro> elapsed =
         std::chrono::steady_clock::now() - start;
     double time_us = elapsed.count() / args.iters;
@@ -138,7 +149,8 @@ int run(const perf::PerfArgs& args, int rank, int ranks) {
     std::int64_t wrong = -1;
     if (args.check) {
       perf::fill_pattern(pattern, args.type, data, count, rank);
-      allreduce(data, count, args.type, args.op, ranks);
+      if (out_of_place) std::memcpy(send_buffer.data(), data, bytes);
+      allreduce(in, data, count, args.type, args.op, ranks);
       wrong = perf::count_wrong(pattern, args.type, data, count);
       MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
       wrong_total += wrong;
@@ -168,7 +180,17 @@ int main(int argc, char** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &ranks);
 
   int status = 0;
-  const perf::ParseResult parsed = perf::parse_args(argc, argv);
+  // --out-of-place is this program's own flag; the shared parser sees the others.
+  bool out_of_place = false;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (i > 0 && std::strcmp(argv[i], "--out-of-place") == 0) {
+      out_of_place = true;
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  const perf::ParseResult parsed = perf::parse_args(static_cast<int>(rest.size()), rest.data());
   if (!parsed.error.empty()) {
     if (rank == 0) {
       std::fprintf(stderr, "mpi_allreduce_perf: %s\n%s", parsed.error.c_str(),
@@ -185,7 +207,7 @@ int main(int argc, char** argv) {
     status = kExitUsage;
   } else {
     try {
-      status = run(parsed.args, rank, ranks);
+      status = run(parsed.args, rank, ranks, out_of_place);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "mpi_allreduce_perf: rank %d: %s\n", rank, e.what());
       MPI_Abort(MPI_COMM_WORLD, kExitError);
