@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 #include <random>
+#include <thread>
 
 #include "src/algo/hierarchical.hpp"
 #include "src/algo/recursive_doubling.hpp"
@@ -231,6 +232,8 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
   options.job_id = job_id_;
   options.abort_flag = &aborted_;
   options.timeout = timeout_;
+  options.oversubscribed = static_cast<unsigned>(std::max(local_size_, 1)) >
+                           std::max(1u, std::thread::hardware_concurrency());
   std::string spec = env::socket_ifname();
   if (!spec.empty()) {
     auto interfaces = transport::select_interfaces(spec);

@@ -23,6 +23,8 @@ namespace {
 constexpr auto kSpin = std::chrono::microseconds(20);
 // Then this many rounds of sched_yield(2) and a non-blocking poll, before blocking.
 constexpr int kYieldRounds = 200;
+// Reads at least this large re-arm TCP_QUICKACK.
+constexpr std::size_t kQuickackMinBytes = 16 * 1024;
 // Longest single poll(2): an abort flag set without interrupt() is seen within this.
 constexpr int kMaxPollMs = 100;
 constexpr int kMaxIov = 32;
@@ -37,17 +39,20 @@ long long ms_between(Clock::time_point a, Clock::time_point b) {
 
 }  // namespace
 
-Loop::Loop(int rank, const std::atomic<bool>* abort_flag, bool quickack)
+Loop::Loop(int rank, const std::atomic<bool>* abort_flag, bool quickack, bool oversubscribed)
     : rank_(rank),
       abort_flag_(abort_flag),
       quickack_(quickack),
+      oversubscribed_(oversubscribed),
       event_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
   if (!event_fd_) detail::throw_errno("tcp: eventfd");
 }
 
-void Loop::rearm_quickack(const Lane& lane) const noexcept {
-  // The kernel leaves quick-ACK mode on its own; setting it again acknowledges at once.
-  if (!quickack_) return;
+void Loop::rearm_quickack(const Lane& lane, std::size_t bytes) const noexcept {
+  // The kernel leaves quick-ACK mode on its own; setting it again acknowledges at once. Only
+  // bulk reads need it (a delayed ACK stalls a stream); a small message is answered soon
+  // enough, and the extra system call costs latency.
+  if (!quickack_ || bytes < kQuickackMinBytes) return;
   int one = 1;
   ::setsockopt(lane.fd.get(), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 }
@@ -199,6 +204,7 @@ void Loop::wait_until(Channel& c, const std::function<bool()>& done, Deadline de
                       const char* what, std::uint64_t tag) {
   const auto start = Clock::now();
   int yields = 0;
+  unsigned spins = 0;
   for (;;) {
     check();
     if (done()) return;
@@ -206,12 +212,13 @@ void Loop::wait_until(Channel& c, const std::function<bool()>& done, Deadline de
     if (done()) return;
     int timeout_ms = 0;
     auto now = Clock::now();
-    if (now - start >= kSpin && yields < kYieldRounds) {
+    const bool spun = oversubscribed_ || now - start >= kSpin;
+    if (spun && yields < kYieldRounds) {
       // Ranks may outnumber cores: let the peer we wait for run before we sleep in poll(2),
       // whose wake-up costs a scheduler round trip.
       ++yields;
       sched_yield();
-    } else if (now - start >= kSpin) {
+    } else if (spun) {
       if (now >= deadline) {
         throw Error(
             ErrorCode::timeout,
@@ -220,8 +227,28 @@ void Loop::wait_until(Channel& c, const std::function<bool()>& done, Deadline de
             {rank_, c.peer});
       }
       timeout_ms = ms_until(deadline, kMaxPollMs);
+    } else if ((++spins & 7) != 0) {
+      // Spinning: try the awaited peer's sockets directly (one system call instead of a
+      // poll over every socket and then the read); every 8th round polls them all, so that
+      // the other peers' sends and receives move too.
+      progress_channel(c);
+      continue;
     }
     poll_once(timeout_ms);
+  }
+}
+
+void Loop::progress_channel(Channel& c) {
+  if (c.failure) return;
+  try {
+    for (Lane* l : c.recv_lanes) {
+      if (!l->eof && !l->recvq.empty()) read_lane(c, *l);
+    }
+    for (Lane* l : c.send_lanes) {
+      if (!l->sendq.empty()) write_lane(c, *l);
+    }
+  } catch (const Error& e) {
+    if (!c.failure) c.failure = e;
   }
 }
 
@@ -364,7 +391,7 @@ void Loop::read_lane(Channel& c, Lane& lane) {
         fail_io(c, "receive from", errno);
       }
       if (n == 0) return on_eof(c, lane);
-      rearm_quickack(lane);
+      rearm_quickack(lane, static_cast<std::size_t>(n));
       c.bytes_read += static_cast<std::uint64_t>(n);
       drained = static_cast<std::size_t>(n) < want;
       auto got = static_cast<std::size_t>(n);
@@ -414,7 +441,7 @@ void Loop::read_lane(Channel& c, Lane& lane) {
         fail_io(c, "receive from", errno);
       }
       if (n == 0) return on_eof(c, lane);
-      rearm_quickack(lane);
+      rearm_quickack(lane, static_cast<std::size_t>(n));
       c.bytes_read += static_cast<std::uint64_t>(n);
       lane.payload_got += static_cast<std::size_t>(n);
       drained = static_cast<std::size_t>(n) < want;

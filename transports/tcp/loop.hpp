@@ -87,7 +87,7 @@ struct Channel {
 // except interrupt(), which only writes the eventfd.
 class Loop {
  public:
-  Loop(int rank, const std::atomic<bool>* abort_flag, bool quickack);
+  Loop(int rank, const std::atomic<bool>* abort_flag, bool quickack, bool oversubscribed);
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
 
@@ -111,6 +111,8 @@ class Loop {
  private:
   // One round: poll every socket (timeout_ms: 0 spins) and move whatever is ready.
   void poll_once(int timeout_ms);
+  // Non-blocking reads and writes on one peer's sockets that have work posted.
+  void progress_channel(Channel& c);
   void write_lane(Channel& c, Lane& lane);
   void read_lane(Channel& c, Lane& lane);
   void read_control(Channel& c, Lane& lane);
@@ -123,11 +125,12 @@ class Loop {
   void wait_until(Channel& c, const std::function<bool()>& done, Deadline deadline,
                   const char* what, std::uint64_t tag);
 
-  void rearm_quickack(const Lane& lane) const noexcept;
+  void rearm_quickack(const Lane& lane, std::size_t bytes) const noexcept;
 
   int rank_;
   const std::atomic<bool>* abort_flag_;
   bool quickack_;
+  bool oversubscribed_;
   UniqueFd event_fd_;
   std::vector<Channel*> channels_;
   std::vector<pollfd> pollfds_;

@@ -149,7 +149,8 @@ TcpTransport::TcpTransport(const TcpOptions& options) : options_(options) {
   sockets_ = options.sockets > 0 ? options.sockets : env::sockets();
   if (sockets_ == 0) sockets_ = kTcpDefaultSockets;
   connected_.assign(static_cast<std::size_t>(options.size), false);
-  loop_ = std::make_shared<Loop>(options.rank, options.abort_flag, options.quickack);
+  loop_ = std::make_shared<Loop>(options.rank, options.abort_flag, options.quickack,
+                                 options.oversubscribed);
 
   std::string bind = options.bind_address;
   if (bind.empty()) bind = select_interfaces(env::socket_ifname()).front().address;

@@ -31,6 +31,9 @@ struct TcpOptions : TransportOptions {
   // Re-arms TCP_QUICKACK after every read that returned data, so that the receiver never
   // holds back an ACK (delayed-ACK stalls of ~40 ms on loopback's 64 KiB MTU).
   bool quickack = true;
+  // More ranks than cores on this machine: waits yield the CPU from the start instead of
+  // spinning first, so that the peer being waited for gets to run.
+  bool oversubscribed = false;
 };
 
 // Makes a TcpTransport that listens at once (on an ephemeral port) on options.bind_address,
