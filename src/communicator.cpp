@@ -27,8 +27,13 @@ namespace {
 constexpr std::uint32_t kHeaderMagic = 0x524c4348;  // "RLCH"
 constexpr std::uint32_t kProtocolVersion = 1;
 constexpr std::uint64_t kHeaderTag = std::uint64_t{1} << 62;
-// Below this many bytes allreduce uses recursive doubling (RINGLET_CROSSOVER_BYTES).
-constexpr std::size_t kDefaultCrossoverBytes = 64 * 1024;
+// Up to this many bytes allreduce uses recursive doubling (RINGLET_CROSSOVER_BYTES), measured
+// over TCP loopback with bench/crossover.sh (docs/performance.md): recursive doubling wins up
+// to 64 KiB and the ring from 128 KiB at 2-4 ranks; at 8 ranks recursive doubling still wins
+// at 128 KiB.
+std::size_t default_crossover_bytes(int size) {
+  return size <= 4 ? std::size_t{64} << 10 : std::size_t{128} << 10;
+}
 constexpr int kRingSlots = 4;
 // Pipeline chunk of the hierarchical allreduce: the shared-memory stages of one chunk overlap
 // the inter-node ring of another.
@@ -124,7 +129,7 @@ Communicator::Impl::Impl(const Identity& id, std::shared_ptr<bootstrap::Store> b
   log::set_thread_rank(rank_);
   store_ = bootstrap::make_prefix_store(prefix_, base_store_);
   algo_ = env::algo();
-  crossover_bytes_ = env::crossover_bytes().value_or(kDefaultCrossoverBytes);
+  crossover_bytes_ = env::crossover_bytes().value_or(default_crossover_bytes(size_));
   slice_bytes_ = env::slice_bytes();
   if (slice_bytes_ == 0) slice_bytes_ = transport::kTcpRecommendedSliceBytes;
   slice_bytes_ = std::max<std::size_t>(64, slice_bytes_ / 64 * 64);
