@@ -80,38 +80,6 @@ const char* kind_name(Kind k) {
   return "?";
 }
 
-// Local copies of the element size and names (the library-wide ones live with the
-// communicator), so that this module depends only on the public enums.
-std::size_t elem_size(DataType t) {
-  switch (t) {
-    case DataType::int8:
-    case DataType::uint8:
-      return 1;
-    case DataType::float16:
-    case DataType::bfloat16:
-      return 2;
-    case DataType::float32:
-    case DataType::int32:
-      return 4;
-    case DataType::float64:
-    case DataType::int64:
-      return 8;
-  }
-  return 0;
-}
-
-const char* type_name(DataType t) {
-  static constexpr std::array<const char*, 8> kNames{"float32", "float64", "float16", "bfloat16",
-                                                     "int8",    "uint8",   "int32",   "int64"};
-  auto i = static_cast<std::size_t>(t);
-  return i < kNames.size() ? kNames[i] : "?";
-}
-
-const char* op_name(ReduceOp op) {
-  static constexpr std::array<const char*, 5> kNames{"sum", "prod", "min", "max", "avg"};
-  auto i = static_cast<std::size_t>(op);
-  return i < kNames.size() ? kNames[i] : "?";
-}
 
 // What a rank is calling; compared across local ranks at the start of every call.
 struct Fingerprint {
@@ -132,20 +100,20 @@ struct Fingerprint {
         return "barrier()";
       case Kind::allreduce:
       case Kind::reduce_scatter:
-        return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ", ", op_name(op),
+        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ", ", ringlet::to_string(op),
                        ")");
       case Kind::allgather:
-        return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ")");
+        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ")");
       case Kind::broadcast:
         return str_cat(kind_name(kind), "(bytes=", count, ", root=local rank ", root, ")");
       case Kind::other_allreduce:
       case Kind::other_reduce_scatter:
-        return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ", ", op_name(op),
+        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ", ", ringlet::to_string(op),
                        ")");
       case Kind::other_allgather:
-        return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ")");
+        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ")");
       case Kind::other_broadcast:
-        return str_cat(kind_name(kind), "(count=", count, ", ", type_name(type), ", root=", root,
+        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ", root=", root,
                        ")");
       case Kind::other_dup:
         return "dup()";
@@ -477,7 +445,7 @@ ShmGroup::Impl::Plan ShmGroup::Impl::plan(std::size_t count, DataType type) cons
   Plan p;
   p.count = count;
   p.size = size_;
-  p.esize = elem_size(type);
+  p.esize = ringlet::size_of(type);
   p.piece_elems = piece_bytes_ / p.esize;
   std::size_t longest = p.shard_len(0);  // shard 0 is never shorter than the others
   p.chunks = (longest + p.piece_elems - 1) / p.piece_elems;
@@ -735,7 +703,7 @@ void ShmGroup::Impl::allgather_large(std::byte* data, const Plan& p, Deadline de
 void ShmGroup::Impl::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
                                Deadline deadline) {
   RINGLET_CHECK(data != nullptr || count == 0, "shm: allreduce of ", count, " elements at null");
-  RINGLET_CHECK(elem_size(type) != 0, "shm: unknown data type ", static_cast<int>(type));
+  RINGLET_CHECK(ringlet::size_of(type) != 0, "shm: unknown data type ", static_cast<int>(type));
   // Resolved before the call starts: an unsupported (type, op) leaves the group intact.
   auto k2 = reduce::host_kernel(type, op);
   auto k3 = reduce::host_kernel3(type, op);
@@ -762,7 +730,7 @@ void ShmGroup::Impl::allreduce(void* data, std::size_t count, DataType type, Red
 void ShmGroup::Impl::reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
                                     Deadline deadline) {
   RINGLET_CHECK(data != nullptr || count == 0, "shm: reduce_scatter at null");
-  RINGLET_CHECK(elem_size(type) != 0, "shm: unknown data type ", static_cast<int>(type));
+  RINGLET_CHECK(ringlet::size_of(type) != 0, "shm: unknown data type ", static_cast<int>(type));
   // Resolved before the call starts: an unsupported (type, op) leaves the group intact.
   auto k2 = reduce::host_kernel(type, op);
   auto k3 = reduce::host_kernel3(type, op);
@@ -789,7 +757,7 @@ void ShmGroup::Impl::reduce_scatter(void* data, std::size_t count, DataType type
 
 void ShmGroup::Impl::allgather(void* data, std::size_t count, DataType type, Deadline deadline) {
   RINGLET_CHECK(data != nullptr || count == 0, "shm: allgather at null");
-  RINGLET_CHECK(elem_size(type) != 0, "shm: unknown data type ", static_cast<int>(type));
+  RINGLET_CHECK(ringlet::size_of(type) != 0, "shm: unknown data type ", static_cast<int>(type));
   run(Kind::allgather, count, type, ReduceOp::sum, -1, [&] {
     const Plan p = plan(count, type);
     auto* bytes = static_cast<std::byte*>(data);
