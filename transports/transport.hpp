@@ -28,7 +28,8 @@ class MemoryRegion {
 // One reliable, ordered channel to one peer.
 //
 // Posts never block. The n-th send posted on one side is matched with the n-th receive
-// posted on the other; both must have the same length (a different length is
+// posted on the other (a transport may keep separate orders per message-size class, since
+// both ends know the size); both must have the same length (a different length is
 // Error(mismatch), with as much of the message's start as fits read into the receive buffer,
 // best effort). Tags name operations for test()/wait() and must be unique among a
 // connection's outstanding sends, and among its outstanding receives.

@@ -111,7 +111,11 @@ void Loop::post_send(Channel& c, std::span<const std::byte> data, std::uint64_t 
   op.data = data.data();
   op.length = data.size();
   FrameHeader{FrameKind::data, 0, data.size()}.encode(op.header);
-  Lane& lane = *c.send_lanes[c.sends_posted++ % c.send_lanes.size()];
+  // Both ends classify a message by its length, so small and bulk messages are each matched
+  // in order on their own sockets.
+  Lane& lane = c.small != nullptr && data.size() <= kSmallMessageBytes
+                   ? *c.small
+                   : *c.send_lanes[c.sends_posted++ % c.send_lanes.size()];
   lane.sendq.push_back(&op);
   ++c.sends_pending;
   if (c.failure) return;
@@ -136,7 +140,9 @@ void Loop::post_recv(Channel& c, std::span<std::byte> data, std::uint64_t tag) {
   op.tag = tag;
   op.data = data.data();
   op.length = data.size();
-  Lane& lane = *c.recv_lanes[c.recvs_posted++ % c.recv_lanes.size()];
+  Lane& lane = c.small != nullptr && data.size() <= kSmallMessageBytes
+                   ? *c.small
+                   : *c.recv_lanes[c.recvs_posted++ % c.recv_lanes.size()];
   lane.recvq.push_back(&op);
   if (c.failure) return;
   try {
@@ -244,9 +250,11 @@ void Loop::progress_channel(Channel& c) {
     for (Lane* l : c.recv_lanes) {
       if (!l->eof && !l->recvq.empty()) read_lane(c, *l);
     }
+    if (c.small != nullptr && !c.small->eof && !c.small->recvq.empty()) read_lane(c, *c.small);
     for (Lane* l : c.send_lanes) {
       if (!l->sendq.empty()) write_lane(c, *l);
     }
+    if (c.small != nullptr && !c.small->sendq.empty()) write_lane(c, *c.small);
   } catch (const Error& e) {
     if (!c.failure) c.failure = e;
   }

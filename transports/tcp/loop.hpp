@@ -67,6 +67,9 @@ struct Channel {
   std::string address;  // the peer's numeric address, for messages
   std::vector<std::unique_ptr<Lane>> lanes;
   Lane* control = nullptr;
+  // With direction-separated data sockets: one more socket carrying small messages both ways,
+  // so that a reply carries the ACK of the request (latency). Null otherwise.
+  Lane* small = nullptr;
   std::vector<Lane*> send_lanes;
   std::vector<Lane*> recv_lanes;
   std::uint64_t sends_posted = 0;

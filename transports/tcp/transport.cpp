@@ -114,7 +114,9 @@ class TcpTransport final : public Transport {
   };
 
   std::uint32_t socket_count() const {
-    return 1 + static_cast<std::uint32_t>(options_.separate_directions ? 2 * sockets_ : sockets_);
+    // Control, then data sockets, then (direction-separated) the small-message socket.
+    return 1 + static_cast<std::uint32_t>(options_.separate_directions ? 2 * sockets_ + 1
+                                                                       : sockets_);
   }
   std::vector<UniqueFd> connect_active(int peer, const AddressBlob& blob, Deadline deadline,
                                        std::string* address);
@@ -482,6 +484,11 @@ std::unique_ptr<Connection> TcpTransport::make_connection(int peer, std::string 
     if (i == 0) {
       lane->control = true;
       channel->control = lane.get();
+    } else if (options_.separate_directions && i == 2 * k + 1) {
+      lane->reads = lane->writes = true;
+      channel->small = lane.get();
+      channel->lanes.push_back(std::move(lane));
+      continue;
     } else if (!options_.separate_directions) {
       lane->reads = lane->writes = true;
     } else {

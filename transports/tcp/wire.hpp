@@ -17,6 +17,9 @@ inline constexpr std::uint32_t kHandshakeMagic = 0x48535452;  // "RTSH" little-e
 inline constexpr std::size_t kBlobBytes = 36;
 inline constexpr std::size_t kHandshakeBytes = 64;
 inline constexpr std::size_t kFrameHeaderBytes = 16;
+// Messages up to this many bytes travel on the small-message socket, which carries both
+// directions (the recursive-doubling path of the communicator stays below it).
+inline constexpr std::size_t kSmallMessageBytes = std::size_t{256} << 10;
 inline constexpr std::size_t kAuthBytes = 32;
 
 inline void put_u16(unsigned char* p, std::uint16_t v) {
