@@ -319,6 +319,7 @@ void Communicator::Impl::create_local_group(Deadline deadline) {
   o.store = store_;
   o.abort_flag = &aborted_;
   o.timeout = timeout_;
+  o.oversubscribed = mine.size() > std::max(1u, std::thread::hardware_concurrency());
   local_ = transport::shm::ShmGroup::create(o, deadline);
   RINGLET_LOG(info, "shared memory among the ", mine.size(), " ranks of this node (segment ",
               local_->segment_name(), ", unlinked once mapped); ",

@@ -303,6 +303,7 @@ class ShmGroup::Impl {
   int size_ = 1;
   std::vector<int> local_to_global_;
   const std::atomic<bool>* abort_flag_ = nullptr;
+  int spin_ = 0;  // pause rounds before yielding
   std::string name_;
   Mapping map_;
   Header* header_ = nullptr;
@@ -324,7 +325,10 @@ class ShmGroup::Impl {
 };
 
 ShmGroup::Impl::Impl(const ShmOptions& o, Deadline deadline)
-    : me_(o.local_rank), size_(o.local_size), abort_flag_(o.abort_flag) {
+    : me_(o.local_rank),
+      size_(o.local_size),
+      abort_flag_(o.abort_flag),
+      spin_(o.oversubscribed ? 0 : spin_count()) {
   RINGLET_CHECK(size_ >= 1 && me_ >= 0 && me_ < size_, "shm: local rank ", me_,
                 " out of range for local size ", size_);
   local_to_global_ = o.local_to_global;
@@ -511,7 +515,7 @@ void ShmGroup::Impl::wait_rank(int j, std::uint32_t target, Deadline deadline) {
   RankControl& c = control(j);
   if (reached(c.progress.load(std::memory_order_acquire), target)) return;
   // Spin briefly: the peer is usually a few microseconds away.
-  for (int i = spin_count(); i > 0; --i) {
+  for (int i = spin_; i > 0; --i) {
     _mm_pause();
     if (reached(c.progress.load(std::memory_order_acquire), target)) return;
   }

@@ -27,6 +27,8 @@ struct ShmOptions {
   const std::atomic<bool>* abort_flag = nullptr;  // checked in every wait loop
   std::chrono::milliseconds timeout{300000};      // not used by the calls: each takes a deadline
   std::size_t chunk_bytes = 0;                    // per-rank slot size; 0: kDefaultChunkBytes
+  // More local ranks than cores: waits yield at once instead of spinning first.
+  bool oversubscribed = false;
 };
 
 // ringlet::transport::shm::ShmGroup
