@@ -87,7 +87,7 @@ EOF
 fi
 
 bw_args=(-b 64M -e 256M -f 4 -n 10 -w 3 -c 1)
-lat_args=(-b 8 -e 8 -n 2000 -w 200 -c 1)
+lat_args=(-b 8 -e 8 -n 20000 -w 1000 -c 1)
 
 for n in $ranks_list; do
   if [[ "$mode" != latency ]]; then
