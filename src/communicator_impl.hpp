@@ -53,7 +53,7 @@ WireHeader wire_header(const Fingerprint& fp);
 
 // Owned by Communicator. Used by one user thread at a time; abort() may come from any
 // thread and touches only aborted_ and transport_->interrupt().
-class Communicator::Impl {
+class [[gnu::visibility("hidden")]] Communicator::Impl {
  public:
   struct Identity {
     int rank = 0;
