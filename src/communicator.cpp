@@ -152,7 +152,8 @@ Communicator::Impl::Impl(const Identity& id, std::shared_ptr<bootstrap::Store> b
               ", ring slice ", slice_bytes_, " bytes x ", slots_, " slots, timeout ",
               timeout_.count(), " ms, reduce kernels ", reduce::host_isa());
   RINGLET_LOG(info, "allreduce: ",
-              algo_ != "auto" && !(algo_ == "hier" && (shm_only_ || hier_ok_))
+              algo_ == "hier" && hier_ok_ && local_ ? std::string("hierarchical (forced)")
+              : algo_ != "auto" && !(algo_ == "hier" && shm_only_)
                   ? str_cat("forced to ", algo_ == "hier" ? "ring (hier does not apply)" : algo_)
               : shm_only_ && local_ ? std::string("shared memory (one node)")
               : str_cat("recursive doubling up to ", crossover_bytes_, " bytes, ",
