@@ -39,15 +39,20 @@ constexpr int kRingSlots = 4;
 // the inter-node ring of another.
 constexpr std::size_t kHierPipelineBytes = 1 << 20;  // measured: docs/performance-hosts.md
 
-
 std::string_view kind_name(CollectiveKind k) {
   switch (k) {
-    case CollectiveKind::allreduce: return "allreduce";
-    case CollectiveKind::broadcast: return "broadcast";
-    case CollectiveKind::allgather: return "allgather";
-    case CollectiveKind::reduce_scatter: return "reduce_scatter";
-    case CollectiveKind::barrier: return "barrier";
-    case CollectiveKind::dup: return "dup";
+    case CollectiveKind::allreduce:
+      return "allreduce";
+    case CollectiveKind::broadcast:
+      return "broadcast";
+    case CollectiveKind::allgather:
+      return "allgather";
+    case CollectiveKind::reduce_scatter:
+      return "reduce_scatter";
+    case CollectiveKind::barrier:
+      return "barrier";
+    case CollectiveKind::dup:
+      return "dup";
   }
   return "unknown";
 }
@@ -90,9 +95,15 @@ bool overlaps(const void* a, std::size_t an, const void* b, std::size_t bn) {
 }  // namespace
 
 WireHeader wire_header(const Fingerprint& fp) {
-  return WireHeader{kHeaderMagic, kProtocolVersion, static_cast<std::uint8_t>(fp.kind),
-                    static_cast<std::uint8_t>(fp.type), static_cast<std::uint8_t>(fp.op), 0,
-                    fp.root, fp.seq, fp.count};
+  return WireHeader{kHeaderMagic,
+                    kProtocolVersion,
+                    static_cast<std::uint8_t>(fp.kind),
+                    static_cast<std::uint8_t>(fp.type),
+                    static_cast<std::uint8_t>(fp.op),
+                    0,
+                    fp.root,
+                    fp.seq,
+                    fp.count};
 }
 
 std::string describe(const Fingerprint& f) {
@@ -145,8 +156,9 @@ Communicator::Impl::Impl(const Identity& id, std::shared_ptr<bootstrap::Store> b
     ring_scratch_.assign(slice_bytes_ * static_cast<std::size_t>(slots_), std::byte{0});
     small_scratch_.assign(2 * (crossover_bytes_ + sizeof(WireHeader)), std::byte{0});
   }
-  RINGLET_LOG(info, "rank ", rank_, "/", size_, " on node ", node_of_rank_[static_cast<std::size_t>(rank_)],
-              " of ", node_count_, " (local rank ", local_rank_, "/", local_size_, "), transport ",
+  RINGLET_LOG(info, "rank ", rank_, "/", size_, " on node ",
+              node_of_rank_[static_cast<std::size_t>(rank_)], " of ", node_count_, " (local rank ",
+              local_rank_, "/", local_size_, "), transport ",
               transport_ ? transport_->name() : std::string_view("none"), ", algorithm ", algo_,
               ", crossover ", crossover_bytes_, " bytes (recursive doubling below, ring above)",
               ", ring slice ", slice_bytes_, " bytes x ", slots_, " slots, timeout ",
@@ -155,9 +167,10 @@ Communicator::Impl::Impl(const Identity& id, std::shared_ptr<bootstrap::Store> b
               algo_ == "hier" && hier_ok_ && local_ ? std::string("hierarchical (forced)")
               : algo_ != "auto" && !(algo_ == "hier" && shm_only_)
                   ? str_cat("forced to ", algo_ == "hier" ? "ring (hier does not apply)" : algo_)
-              : shm_only_ && local_ ? std::string("shared memory (one node)")
-              : str_cat("recursive doubling up to ", crossover_bytes_, " bytes, ",
-                        hier_ok_ && local_ ? "hierarchical" : "ring", " above"));
+              : shm_only_ && local_
+                  ? std::string("shared memory (one node)")
+                  : str_cat("recursive doubling up to ", crossover_bytes_, " bytes, ",
+                            hier_ok_ && local_ ? "hierarchical" : "ring", " above"));
   // Every rank has read what it needs from the store once this barrier completes, so rank
   // 0 may tear the store down afterwards.
   barrier();
@@ -185,15 +198,16 @@ void Communicator::Impl::rendezvous(Deadline deadline) {
     std::size_t a = v.find(' ');
     std::size_t b = v.find(' ', a == std::string::npos ? 0 : a + 1);
     if (a == std::string::npos || b == std::string::npos) {
-      throw Error(ErrorCode::transport, str_cat("rank ", r, " published a malformed rendezvous record"), {r});
+      throw Error(ErrorCode::transport,
+                  str_cat("rank ", r, " published a malformed rendezvous record"), {r});
     }
     unsigned long version = std::stoul(v.substr(0, a));
     int size = std::stoi(v.substr(a + 1, b - a - 1));
     std::string node = v.substr(b + 1);
     if (version != kProtocolVersion) {
       throw Error(ErrorCode::mismatch,
-                  str_cat("rank ", r, " speaks ringlet protocol version ", version, ", rank ", rank_,
-                          " speaks version ", kProtocolVersion),
+                  str_cat("rank ", r, " speaks ringlet protocol version ", version, ", rank ",
+                          rank_, " speaks version ", kProtocolVersion),
                   {r, rank_});
     }
     if (size != size_) {
@@ -215,7 +229,8 @@ void Communicator::Impl::rendezvous(Deadline deadline) {
   if (local_rank_ < 0) local_rank_ = computed_local_rank;
   if (local_size_ < 0) local_size_ = computed_local_size;
   members_.assign(nodes.size(), {});
-  for (int r = 0; r < size_; ++r) members_[static_cast<std::size_t>(node_of_rank_[static_cast<std::size_t>(r)])].push_back(r);
+  for (int r = 0; r < size_; ++r)
+    members_[static_cast<std::size_t>(node_of_rank_[static_cast<std::size_t>(r)])].push_back(r);
   node_index_ = node_of_rank_[static_cast<std::size_t>(rank_)];
   node_position_ = computed_local_rank;
   const std::size_t per_node = members_[0].size();
@@ -224,7 +239,8 @@ void Communicator::Impl::rendezvous(Deadline deadline) {
                          [&](const std::vector<int>& m) { return m.size() == per_node; });
   shm_only_ = node_count_ == 1 && size_ > 1;
   if (node_count_ > 1 && !hier_ok_) {
-    RINGLET_LOG(info, "nodes hold different numbers of ranks (or one each): the hierarchical "
+    RINGLET_LOG(info,
+                "nodes hold different numbers of ranks (or one each): the hierarchical "
                 "allreduce does not apply, the flat ring serves large messages");
   }
 }
@@ -243,7 +259,8 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
   std::string spec = env::socket_ifname();
   if (!spec.empty()) {
     auto interfaces = transport::select_interfaces(spec);
-    const auto& pick = interfaces[static_cast<std::size_t>(std::max(local_rank_, 0)) % interfaces.size()];
+    const auto& pick =
+        interfaces[static_cast<std::size_t>(std::max(local_rank_, 0)) % interfaces.size()];
     options.bind_address = pick.address;
     RINGLET_LOG(info, "RINGLET_SOCKET_IFNAME=", spec, " selects interface ", pick.name, " (",
                 pick.address, ")");
@@ -254,8 +271,8 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
     // Where the node has several NICs, each local rank takes the one nearest its GPU (one
     // rail per local rank); the route to the store is the default otherwise.
     if (const topo::Topology* machine = machine_topology()) {
-      topo::PlacementChoice place = topo::choose_placement(*machine, std::max(local_rank_, 0),
-                                                           std::max(local_size_, 1), "");
+      topo::PlacementChoice place =
+          topo::choose_placement(*machine, std::max(local_rank_, 0), std::max(local_size_, 1), "");
       numa_node_ = place.numa_node;
       RINGLET_LOG(info, "placement: ", place.reason);
       std::size_t usable_nics = 0;
@@ -267,7 +284,8 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
           for (const auto& itf : interfaces) {
             if ((itf.address.find(':') != std::string::npos) == want_v6) {
               options.bind_address = itf.address;
-              why = str_cat("interface ", place.ifname, " of the NIC nearest local rank ", local_rank_);
+              why = str_cat("interface ", place.ifname, " of the NIC nearest local rank ",
+                            local_rank_);
               break;
             }
           }
@@ -289,8 +307,10 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
   if (hier_ok_) {
     // The inter-node ring of this rank's local index.
     const auto pos = static_cast<std::size_t>(node_position_);
-    wanted.push_back(members_[static_cast<std::size_t>(algo::mod(node_index_ - 1, node_count_))][pos]);
-    wanted.push_back(members_[static_cast<std::size_t>(algo::mod(node_index_ + 1, node_count_))][pos]);
+    wanted.push_back(
+        members_[static_cast<std::size_t>(algo::mod(node_index_ - 1, node_count_))][pos]);
+    wanted.push_back(
+        members_[static_cast<std::size_t>(algo::mod(node_index_ + 1, node_count_))][pos]);
   }
   std::sort(wanted.begin(), wanted.end());
   wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
@@ -324,8 +344,9 @@ void Communicator::Impl::create_local_group(Deadline deadline) {
   local_ = transport::shm::ShmGroup::create(o, deadline);
   RINGLET_LOG(info, "shared memory among the ", mine.size(), " ranks of this node (segment ",
               local_->segment_name(), ", unlinked once mapped); ",
-              shm_only_ ? "allreduce and barrier run in shared memory"
-                        : (hier_ok_ ? "large allreduces are hierarchical" : "not used by allreduce"));
+              shm_only_
+                  ? "allreduce and barrier run in shared memory"
+                  : (hier_ok_ ? "large allreduces are hierarchical" : "not used by allreduce"));
 }
 
 void Communicator::Impl::hierarchical_allreduce(std::byte* buf, std::size_t count, DataType type,
@@ -381,7 +402,8 @@ void Communicator::Impl::check_usable() {
   if (aborted_.load(std::memory_order_acquire)) {
     // abort() came from another thread between calls: tell the peers now.
     if (!propagated_) {
-      fail(Error(ErrorCode::aborted, str_cat("rank ", rank_, " aborted its communicator"), {rank_}));
+      fail(
+          Error(ErrorCode::aborted, str_cat("rank ", rank_, " aborted its communicator"), {rank_}));
     }
     throw Error(ErrorCode::aborted,
                 str_cat("rank ", rank_, ": the communicator was aborted",
@@ -392,17 +414,19 @@ void Communicator::Impl::check_usable() {
 
 void Communicator::Impl::check_tensor(const Tensor& t, const char* what) const {
   if (t.memory != MemoryKind::host) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat(what, ": rank ", rank_, " passed CUDA memory; this build reduces host memory only"),
-                {rank_});
+    throw Error(
+        ErrorCode::invalid_argument,
+        str_cat(what, ": rank ", rank_, " passed CUDA memory; this build reduces host memory only"),
+        {rank_});
   }
   if (t.count > 0 && t.data == nullptr) {
     throw Error(ErrorCode::invalid_argument,
-                str_cat(what, ": rank ", rank_, " passed a null pointer with count ", t.count), {rank_});
+                str_cat(what, ": rank ", rank_, " passed a null pointer with count ", t.count),
+                {rank_});
   }
   if (size_of(t.type) == 0) {
-    throw Error(ErrorCode::invalid_argument, str_cat(what, ": rank ", rank_, " passed an unknown data type"),
-                {rank_});
+    throw Error(ErrorCode::invalid_argument,
+                str_cat(what, ": rank ", rank_, " passed an unknown data type"), {rank_});
   }
 }
 
@@ -446,15 +470,20 @@ void Communicator::Impl::compare_fingerprint(int peer, const WireHeader& h,
                         kProtocolVersion),
                 {peer, rank_});
   }
-  Fingerprint other{h.seq, static_cast<CollectiveKind>(h.kind), static_cast<DataType>(h.type),
-                    static_cast<ReduceOp>(h.op), h.root, h.count};
+  Fingerprint other{h.seq,
+                    static_cast<CollectiveKind>(h.kind),
+                    static_cast<DataType>(h.type),
+                    static_cast<ReduceOp>(h.op),
+                    h.root,
+                    h.count};
   if (h.seq != fp.seq || h.kind != static_cast<std::uint8_t>(fp.kind) ||
       h.type != static_cast<std::uint8_t>(fp.type) || h.op != static_cast<std::uint8_t>(fp.op) ||
       h.root != fp.root || h.count != fp.count) {
-    throw Error(ErrorCode::mismatch,
-                str_cat("rank ", peer, " called ", describe(other), " as collective #", h.seq,
-                        " while rank ", rank_, " called ", describe(fp), " as collective #", fp.seq),
-                {peer, rank_});
+    throw Error(
+        ErrorCode::mismatch,
+        str_cat("rank ", peer, " called ", describe(other), " as collective #", h.seq,
+                " while rank ", rank_, " called ", describe(fp), " as collective #", fp.seq),
+        {peer, rank_});
   }
 }
 
@@ -528,11 +557,20 @@ void Communicator::Impl::run(Fingerprint& fp, Body&& body, Check check) {
         using Call = transport::shm::ShmGroup::Call;
         Call call = Call::allreduce;
         switch (fp.kind) {
-          case CollectiveKind::broadcast: call = Call::broadcast; break;
-          case CollectiveKind::allgather: call = Call::allgather; break;
-          case CollectiveKind::reduce_scatter: call = Call::reduce_scatter; break;
-          case CollectiveKind::dup: call = Call::dup; break;
-          default: break;
+          case CollectiveKind::broadcast:
+            call = Call::broadcast;
+            break;
+          case CollectiveKind::allgather:
+            call = Call::allgather;
+            break;
+          case CollectiveKind::reduce_scatter:
+            call = Call::reduce_scatter;
+            break;
+          case CollectiveKind::dup:
+            call = Call::dup;
+            break;
+          default:
+            break;
         }
         local_->agree(call, fp.count, fp.type, fp.op, fp.root, deadline);
       }
@@ -580,8 +618,8 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
   check_tensor(out, "allreduce");
   if (in.count != out.count || in.type != out.type) {
     throw Error(ErrorCode::invalid_argument,
-                str_cat("allreduce: rank ", rank_, " passed input of ", in.count, " ", to_string(in.type),
-                        " and output of ", out.count, " ", to_string(out.type)),
+                str_cat("allreduce: rank ", rank_, " passed input of ", in.count, " ",
+                        to_string(in.type), " and output of ", out.count, " ", to_string(out.type)),
                 {rank_});
   }
   if (op == ReduceOp::avg && !is_float(in.type)) {
@@ -592,9 +630,10 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
   }
   const std::size_t bytes = in.bytes();
   if (in.data != out.data && overlaps(in.data, bytes, out.data, bytes)) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat("allreduce: rank ", rank_, " passed input and output buffers that partly overlap"),
-                {rank_});
+    throw Error(
+        ErrorCode::invalid_argument,
+        str_cat("allreduce: rank ", rank_, " passed input and output buffers that partly overlap"),
+        {rank_});
   }
   Fingerprint fp;
   fp.kind = CollectiveKind::allreduce;
@@ -607,54 +646,65 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
   // crossover; hierarchical across nodes of several ranks each; the flat ring otherwise.
   const bool auto_or_hier = algo_ == "auto" || algo_ == "hier";
   if (auto_or_hier && shm_only_ && local_) {
-    run(fp, [&](Deadline deadline) {
-      if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
-      local_->allreduce(dst, in.count, in.type, op, deadline);
-      if (op == ReduceOp::avg && in.count > 0) reduce::divide_host(dst, in.count, in.type, size_);
-    }, Check::none);
+    run(
+        fp,
+        [&](Deadline deadline) {
+          if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
+          local_->allreduce(dst, in.count, in.type, op, deadline);
+          if (op == ReduceOp::avg && in.count > 0)
+            reduce::divide_host(dst, in.count, in.type, size_);
+        },
+        Check::none);
     return;
   }
-  const bool small = algo_ == "recursive_doubling" || (algo_ == "auto" && bytes <= crossover_bytes_);
+  const bool small =
+      algo_ == "recursive_doubling" || (algo_ == "auto" && bytes <= crossover_bytes_);
   const bool hier = auto_or_hier && !small && hier_ok_ && local_ != nullptr;
   if (algo_ == "hier" && !hier && !hier_fallback_logged_) {
     hier_fallback_logged_ = true;
-    RINGLET_LOG(info, "RINGLET_ALGO=hier: the job's shape (", node_count_, " nodes, ranks per node ",
-                "unequal or 1) does not allow it; using the flat ring");
+    RINGLET_LOG(info, "RINGLET_ALGO=hier: the job's shape (", node_count_,
+                " nodes, ranks per node ", "unequal or 1) does not allow it; using the flat ring");
   }
-  run(fp, [&](Deadline deadline) {
-    if (size_ == 1) {
-      if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
-      return;
-    }
-    algo::Context ctx = context(deadline);
-    if (small) {
-      if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
-      recursive_doubling(ctx, dst, in.count, in.type, op, fp);
-      if (op == ReduceOp::avg && in.count > 0) reduce::divide_host(dst, in.count, in.type, size_);
-    } else if (hier) {
-      if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
-      hierarchical_allreduce(dst, in.count, in.type, op, deadline);
-    } else {
-      algo::ring_allreduce(ctx, src, dst, in.count, in.type, op);
-    }
-  }, small ? Check::in_body : Check::before);
+  run(
+      fp,
+      [&](Deadline deadline) {
+        if (size_ == 1) {
+          if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
+          return;
+        }
+        algo::Context ctx = context(deadline);
+        if (small) {
+          if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
+          recursive_doubling(ctx, dst, in.count, in.type, op, fp);
+          if (op == ReduceOp::avg && in.count > 0)
+            reduce::divide_host(dst, in.count, in.type, size_);
+        } else if (hier) {
+          if (dst != src && bytes > 0) std::memcpy(dst, src, bytes);
+          hierarchical_allreduce(dst, in.count, in.type, op, deadline);
+        } else {
+          algo::ring_allreduce(ctx, src, dst, in.count, in.type, op);
+        }
+      },
+      small ? Check::in_body : Check::before);
 }
 
 void Communicator::Impl::broadcast(Tensor in, Tensor out, int root) {
   check_usable();
   if (root < 0 || root >= size_) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat("broadcast: rank ", rank_, " passed root ", root, " outside [0, ", size_, ")"),
-                {rank_});
+    throw Error(
+        ErrorCode::invalid_argument,
+        str_cat("broadcast: rank ", rank_, " passed root ", root, " outside [0, ", size_, ")"),
+        {rank_});
   }
   check_tensor(out, "broadcast");
   if (rank_ == root) {
     check_tensor(in, "broadcast");
     if (in.count != out.count || in.type != out.type) {
-      throw Error(ErrorCode::invalid_argument,
-                  str_cat("broadcast: root ", rank_, " passed input of ", in.count, " ",
-                          to_string(in.type), " and output of ", out.count, " ", to_string(out.type)),
-                  {rank_});
+      throw Error(
+          ErrorCode::invalid_argument,
+          str_cat("broadcast: root ", rank_, " passed input of ", in.count, " ", to_string(in.type),
+                  " and output of ", out.count, " ", to_string(out.type)),
+          {rank_});
     }
   }
   Fingerprint fp;
@@ -664,7 +714,8 @@ void Communicator::Impl::broadcast(Tensor in, Tensor out, int root) {
   fp.count = out.count;
   run(fp, [&](Deadline deadline) {
     auto* dst = static_cast<std::byte*>(out.data);
-    if (rank_ == root && in.data != out.data && out.bytes() > 0) std::memmove(dst, in.data, out.bytes());
+    if (rank_ == root && in.data != out.data && out.bytes() > 0)
+      std::memmove(dst, in.data, out.bytes());
     algo::Context ctx = context(deadline);
     algo::ring_broadcast(ctx, dst, out.bytes(), root);
   });
@@ -675,17 +726,19 @@ void Communicator::Impl::allgather(Tensor in, Tensor out) {
   check_tensor(in, "allgather");
   check_tensor(out, "allgather");
   if (in.type != out.type || out.count != in.count * static_cast<std::size_t>(size_)) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat("allgather: rank ", rank_, " passed input of ", in.count, " ", to_string(in.type),
-                        " and output of ", out.count, " ", to_string(out.type), "; the output needs ",
-                        size_, " x ", in.count, " elements of the input's type"),
-                {rank_});
+    throw Error(
+        ErrorCode::invalid_argument,
+        str_cat("allgather: rank ", rank_, " passed input of ", in.count, " ", to_string(in.type),
+                " and output of ", out.count, " ", to_string(out.type), "; the output needs ",
+                size_, " x ", in.count, " elements of the input's type"),
+        {rank_});
   }
   const std::size_t block = in.bytes();
   auto* own = static_cast<std::byte*>(out.data) + static_cast<std::size_t>(rank_) * block;
   if (in.data != own && overlaps(in.data, block, out.data, out.bytes())) {
     throw Error(ErrorCode::invalid_argument,
-                str_cat("allgather: rank ", rank_, " passed an input that overlaps the output but is not "
+                str_cat("allgather: rank ", rank_,
+                        " passed an input that overlaps the output but is not "
                         "its own block"),
                 {rank_});
   }
@@ -706,11 +759,12 @@ void Communicator::Impl::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
   check_tensor(in, "reduce_scatter");
   check_tensor(out, "reduce_scatter");
   if (in.type != out.type || in.count != out.count * static_cast<std::size_t>(size_)) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat("reduce_scatter: rank ", rank_, " passed input of ", in.count, " ",
-                        to_string(in.type), " and output of ", out.count, " ", to_string(out.type),
-                        "; the input needs ", size_, " x ", out.count, " elements of the output's type"),
-                {rank_});
+    throw Error(
+        ErrorCode::invalid_argument,
+        str_cat("reduce_scatter: rank ", rank_, " passed input of ", in.count, " ",
+                to_string(in.type), " and output of ", out.count, " ", to_string(out.type),
+                "; the input needs ", size_, " x ", out.count, " elements of the output's type"),
+        {rank_});
   }
   if (op == ReduceOp::avg && !is_float(in.type)) {
     throw Error(ErrorCode::invalid_argument,
@@ -724,7 +778,8 @@ void Communicator::Impl::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
   const bool in_place = out.data == own;
   if (!in_place && overlaps(in.data, in.bytes(), out.data, block)) {
     throw Error(ErrorCode::invalid_argument,
-                str_cat("reduce_scatter: rank ", rank_, " passed an output that overlaps the input but "
+                str_cat("reduce_scatter: rank ", rank_,
+                        " passed an output that overlaps the input but "
                         "is not its own block"),
                 {rank_});
   }
@@ -756,15 +811,19 @@ void Communicator::Impl::barrier() {
   fp.type = DataType::uint8;
   fp.op = ReduceOp::max;
   if (shm_only_ && local_) {
-    run(fp, [&](Deadline deadline) { local_->barrier(deadline); }, Check::none);
+    run(
+        fp, [&](Deadline deadline) { local_->barrier(deadline); }, Check::none);
     return;
   }
-  run(fp, [&](Deadline deadline) {
-    if (size_ == 1) return;
-    std::byte token{0};
-    algo::Context ctx = context(deadline);
-    recursive_doubling(ctx, &token, 1, DataType::uint8, ReduceOp::max, fp);
-  }, Check::in_body);
+  run(
+      fp,
+      [&](Deadline deadline) {
+        if (size_ == 1) return;
+        std::byte token{0};
+        algo::Context ctx = context(deadline);
+        recursive_doubling(ctx, &token, 1, DataType::uint8, ReduceOp::max, fp);
+      },
+      Check::in_body);
 }
 
 std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {

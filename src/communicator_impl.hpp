@@ -21,7 +21,12 @@ namespace ringlet {
 // What every rank sends its ring neighbours first in each collective, so that ranks that
 // disagree fail with ErrorCode::mismatch instead of exchanging garbage.
 enum class CollectiveKind : std::uint8_t {
-  allreduce = 1, broadcast, allgather, reduce_scatter, barrier, dup
+  allreduce = 1,
+  broadcast,
+  allgather,
+  reduce_scatter,
+  barrier,
+  dup
 };
 
 struct Fingerprint {
@@ -94,7 +99,7 @@ class [[gnu::visibility("hidden")]] Communicator::Impl {
   enum class Check { before, after, in_body, none };
   template <class Body>
   // Sets fp.seq, so that the body sees the sequence number.
-  void run(Fingerprint& fp, Body&& body, Check check = Check::before);
+  void run(Fingerprint & fp, Body && body, Check check = Check::before);
   struct FingerprintExchange {
     WireHeader mine{};
     WireHeader theirs[2]{};
@@ -102,15 +107,15 @@ class [[gnu::visibility("hidden")]] Communicator::Impl {
     int n = 0;
     bool received[2] = {false, false};
   };
-  void post_fingerprints(FingerprintExchange& x, const Fingerprint& fp);
+  void post_fingerprints(FingerprintExchange & x, const Fingerprint& fp);
   void compare_fingerprint(int peer, const WireHeader& theirs, const Fingerprint& fp) const;
   // Recursive doubling with the fingerprint in front of every message.
-  void recursive_doubling(algo::Context& ctx, std::byte* buf, std::size_t count, DataType type,
+  void recursive_doubling(algo::Context & ctx, std::byte * buf, std::size_t count, DataType type,
                           ReduceOp op, const Fingerprint& fp);
-  void check_fingerprints(FingerprintExchange& x, const Fingerprint& fp, Deadline deadline,
+  void check_fingerprints(FingerprintExchange & x, const Fingerprint& fp, Deadline deadline,
                           bool only_arrived);
   void create_local_group(Deadline deadline);
-  void hierarchical_allreduce(std::byte* buf, std::size_t count, DataType type, ReduceOp op,
+  void hierarchical_allreduce(std::byte * buf, std::size_t count, DataType type, ReduceOp op,
                               Deadline deadline);
   void fail(const Error& e) noexcept;
   algo::Context context(Deadline deadline);

@@ -18,8 +18,8 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
                             ReduceOp op) {
   const std::size_t elem = size_of(type);
   const std::size_t bytes = count * elem;
-  const std::size_t chunks =
-      std::max<std::size_t>(1, (bytes + ctx.pipeline_bytes - 1) / std::max<std::size_t>(ctx.pipeline_bytes, 1));
+  const std::size_t chunks = std::max<std::size_t>(
+      1, (bytes + ctx.pipeline_bytes - 1) / std::max<std::size_t>(ctx.pipeline_bytes, 1));
   const auto L = static_cast<std::size_t>(ctx.local_size);
   const auto lr = static_cast<std::size_t>(ctx.local_rank);
   auto chunk_begin = [&](std::size_t k) { return split_begin(count, chunks, k); };

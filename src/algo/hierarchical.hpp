@@ -16,9 +16,9 @@ struct HierContext {
   transport::LocalGroup* local = nullptr;
   int local_rank = 0;
   int local_size = 1;
-  int world_size = 1;                // for avg
-  std::size_t pipeline_bytes = 0;    // bytes per pipeline chunk
-  std::function<void()> interrupt;   // stops the other side when one side fails
+  int world_size = 1;                       // for avg
+  std::size_t pipeline_bytes = 0;           // bytes per pipeline chunk
+  std::function<void()> interrupt;          // stops the other side when one side fails
   std::function<void()> on_network_thread;  // runs first on the network thread (pinning)
 };
 

@@ -51,15 +51,15 @@ std::vector<int> recursive_doubling_peers(int rank, int size) {
   return peers;
 }
 
-void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count,
-                                  DataType type, ReduceOp op, const MessagePrefix* prefix) {
+void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count, DataType type,
+                                  ReduceOp op, const MessagePrefix* prefix) {
   const int n = ctx.size;
   const std::size_t bytes = count * size_of(type);
   const std::size_t head = prefix != nullptr ? prefix->mine.size() : 0;
   const std::size_t message = head + bytes;
   if (n == 1 || message == 0) return;
-  RINGLET_CHECK(2 * message <= ctx.small_scratch.size(), "recursive doubling message of ",
-                message, " bytes exceeds its scratch of ", ctx.small_scratch.size());
+  RINGLET_CHECK(2 * message <= ctx.small_scratch.size(), "recursive doubling message of ", message,
+                " bytes exceeds its scratch of ", ctx.small_scratch.size());
   const auto kernel = reduce::host_kernel3(type, op);
   // Staging: [prefix | our data] goes out, [their prefix | their data] comes in.
   std::byte* out = ctx.small_scratch.data();

@@ -27,8 +27,7 @@ struct MessagePrefix {
 // ranks beyond the largest power of two p <= N (they hand their data to a partner and get
 // the result back). Time ~ (log2 p + 2[N != p]) (a + S/B). Each pair combines the lower
 // rank's operand first, so every rank ends with identical bits.
-void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count,
-                                  DataType type, ReduceOp op,
-                                  const MessagePrefix* prefix = nullptr);
+void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count, DataType type,
+                                  ReduceOp op, const MessagePrefix* prefix = nullptr);
 
 }  // namespace ringlet::algo

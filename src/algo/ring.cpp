@@ -172,7 +172,8 @@ void ring_broadcast(Context& ctx, std::byte* buf, std::size_t bytes, int root) {
   const int n = ctx.size;
   if (n == 1 || bytes == 0) return;
   const int pos = mod(ctx.rank - root, n);  // hops from the root
-  const std::size_t slices = std::max<std::size_t>(1, (bytes + ctx.slice_bytes - 1) / ctx.slice_bytes);
+  const std::size_t slices =
+      std::max<std::size_t>(1, (bytes + ctx.slice_bytes - 1) / ctx.slice_bytes);
   const std::size_t window = 2 * static_cast<std::size_t>(ctx.slots);
   auto range = [&](std::size_t j) {
     std::size_t b = split_begin(bytes, slices, j);

@@ -14,7 +14,9 @@ namespace ringlet::algo {
 struct ChunkLayout {
   std::size_t count = 0;  // elements in all chunks
   int chunks = 1;
-  std::size_t begin(int c) const { return split_begin(count, static_cast<std::size_t>(chunks), static_cast<std::size_t>(c)); }
+  std::size_t begin(int c) const {
+    return split_begin(count, static_cast<std::size_t>(chunks), static_cast<std::size_t>(c));
+  }
   std::size_t length(int c) const { return begin(c + 1) - begin(c); }
 };
 

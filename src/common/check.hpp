@@ -29,7 +29,8 @@ auto retry_eintr(F&& call) {
 }  // namespace ringlet::detail
 
 // An invariant: throws Error(invalid_argument) naming the file and line and the message.
-#define RINGLET_CHECK(cond, ...)                                                        \
-  do {                                                                                  \
-    if (!(cond)) ::ringlet::detail::check_failed(__FILE__, __LINE__, ::ringlet::str_cat(__VA_ARGS__)); \
+#define RINGLET_CHECK(cond, ...)                                                            \
+  do {                                                                                      \
+    if (!(cond))                                                                            \
+      ::ringlet::detail::check_failed(__FILE__, __LINE__, ::ringlet::str_cat(__VA_ARGS__)); \
   } while (false)

@@ -32,8 +32,7 @@ std::optional<long long> get_int(std::string_view name) {
   errno = 0;
   long long x = std::strtoll(v->c_str(), &end, 10);
   if (errno != 0 || end == v->c_str() || *end != '\0') {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat(name, "=", *v, " is not an integer"));
+    throw Error(ErrorCode::invalid_argument, str_cat(name, "=", *v, " is not an integer"));
   }
   return x;
 }
@@ -65,8 +64,7 @@ int sockets() {
   auto v = get_int("RINGLET_SOCKETS");
   if (!v) return 0;
   if (*v < 1 || *v > 64) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat("RINGLET_SOCKETS=", *v, " is outside 1..64"));
+    throw Error(ErrorCode::invalid_argument, str_cat("RINGLET_SOCKETS=", *v, " is outside 1..64"));
   }
   return static_cast<int>(*v);
 }

@@ -13,12 +13,18 @@ class Category final : public std::error_category {
   const char* name() const noexcept override { return "ringlet"; }
   std::string message(int code) const override {
     switch (static_cast<ErrorCode>(code)) {
-      case ErrorCode::invalid_argument: return "invalid argument";
-      case ErrorCode::mismatch: return "ranks disagree on a collective";
-      case ErrorCode::timeout: return "deadline passed";
-      case ErrorCode::peer_lost: return "peer lost";
-      case ErrorCode::transport: return "transport failure";
-      case ErrorCode::aborted: return "communicator aborted";
+      case ErrorCode::invalid_argument:
+        return "invalid argument";
+      case ErrorCode::mismatch:
+        return "ranks disagree on a collective";
+      case ErrorCode::timeout:
+        return "deadline passed";
+      case ErrorCode::peer_lost:
+        return "peer lost";
+      case ErrorCode::transport:
+        return "transport failure";
+      case ErrorCode::aborted:
+        return "communicator aborted";
     }
     return "unknown ringlet error";
   }

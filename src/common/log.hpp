@@ -24,8 +24,8 @@ void write(Level l, const std::string& message) noexcept;
 }  // namespace ringlet::log
 
 // RINGLET_LOG(info, "picked ", n, " sockets"): builds the message only when the level is on.
-#define RINGLET_LOG(lvl, ...)                                                       \
-  do {                                                                              \
-    if (::ringlet::log::enabled(::ringlet::log::Level::lvl))                        \
+#define RINGLET_LOG(lvl, ...)                                                             \
+  do {                                                                                    \
+    if (::ringlet::log::enabled(::ringlet::log::Level::lvl))                              \
       ::ringlet::log::write(::ringlet::log::Level::lvl, ::ringlet::str_cat(__VA_ARGS__)); \
   } while (false)
