@@ -430,6 +430,15 @@ void Communicator::Impl::check_tensor(const Tensor& t, const char* what) const {
   }
 }
 
+void Communicator::Impl::check_op(DataType type, ReduceOp op, const char* what) const {
+  if (op == ReduceOp::avg && !is_float(type)) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat(what, ": avg is not defined for ", to_string(type),
+                        " (integer types); use sum and divide"),
+                {rank_});
+  }
+}
+
 void Communicator::Impl::fail(const Error& e) noexcept {
   aborted_.store(true, std::memory_order_release);
   if (propagated_) return;
@@ -622,12 +631,7 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
                         to_string(in.type), " and output of ", out.count, " ", to_string(out.type)),
                 {rank_});
   }
-  if (op == ReduceOp::avg && !is_float(in.type)) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat("allreduce: avg is not defined for ", to_string(in.type),
-                        " (integer types); use sum and divide"),
-                {rank_});
-  }
+  check_op(in.type, op, "allreduce");
   const std::size_t bytes = in.bytes();
   if (in.data != out.data && overlaps(in.data, bytes, out.data, bytes)) {
     throw Error(
@@ -766,12 +770,7 @@ void Communicator::Impl::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
                 "; the input needs ", size_, " x ", out.count, " elements of the output's type"),
         {rank_});
   }
-  if (op == ReduceOp::avg && !is_float(in.type)) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat("reduce_scatter: avg is not defined for ", to_string(in.type),
-                        " (integer types); use sum and divide"),
-                {rank_});
-  }
+  check_op(in.type, op, "reduce_scatter");
   const std::size_t block = out.bytes();
   auto* src = static_cast<std::byte*>(in.data);
   std::byte* own = src + static_cast<std::size_t>(rank_) * block;

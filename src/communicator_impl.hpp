@@ -121,6 +121,8 @@ class [[gnu::visibility("hidden")]] Communicator::Impl {
   algo::Context context(Deadline deadline);
   void check_usable();
   void check_tensor(const Tensor& t, const char* what) const;
+  // avg is defined for floating-point types only: invalid_argument otherwise.
+  void check_op(DataType type, ReduceOp op, const char* what) const;
 
   int rank_;
   int size_;

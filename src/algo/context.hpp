@@ -19,7 +19,7 @@ struct Context {
   int rank = 0;
   int size = 1;
   // Connection to each peer this rank talks to, indexed by rank (null where none).
-  std::vector<transport::Connection*> peers;
+  std::span<transport::Connection* const> peers;
   transport::Connection* left = nullptr;   // rank - 1
   transport::Connection* right = nullptr;  // rank + 1
   // Receive slots of the pipelined ring: `slots` slices of `slice_bytes` each.
