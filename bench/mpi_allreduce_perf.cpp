@@ -70,8 +70,7 @@ void divide(void* data, std::size_t count, int ranks) {
 // in: MPI_IN_PLACE, or (--out-of-place) the buffer that holds this rank's contribution.
 void allreduce(const void* in, void* data, std::size_t count, DataType type, ReduceOp op,
                int ranks) {
-  MPI_Allreduce(in, data, static_cast<int>(count), mpi_type(type), mpi_op(op),
-                MPI_COMM_WORLD);
+  MPI_Allreduce(in, data, static_cast<int>(count), mpi_type(type), mpi_op(op), MPI_COMM_WORLD);
   if (op != ReduceOp::avg) return;
   if (type == DataType::float32) {
     divide<float>(data, count, ranks);

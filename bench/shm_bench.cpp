@@ -46,7 +46,6 @@ double cpu_seconds() {
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
 }
 
-
 std::vector<std::size_t> parse_list(const std::string& s) {
   std::vector<std::size_t> out;
   std::stringstream in(s);

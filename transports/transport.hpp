@@ -49,8 +49,7 @@ class Connection {
   virtual int peer() const noexcept = 0;
   virtual void post_send(const MemoryRegion* mr, std::span<const std::byte> data,
                          std::uint64_t tag) = 0;
-  virtual void post_recv(const MemoryRegion* mr, std::span<std::byte> data,
-                         std::uint64_t tag) = 0;
+  virtual void post_recv(const MemoryRegion* mr, std::span<std::byte> data, std::uint64_t tag) = 0;
   virtual bool test_send(std::uint64_t tag) = 0;  // true once the send has completed
   virtual bool test_recv(std::uint64_t tag) = 0;  // true once the receive has completed
   virtual void wait_send(std::uint64_t tag, Deadline deadline) = 0;
@@ -105,8 +104,8 @@ class LocalGroup {
 struct TransportOptions {
   int rank = 0;
   int size = 1;
-  std::uint64_t job_id = 0;                        // from the rendezvous; in every handshake
-  const std::atomic<bool>* abort_flag = nullptr;   // checked on every wait loop
+  std::uint64_t job_id = 0;                       // from the rendezvous; in every handshake
+  const std::atomic<bool>* abort_flag = nullptr;  // checked on every wait loop
   std::chrono::milliseconds timeout{300000};
 };
 

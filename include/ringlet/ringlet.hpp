@@ -19,7 +19,16 @@ namespace ringlet {
 [[gnu::visibility("default")]] std::string_view version() noexcept;
 
 // ringlet::DataType: the element types a collective can carry.
-enum class DataType : std::uint8_t { float32, float64, float16, bfloat16, int8, uint8, int32, int64 };
+enum class DataType : std::uint8_t {
+  float32,
+  float64,
+  float16,
+  bfloat16,
+  int8,
+  uint8,
+  int32,
+  int64
+};
 
 // 16-bit storage types for the std::span overloads (g++ 12 has no std::float16_t). They hold
 // IEEE binary16 and bfloat16 bit patterns; ringlet reduces them with float32 arithmetic and
@@ -46,14 +55,38 @@ enum class MemoryKind : std::uint8_t { host, cuda };
 namespace detail {
 template <class T>
 struct DataTypeOf;
-template <> struct DataTypeOf<float> { static constexpr DataType value = DataType::float32; };
-template <> struct DataTypeOf<double> { static constexpr DataType value = DataType::float64; };
-template <> struct DataTypeOf<Half> { static constexpr DataType value = DataType::float16; };
-template <> struct DataTypeOf<BFloat16> { static constexpr DataType value = DataType::bfloat16; };
-template <> struct DataTypeOf<std::int8_t> { static constexpr DataType value = DataType::int8; };
-template <> struct DataTypeOf<std::uint8_t> { static constexpr DataType value = DataType::uint8; };
-template <> struct DataTypeOf<std::int32_t> { static constexpr DataType value = DataType::int32; };
-template <> struct DataTypeOf<std::int64_t> { static constexpr DataType value = DataType::int64; };
+template <>
+struct DataTypeOf<float> {
+  static constexpr DataType value = DataType::float32;
+};
+template <>
+struct DataTypeOf<double> {
+  static constexpr DataType value = DataType::float64;
+};
+template <>
+struct DataTypeOf<Half> {
+  static constexpr DataType value = DataType::float16;
+};
+template <>
+struct DataTypeOf<BFloat16> {
+  static constexpr DataType value = DataType::bfloat16;
+};
+template <>
+struct DataTypeOf<std::int8_t> {
+  static constexpr DataType value = DataType::int8;
+};
+template <>
+struct DataTypeOf<std::uint8_t> {
+  static constexpr DataType value = DataType::uint8;
+};
+template <>
+struct DataTypeOf<std::int32_t> {
+  static constexpr DataType value = DataType::int32;
+};
+template <>
+struct DataTypeOf<std::int64_t> {
+  static constexpr DataType value = DataType::int64;
+};
 }  // namespace detail
 
 // The DataType of a C++ element type: data_type_of<float>() == DataType::float32.
@@ -136,7 +169,7 @@ class [[gnu::visibility("default")]] Communicator {
   // (another rank speaks a different protocol version or disagrees on the job size).
   static Communicator create(const Options& options = {});
 
-  Communicator(Communicator&&) noexcept;
+  Communicator(Communicator &&) noexcept;
   Communicator& operator=(Communicator&&) noexcept;
   ~Communicator();
 

@@ -21,10 +21,10 @@ struct LaunchInfo {
   int size = -1;
   int local_rank = -1;
   int local_size = -1;
-  std::string store_host;   // rank 0's store host, without brackets
+  std::string store_host;  // rank 0's store host, without brackets
   int store_port = 29500;
-  std::string node_id;      // RINGLET_NODE_ID or Options::node_id; empty: detect
-  std::string source;       // which launcher the rank came from, for logs: "ringlet", "torchrun", ...
+  std::string node_id;  // RINGLET_NODE_ID or Options::node_id; empty: detect
+  std::string source;   // which launcher the rank came from, for logs: "ringlet", "torchrun", ...
 };
 
 // Resolves, per field: Options first, then RINGLET_*, then torchrun (MASTER_ADDR,

@@ -34,19 +34,25 @@ namespace {
 using ringlet::DataType;
 using ringlet::ReduceOp;
 
-constexpr DataType kTypes[] = {DataType::float32, DataType::float64, DataType::float16,
+constexpr DataType kTypes[] = {DataType::float32,  DataType::float64, DataType::float16,
                                DataType::bfloat16, DataType::int8,    DataType::uint8,
-                               DataType::int32,   DataType::int64};
+                               DataType::int32,    DataType::int64};
 constexpr std::size_t kMaxPrinted = 5;
 
 std::string_view code_name(ringlet::ErrorCode code) {
   switch (code) {
-    case ringlet::ErrorCode::invalid_argument: return "invalid_argument";
-    case ringlet::ErrorCode::mismatch: return "mismatch";
-    case ringlet::ErrorCode::timeout: return "timeout";
-    case ringlet::ErrorCode::peer_lost: return "peer_lost";
-    case ringlet::ErrorCode::transport: return "transport";
-    case ringlet::ErrorCode::aborted: return "aborted";
+    case ringlet::ErrorCode::invalid_argument:
+      return "invalid_argument";
+    case ringlet::ErrorCode::mismatch:
+      return "mismatch";
+    case ringlet::ErrorCode::timeout:
+      return "timeout";
+    case ringlet::ErrorCode::peer_lost:
+      return "peer_lost";
+    case ringlet::ErrorCode::transport:
+      return "transport";
+    case ringlet::ErrorCode::aborted:
+      return "aborted";
   }
   return "unknown";
 }
@@ -61,13 +67,20 @@ bool is_signed(DataType t) { return t != DataType::uint8; }
 // The largest integer up to which the type holds every integer exactly (and sums stay in range).
 double exact_limit(DataType t) {
   switch (t) {
-    case DataType::int8: return 127;
-    case DataType::uint8: return 255;
-    case DataType::bfloat16: return 256;
-    case DataType::float16: return 2048;
-    case DataType::float32: return 16777216.0;
-    case DataType::int32: return 2147483647.0;
-    default: return 9007199254740992.0;  // float64, int64: 2^53
+    case DataType::int8:
+      return 127;
+    case DataType::uint8:
+      return 255;
+    case DataType::bfloat16:
+      return 256;
+    case DataType::float16:
+      return 2048;
+    case DataType::float32:
+      return 16777216.0;
+    case DataType::int32:
+      return 2147483647.0;
+    default:
+      return 9007199254740992.0;  // float64, int64: 2^53
   }
 }
 
@@ -108,14 +121,30 @@ double from_bf16(std::uint16_t b) {
 void store(std::byte* p, DataType t, double v) {
   auto put = [p](auto x) { std::memcpy(p, &x, sizeof x); };
   switch (t) {
-    case DataType::float32: put(static_cast<float>(v)); break;
-    case DataType::float64: put(v); break;
-    case DataType::float16: put(to_half(v)); break;
-    case DataType::bfloat16: put(to_bf16(v)); break;
-    case DataType::int8: put(static_cast<std::int8_t>(v)); break;
-    case DataType::uint8: put(static_cast<std::uint8_t>(v)); break;
-    case DataType::int32: put(static_cast<std::int32_t>(v)); break;
-    case DataType::int64: put(static_cast<std::int64_t>(v)); break;
+    case DataType::float32:
+      put(static_cast<float>(v));
+      break;
+    case DataType::float64:
+      put(v);
+      break;
+    case DataType::float16:
+      put(to_half(v));
+      break;
+    case DataType::bfloat16:
+      put(to_bf16(v));
+      break;
+    case DataType::int8:
+      put(static_cast<std::int8_t>(v));
+      break;
+    case DataType::uint8:
+      put(static_cast<std::uint8_t>(v));
+      break;
+    case DataType::int32:
+      put(static_cast<std::int32_t>(v));
+      break;
+    case DataType::int64:
+      put(static_cast<std::int64_t>(v));
+      break;
   }
 }
 
@@ -125,14 +154,22 @@ double load(const std::byte* p, DataType t) {
     return x;
   };
   switch (t) {
-    case DataType::float32: return get(float{});
-    case DataType::float64: return get(double{});
-    case DataType::float16: return from_half(get(std::uint16_t{}));
-    case DataType::bfloat16: return from_bf16(get(std::uint16_t{}));
-    case DataType::int8: return get(std::int8_t{});
-    case DataType::uint8: return get(std::uint8_t{});
-    case DataType::int32: return get(std::int32_t{});
-    case DataType::int64: return static_cast<double>(get(std::int64_t{}));
+    case DataType::float32:
+      return get(float{});
+    case DataType::float64:
+      return get(double{});
+    case DataType::float16:
+      return from_half(get(std::uint16_t{}));
+    case DataType::bfloat16:
+      return from_bf16(get(std::uint16_t{}));
+    case DataType::int8:
+      return get(std::int8_t{});
+    case DataType::uint8:
+      return get(std::uint8_t{});
+    case DataType::int32:
+      return get(std::int32_t{});
+    case DataType::int64:
+      return static_cast<double>(get(std::int64_t{}));
   }
   return std::nan("");
 }
@@ -251,10 +288,11 @@ int check_all(ringlet::Communicator& comm, std::size_t max_count, bool big) {
   // Every rank learns whether any rank found a wrong element.
   std::int64_t wrong_all = c.wrong;
   comm.allreduce(std::span<std::int64_t>(&wrong_all, 1));
-  std::printf("hier_check rank %d/%d nodes %d local %d/%d: %ld cases, %ld wrong here, %lld in all: "
-              "%s\n",
-              comm.rank(), comm.size(), comm.node_count(), comm.local_rank(), comm.local_size(),
-              c.cases, c.wrong, static_cast<long long>(wrong_all), wrong_all == 0 ? "OK" : "FAILED");
+  std::printf(
+      "hier_check rank %d/%d nodes %d local %d/%d: %ld cases, %ld wrong here, %lld in all: "
+      "%s\n",
+      comm.rank(), comm.size(), comm.node_count(), comm.local_rank(), comm.local_size(), c.cases,
+      c.wrong, static_cast<long long>(wrong_all), wrong_all == 0 ? "OK" : "FAILED");
   std::fflush(stdout);
   return wrong_all == 0 ? 0 : 1;
 }
@@ -311,7 +349,8 @@ int main(int argc, char** argv) {
     rank = comm.rank();
     return loop_seconds >= 0 ? loop(comm, loop_seconds, loop_mib) : check_all(comm, max_count, big);
   } catch (const ringlet::Error& e) {
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::fprintf(stderr, "ERROR %s rank %d after %.1f s: %s\n",
                  std::string(code_name(e.error_code())).c_str(), rank, s, e.what());
     return 3;

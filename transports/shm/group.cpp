@@ -50,8 +50,16 @@ constexpr auto kPidCheckAfter = std::chrono::seconds(1);
 // 1-5: this group's own collectives; 6-10: ShmGroup::Call, collectives of the communicator
 // that run over another transport and only agree here.
 enum class Kind : std::uint32_t {
-  barrier = 1, allreduce, reduce_scatter, allgather, broadcast,
-  other_allreduce, other_broadcast, other_allgather, other_reduce_scatter, other_dup
+  barrier = 1,
+  allreduce,
+  reduce_scatter,
+  allgather,
+  broadcast,
+  other_allreduce,
+  other_broadcast,
+  other_allgather,
+  other_reduce_scatter,
+  other_dup
 };
 
 const char* kind_name(Kind k) {
@@ -80,7 +88,6 @@ const char* kind_name(Kind k) {
   return "?";
 }
 
-
 // What a rank is calling; compared across local ranks at the start of every call.
 struct Fingerprint {
   std::uint64_t seq = 0;
@@ -100,21 +107,21 @@ struct Fingerprint {
         return "barrier()";
       case Kind::allreduce:
       case Kind::reduce_scatter:
-        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ", ", ringlet::to_string(op),
-                       ")");
+        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ", ",
+                       ringlet::to_string(op), ")");
       case Kind::allgather:
         return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ")");
       case Kind::broadcast:
         return str_cat(kind_name(kind), "(bytes=", count, ", root=local rank ", root, ")");
       case Kind::other_allreduce:
       case Kind::other_reduce_scatter:
-        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ", ", ringlet::to_string(op),
-                       ")");
+        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ", ",
+                       ringlet::to_string(op), ")");
       case Kind::other_allgather:
         return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ")");
       case Kind::other_broadcast:
-        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type), ", root=", root,
-                       ")");
+        return str_cat(kind_name(kind), "(count=", count, ", ", ringlet::to_string(type),
+                       ", root=", root, ")");
       case Kind::other_dup:
         return "dup()";
     }

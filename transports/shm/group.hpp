@@ -91,8 +91,7 @@ class ShmGroup final : public LocalGroup {
   void mark_failed(ErrorCode code) noexcept;
 
   enum class Call : std::uint32_t { allreduce = 6, broadcast, allgather, reduce_scatter, dup };
-  void agree(Call call, std::size_t count, DataType type, ReduceOp op, int root,
-             Deadline deadline);
+  void agree(Call call, std::size_t count, DataType type, ReduceOp op, int root, Deadline deadline);
 
   // Wakes a wait of this rank so that it sees the abort flag at once (otherwise within
   // about 50 ms). Thread-safe, never throws.

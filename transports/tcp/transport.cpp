@@ -115,8 +115,8 @@ class TcpTransport final : public Transport {
 
   std::uint32_t socket_count() const {
     // Control, then data sockets, then (direction-separated) the small-message socket.
-    return 1 + static_cast<std::uint32_t>(options_.separate_directions ? 2 * sockets_ + 1
-                                                                       : sockets_);
+    return 1 +
+           static_cast<std::uint32_t>(options_.separate_directions ? 2 * sockets_ + 1 : sockets_);
   }
   std::vector<UniqueFd> connect_active(int peer, const AddressBlob& blob, Deadline deadline,
                                        std::string* address);
