@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: Apache-2.0
+// LocalGroup: the ranks of one node reducing through node-local memory (shared memory for
+// host buffers; NCCL for CUDA buffers with "GPU II"). One implementation per folder under
+// groups/; the factory (transports/factory.hpp) makes one per memory kind.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+#include "include/ringlet/ringlet.hpp"
+#include "src/common/deadline.hpp"
+#include "src/exec/executor.hpp"
+#include "src/fingerprint.hpp"
+
+namespace ringlet::groups {
+
+// Collective over the local ranks: every local rank makes the same calls in the same order.
+// Shard i of `count` elements is [split_begin(count, L, i), split_begin(count, L, i + 1))
+// (src/common/partition.hpp): contiguous, in local-rank order.
+//
+// Data calls reduce through `exec` (whose memory kind is the group's) and treat avg as sum:
+// the caller's plan scales once afterwards. Results are identical bit for bit on every local
+// rank.
+//
+// Errors (ringlet::Error): mismatch when local ranks disagree (on every local rank), timeout
+// at the deadline naming the ranks waited on, peer_lost when a local peer died or failed,
+// aborted when the communicator's abort flag is set. After any of them the group is
+// unusable. invalid_argument for bad arguments, with nothing damaged.
+//
+// Owned by one communicator and used by one thread at a time, except mark_failed() and
+// interrupt(), which any thread may call.
+class LocalGroup {
+ public:
+  virtual ~LocalGroup() = default;
+  virtual std::string_view name() const noexcept = 0;
+  virtual MemoryKind memory() const noexcept = 0;
+  virtual int local_rank() const noexcept = 0;
+  virtual int local_size() const noexcept = 0;
+
+  // Checks that every local rank entered the collective `fp` of the communicator, which runs
+  // over another path (the network); mismatch otherwise. It makes a rank in a local
+  // allreduce and a rank in a network broadcast both fail instead of waiting for each other.
+  virtual void agree(const Fingerprint& fp, Deadline deadline) = 0;
+  // Tells the other local ranks that this one failed outside the group (its communicator
+  // was aborted), so that none waits for it until its deadline. Never throws.
+  virtual void mark_failed(ErrorCode code) noexcept = 0;
+  // Wakes a wait of this rank so that it sees the abort flag at once. Never throws.
+  virtual void interrupt() noexcept = 0;
+
+  // The collectives; `fp` is the communicator's collective they serve (for the local ranks'
+  // own agreement check and for messages).
+  // In place over `count` elements of `data`.
+  virtual void allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                         const exec::Executor& exec, const Fingerprint& fp, Deadline deadline) = 0;
+  // Afterwards this local rank's shard of `data` holds the reduction over the local ranks;
+  // the rest of `data` is unspecified.
+  virtual void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                              const exec::Executor& exec, const Fingerprint& fp,
+                              Deadline deadline) = 0;
+  // Every local rank contributes its shard of `data`; afterwards `data` is whole everywhere.
+  virtual void allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
+                         const Fingerprint& fp, Deadline deadline) = 0;
+  // Copies `bytes` bytes of local_root's `data` into every local rank's `data`.
+  virtual void broadcast(void* data, std::size_t bytes, int local_root, const exec::Executor& exec,
+                         const Fingerprint& fp, Deadline deadline) = 0;
+  virtual void barrier(const Fingerprint& fp, Deadline deadline) = 0;
+};
+
+}  // namespace ringlet::groups

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: Apache-2.0
+// Config: every tunable of one communicator, resolved once from Options, then the
+// environment, then measured defaults. Only resolve_config() reads the environment; the
+// layers below receive the values they need.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "include/ringlet/ringlet.hpp"
+
+namespace ringlet {
+
+struct Config {
+  // Algorithm selection, RINGLET_ALGO's syntax (src/algo/select.hpp): "auto", a name, or
+  // ranges "rd:0-64K;ring:64K-max".
+  std::string algorithm = "auto";
+  // Network transport: "auto" or "tcp" (RINGLET_TRANSPORT).
+  std::string transport = "auto";
+  // Deadline of every blocking call (RINGLET_TIMEOUT).
+  std::chrono::milliseconds timeout{300000};
+  // Largest allreduce served by recursive doubling under "auto" (RINGLET_CROSSOVER_BYTES);
+  // measured default: 64 KiB up to 4 ranks, 128 KiB above (docs/perf/crossover.md).
+  std::size_t crossover_bytes = std::size_t{64} << 10;
+  // Pipeline slice of the ring (RINGLET_SLICE_BYTES); 0: the transport's recommendation.
+  std::size_t slice_bytes = 0;
+  // Receive slots of the pipelined ring.
+  int ring_slots = 4;
+  // Pipeline chunk of the hierarchical allreduce (measured: docs/perf/hierarchical-hosts.md).
+  std::size_t hier_pipeline_bytes = std::size_t{1} << 20;
+  // Shared memory among the ranks of a node (RINGLET_SHM).
+  bool shm = true;
+  // Shared-memory slot per rank; 0: the group's measured default (RINGLET_SHM_CHUNK_BYTES).
+  std::size_t shm_chunk_bytes = 0;
+  // Spin and yield rounds of a shared-memory wait before it sleeps (RINGLET_SHM_SPIN,
+  // RINGLET_SHM_YIELDS).
+  int shm_spin = 50;
+  int shm_yields = 100;
+  // TCP data sockets per peer and direction (RINGLET_SOCKETS); 0: the transport's default.
+  int tcp_sockets = 0;
+  // Interface selection as NCCL_SOCKET_IFNAME (RINGLET_SOCKET_IFNAME); empty: automatic.
+  std::string socket_ifname;
+};
+
+// How a variable is looked up: the process environment in production, a map in tests.
+using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
+EnvLookup process_env_lookup();
+
+// Resolves the configuration of a communicator of `size` ranks. A malformed value throws
+// Error(invalid_argument) naming the variable or option.
+Config resolve_config(const Options& options, int size, const EnvLookup& env);
+
+// One line per value, "name=value (source)", for the INFO log.
+std::string describe(const Config& config);
+
+}  // namespace ringlet

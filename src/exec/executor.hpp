@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+// Executor: where the arithmetic and copies of a collective run, chosen by memory kind.
+// Algorithms and local groups never call a kernel directly; they call their executor, so
+// that a second memory kind (CUDA, with streams) is added as a second implementation here
+// without changing any algorithm.
+#pragma once
+
+#include <cstddef>
+
+#include "include/ringlet/ringlet.hpp"
+
+namespace ringlet::exec {
+
+// The reduction of one (type, op), resolved once per collective: out[i] = op(a[i], b[i]).
+// out may equal a; otherwise the three ranges do not overlap. avg reduces as sum: scaling is
+// the plan's separate post-scale step (Executor::scale).
+class Reducer {
+ public:
+  using Fn = void (*)(void* out, const void* a, const void* b, std::size_t n);
+  Reducer() = default;
+  explicit Reducer(Fn fn) noexcept : fn_(fn) {}
+  void operator()(void* out, const void* a, const void* b, std::size_t n) const {
+    fn_(out, a, b, n);
+  }
+
+ private:
+  Fn fn_ = nullptr;
+};
+
+// One per memory kind, shared by every communicator of the process (stateless for host
+// memory; the CUDA executor of "GPU I" carries the device and stream of a collective).
+// Thread-safe: the hierarchical algorithm uses it from two threads.
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  virtual MemoryKind memory() const noexcept = 0;
+  // Resolves the kernel of (type, op) for this memory kind.
+  virtual Reducer reducer(DataType type, ReduceOp op) const = 0;
+  // dst[0, bytes) = src[0, bytes); the ranges may overlap (memmove).
+  virtual void copy(void* dst, const void* src, std::size_t bytes) const = 0;
+  // data[i] /= divisor for floating-point `type` (the post-scale step of avg).
+  virtual void scale(void* data, std::size_t count, DataType type, int divisor) const = 0;
+  // Makes every step issued so far complete before the caller reads the memory on the host
+  // or hands it to a transport. Host memory: nothing to do.
+  virtual void synchronize() const {}
+};
+
+// The executor of host memory: the CPU kernels of src/reduce (AVX-512, AVX2 or generic).
+const Executor& host_executor() noexcept;
+
+// The executor for `kind`; throws Error(invalid_argument) for a kind this build cannot run.
+const Executor& executor_for(MemoryKind kind);
+
+}  // namespace ringlet::exec

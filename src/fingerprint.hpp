@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: Apache-2.0
+// What a rank is calling, so that ranks that disagree fail with ErrorCode::mismatch instead
+// of exchanging garbage: one definition for the communicator and every local group.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "include/ringlet/ringlet.hpp"
+
+namespace ringlet {
+
+enum class CollectiveKind : std::uint8_t {
+  allreduce = 1,
+  broadcast,
+  allgather,
+  reduce_scatter,
+  barrier,
+  dup
+};
+
+std::string_view to_string(CollectiveKind kind) noexcept;
+
+struct Fingerprint {
+  std::uint64_t seq = 0;  // the communicator's sequence number of the collective
+  CollectiveKind kind = CollectiveKind::allreduce;
+  DataType type = DataType::float32;
+  ReduceOp op = ReduceOp::sum;
+  std::int32_t root = -1;
+  std::uint64_t count = 0;
+
+  friend bool operator==(const Fingerprint&, const Fingerprint&) = default;
+};
+
+// "allreduce(count=1024, float32, sum)"; only the fields that matter for the kind.
+std::string describe(const Fingerprint& f);
+
+// The fingerprint as it travels between ranks: 32 bytes, host byte order (all ranks of a job
+// share one architecture). A local group may keep the same bytes in shared memory.
+struct WireFingerprint {
+  std::uint32_t magic;
+  std::uint32_t version;
+  std::uint8_t kind;
+  std::uint8_t type;
+  std::uint8_t op;
+  std::uint8_t reserved;
+  std::int32_t root;
+  std::uint64_t seq;
+  std::uint64_t count;
+};
+static_assert(sizeof(WireFingerprint) == 32);
+
+// The version of the collective protocol; also checked at the rendezvous.
+inline constexpr std::uint32_t kCollectiveProtocolVersion = 1;
+
+WireFingerprint encode(const Fingerprint& fp) noexcept;
+// True when `w` carries the magic of a fingerprint (whatever its version).
+bool looks_like_fingerprint(const WireFingerprint& w) noexcept;
+
+// Compares what `peer` sent with what `self` calls; throws Error(mismatch) naming both ranks
+// and both calls when they differ, or when the peer speaks another protocol version.
+void check_agreement(int peer, const WireFingerprint& theirs, int self, const Fingerprint& mine);
+
+}  // namespace ringlet
