@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: Apache-2.0
+// Collective fingerprints: names, wire form and the agreement check.
+#include "src/fingerprint.hpp"
+
+#include "src/common/str_cat.hpp"
+
+namespace ringlet {
+namespace {
+
+constexpr std::uint32_t kMagic = 0x524c4348;  // "RLCH"
+
+}  // namespace
+
+std::string_view to_string(CollectiveKind kind) noexcept {
+  switch (kind) {
+    case CollectiveKind::allreduce:
+      return "allreduce";
+    case CollectiveKind::broadcast:
+      return "broadcast";
+    case CollectiveKind::allgather:
+      return "allgather";
+    case CollectiveKind::reduce_scatter:
+      return "reduce_scatter";
+    case CollectiveKind::barrier:
+      return "barrier";
+    case CollectiveKind::dup:
+      return "dup";
+  }
+  return "unknown";
+}
+
+std::string describe(const Fingerprint& f) {
+  std::string s = str_cat(to_string(f.kind), "(");
+  switch (f.kind) {
+    case CollectiveKind::allreduce:
+    case CollectiveKind::reduce_scatter:
+      return str_cat(s, "count=", f.count, ", ", to_string(f.type), ", ", to_string(f.op), ")");
+    case CollectiveKind::broadcast:
+      return str_cat(s, "count=", f.count, ", ", to_string(f.type), ", root=", f.root, ")");
+    case CollectiveKind::allgather:
+      return str_cat(s, "count=", f.count, ", ", to_string(f.type), ")");
+    case CollectiveKind::barrier:
+    case CollectiveKind::dup:
+      break;
+  }
+  return s + ")";
+}
+
+WireFingerprint encode(const Fingerprint& fp) noexcept {
+  return WireFingerprint{kMagic,
+                         kCollectiveProtocolVersion,
+                         static_cast<std::uint8_t>(fp.kind),
+                         static_cast<std::uint8_t>(fp.type),
+                         static_cast<std::uint8_t>(fp.op),
+                         0,
+                         fp.root,
+                         fp.seq,
+                         fp.count};
+}
+
+bool looks_like_fingerprint(const WireFingerprint& w) noexcept { return w.magic == kMagic; }
+
+void check_agreement(int peer, const WireFingerprint& h, int self, const Fingerprint& mine) {
+  if (h.magic != kMagic || h.version != kCollectiveProtocolVersion) {
+    throw Error(ErrorCode::mismatch,
+                str_cat("rank ", peer, " sent a collective header of protocol version ", h.version,
+                        " (magic ", h.magic, ") where rank ", self, " expected version ",
+                        kCollectiveProtocolVersion),
+                {peer, self});
+  }
+  const Fingerprint theirs{h.seq,
+                           static_cast<CollectiveKind>(h.kind),
+                           static_cast<DataType>(h.type),
+                           static_cast<ReduceOp>(h.op),
+                           h.root,
+                           h.count};
+  if (theirs != mine) {
+    throw Error(
+        ErrorCode::mismatch,
+        str_cat("rank ", peer, " called ", describe(theirs), " as collective #", h.seq,
+                " while rank ", self, " called ", describe(mine), " as collective #", mine.seq),
+        {peer, self});
+  }
+}
+
+}  // namespace ringlet
