@@ -11,7 +11,7 @@
 # Environment: RL_TESTHOSTS_PREFIX (default "rl") names the set, so that two sets can coexist;
 # RL_TESTHOSTS_NET (default "198.18.0") is the /24 the set uses, inside 198.18.0.0/15;
 # RL_TESTHOSTS_BURST (default "125kb", what tbf needs to hold 1 Gbit/s on these machines).
-# Needs root, iproute2 (ip, tc) and util-linux (unshare). See docs/launcher.md.
+# Needs root, iproute2 (ip, tc) and util-linux (unshare). See docs/guide/launcher.md.
 set -euo pipefail
 
 prefix="${RL_TESTHOSTS_PREFIX:-rl}"
