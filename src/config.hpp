@@ -34,7 +34,7 @@ struct Config {
   std::size_t hier_pipeline_bytes = std::size_t{1} << 20;
   // Shared memory among the ranks of a node (RINGLET_SHM).
   bool shm = true;
-  // Shared-memory slot per rank; 0: the group's measured default (RINGLET_SHM_CHUNK_BYTES).
+  // Shared-memory slot per rank; 0: the group's measured default.
   std::size_t shm_chunk_bytes = 0;
   // Spin and yield rounds of a shared-memory wait before it sleeps (RINGLET_SHM_SPIN,
   // RINGLET_SHM_YIELDS).

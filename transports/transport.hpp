@@ -85,8 +85,11 @@ class ControlPlane {
  public:
   virtual ~ControlPlane() = default;
   // Best effort, bounded by a short internal deadline, never throws: tells every connected
-  // peer that this rank failed with `code` and `what`, so that none waits for it.
-  virtual void report_failure(ErrorCode code, std::string_view what) noexcept = 0;
+  // peer that this rank failed with `code` and `cause`, first seen by `origin_rank` (this
+  // rank, or the peer that reported it here), so that none waits for it. The peers' error is
+  // Error(code, cause).reported_by(origin_rank).
+  virtual void report_failure(ErrorCode code, int origin_rank,
+                              std::string_view cause) noexcept = 0;
 };
 
 // One NIC or node-local domain: listens, connects to peers, owns their connections.

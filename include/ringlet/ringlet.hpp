@@ -128,14 +128,35 @@ enum class ErrorCode { invalid_argument = 1, mismatch, timeout, peer_lost, trans
 [[gnu::visibility("default")]] std::error_code make_error_code(ErrorCode code) noexcept;
 
 // ringlet::Error: the only exception ringlet throws. `e.code() == ErrorCode::timeout` works.
+// Structured: the cause, the rank where it began, and the collective it ended; what() is
+// composed from them: "allreduce #3: rank 2: <cause>: <the code's text>".
 class [[gnu::visibility("default")]] Error : public std::system_error {
  public:
-  Error(ErrorCode code, const std::string& what, std::vector<int> ranks = {});
+  Error(ErrorCode code, const std::string& cause, std::vector<int> ranks = {});
   ErrorCode error_code() const noexcept;
   const std::vector<int>& ranks() const noexcept;  // the ranks involved, may be empty
+  // What went wrong, without the context below.
+  const std::string& cause() const noexcept;
+  // The rank that reported the failure to this one; -1 when this rank detected it.
+  int origin_rank() const noexcept;
+  // The collective that failed ("allreduce") and its sequence number on the communicator
+  // (1 for the first); empty and 0 outside a collective.
+  const std::string& collective() const noexcept;
+  std::uint64_t sequence() const noexcept;
+  const char* what() const noexcept override;
+
+  // Context added on the way up, each set once (later calls keep the first value).
+  Error& reported_by(int origin_rank);
+  Error& in_collective(std::string_view name, std::uint64_t sequence);
 
  private:
+  void compose();
   std::vector<int> ranks_;
+  std::string cause_;
+  int origin_rank_ = -1;
+  std::string collective_;
+  std::uint64_t sequence_ = 0;
+  std::string what_;
 };
 
 // ringlet::Options
@@ -152,6 +173,11 @@ struct Options {
   std::string node_id;  // overrides the node identity (RINGLET_NODE_ID); empty: detected
   // Deadline of every blocking call. Zero: RINGLET_TIMEOUT (seconds), else 300 s.
   std::chrono::milliseconds timeout{0};
+  // Allreduce algorithm, RINGLET_ALGO's syntax: "auto", "ring", "recursive_doubling", "hier",
+  // "local", or size ranges such as "rd:0-64K;ring:64K-max". Empty: RINGLET_ALGO, else auto.
+  std::string algorithm;
+  // Network transport: "auto" or "tcp". Empty: RINGLET_TRANSPORT, else auto.
+  std::string transport;
 };
 
 // ringlet::Communicator
@@ -224,10 +250,10 @@ class [[gnu::visibility("default")]] Communicator {
   void abort() noexcept;
 
   class Impl;
-  explicit Communicator(std::unique_ptr<Impl> impl);
-  Impl& impl() noexcept { return *impl_; }
 
  private:
+  friend struct CommunicatorAccess;
+  explicit Communicator(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// What an algorithm needs from its communicator: connections, scratch memory, deadline.
+// What an algorithm needs from its communicator: connections, scratch memory and its
+// registration, the executor, the local group, the plan's post-scale step and the deadline.
 #pragma once
 
 #include <cstddef>
@@ -7,14 +8,42 @@
 #include <span>
 #include <vector>
 
+#include "groups/local_group.hpp"
 #include "include/ringlet/ringlet.hpp"
 #include "src/common/deadline.hpp"
+#include "src/common/partition.hpp"
+#include "src/exec/executor.hpp"
+#include "src/fingerprint.hpp"
 #include "transports/transport.hpp"
 
 namespace ringlet::algo {
 
-// Filled by Communicator::Impl for one collective. Algorithms use only the connections and
-// the scratch memory given here, all owned by the communicator.
+// The communicator's services an algorithm may need beyond data movement.
+class Runtime {
+ public:
+  // Aborts the communicator: stops the other side of an algorithm (a helper thread, a local
+  // group wait) when one side fails. Thread-safe, never throws.
+  virtual void abort() noexcept = 0;
+  // Runs first on a helper thread an algorithm starts (NUMA pinning). Never throws.
+  virtual void on_helper_thread() noexcept {}
+
+ protected:
+  ~Runtime() = default;
+};
+
+// The plan's post-scale step: avg is sum followed by this division by the world size, once
+// per element, applied by the algorithm to the part of the result this rank owns before it
+// is distributed (so that each element is divided exactly once, on one rank).
+struct PostScale {
+  int divisor = 1;
+  void operator()(const exec::Executor& exec, std::byte* data, std::size_t count,
+                  DataType type) const {
+    if (divisor != 1 && count > 0) exec.scale(data, count, type, divisor);
+  }
+};
+
+// Filled by Communicator::Impl for one collective. Algorithms use only the connections, the
+// scratch memory and the executor given here, all owned by the communicator.
 struct Context {
   int rank = 0;
   int size = 1;
@@ -22,21 +51,25 @@ struct Context {
   std::span<transport::Connection* const> peers;
   transport::Connection* left = nullptr;   // rank - 1
   transport::Connection* right = nullptr;  // rank + 1
-  // Receive slots of the pipelined ring: `slots` slices of `slice_bytes` each.
+  // Receive slots of the pipelined ring: `slots` slices of `slice_bytes` each, registered.
   std::span<std::byte> ring_scratch;
+  const transport::MemoryRegion* ring_scratch_mr = nullptr;
   std::size_t slice_bytes = 0;
   int slots = 0;
-  // Receive buffer of the latency-optimal path; at least the crossover size.
+  // Posts outstanding per connection and direction the transport allows; 0: no limit.
+  std::size_t max_outstanding = 0;
+  // Staging of the latency-optimal path; at least twice the crossover size, registered.
   std::span<std::byte> small_scratch;
+  const transport::MemoryRegion* small_scratch_mr = nullptr;
+  // Where reductions and copies run (the memory kind of the collective's buffers).
+  const exec::Executor* exec = &exec::host_executor();
+  // The ranks of this node, where the plan uses them.
+  groups::LocalGroup* local = nullptr;
+  // The collective being run (for the local group's agreement and for messages).
+  const Fingerprint* fp = nullptr;
+  PostScale post_scale;
+  Runtime* runtime = nullptr;
   Deadline deadline;
 };
-
-// Balanced split of `count` elements into `parts` contiguous parts: part i is
-// [split_begin(count, parts, i), split_begin(count, parts, i + 1)).
-inline std::size_t split_begin(std::size_t count, std::size_t parts, std::size_t i) {
-  return count / parts * i + std::min(i, count % parts);
-}
-
-inline int mod(long long a, int n) { return static_cast<int>(((a % n) + n) % n); }
 
 }  // namespace ringlet::algo

@@ -10,7 +10,6 @@
 
 #include "src/algo/ring.hpp"
 #include "src/common/check.hpp"
-#include "src/reduce/reduce.hpp"
 
 namespace ringlet::algo {
 
@@ -34,7 +33,7 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
   // The network thread: the inter-node ring over this local rank's shard of each chunk.
   std::jthread network([&] {
     try {
-      if (ctx.on_network_thread) ctx.on_network_thread();
+      if (ctx.ring.runtime != nullptr) ctx.ring.runtime->on_helper_thread();
       for (std::size_t k = 0; k < chunks; ++k) {
         {
           std::unique_lock lock(mutex);
@@ -45,11 +44,7 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
         const std::size_t shard_begin = chunk_begin(k) + split_begin(len, L, lr);
         const std::size_t shard_len = split_begin(len, L, lr + 1) - split_begin(len, L, lr);
         std::byte* shard = buf + shard_begin * elem;
-        const ReduceOp ring_op = op == ReduceOp::avg ? ReduceOp::sum : op;
-        if (shard_len > 0) {
-          ring_allreduce(ctx.ring, shard, shard, shard_len, type, ring_op);
-          if (op == ReduceOp::avg) reduce::divide_host(shard, shard_len, type, ctx.world_size);
-        }
+        if (shard_len > 0) ring_allreduce(ctx.ring, shard, shard, shard_len, type, op);
         std::lock_guard lock(mutex);
         reduced = k + 1;
         cv.notify_all();
@@ -60,7 +55,8 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
         network_error = std::current_exception();
         cv.notify_all();
       }
-      if (ctx.interrupt) ctx.interrupt();  // wakes the calling thread's shared-memory waits
+      // Wakes the calling thread's shared-memory waits.
+      if (ctx.ring.runtime != nullptr) ctx.ring.runtime->abort();
     }
   });
 
@@ -68,7 +64,8 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
     // Intra-node reduce-scatter of every chunk, handing each to the network thread.
     for (std::size_t k = 0; k < chunks; ++k) {
       const std::size_t len = chunk_begin(k + 1) - chunk_begin(k);
-      ctx.local->reduce_scatter(buf + chunk_begin(k) * elem, len, type, op, ctx.ring.deadline);
+      ctx.ring.local->reduce_scatter(buf + chunk_begin(k) * elem, len, type, op, *ctx.ring.exec,
+                                     *ctx.ring.fp, ctx.ring.deadline);
       std::lock_guard lock(mutex);
       scattered = k + 1;
       cv.notify_all();
@@ -85,7 +82,8 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
         if (network_error) std::rethrow_exception(network_error);
       }
       const std::size_t len = chunk_begin(k + 1) - chunk_begin(k);
-      ctx.local->allgather(buf + chunk_begin(k) * elem, len, type, ctx.ring.deadline);
+      ctx.ring.local->allgather(buf + chunk_begin(k) * elem, len, type, *ctx.ring.exec, *ctx.ring.fp,
+                                ctx.ring.deadline);
     }
   } catch (...) {
     {
@@ -93,7 +91,7 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
       stop = true;
       cv.notify_all();
     }
-    if (ctx.interrupt) ctx.interrupt();
+    if (ctx.ring.runtime != nullptr) ctx.ring.runtime->abort();
     network.join();
     // The network's error explains a shared-memory abort better than the abort itself.
     if (network_error) std::rethrow_exception(network_error);

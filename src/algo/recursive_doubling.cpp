@@ -6,10 +6,8 @@
 #include "src/algo/recursive_doubling.hpp"
 
 #include <algorithm>
-#include <cstring>
 
 #include "src/common/check.hpp"
-#include "src/reduce/reduce.hpp"
 
 namespace ringlet::algo {
 namespace {
@@ -60,18 +58,19 @@ void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t coun
   if (n == 1 || message == 0) return;
   RINGLET_CHECK(2 * message <= ctx.small_scratch.size(), "recursive doubling message of ", message,
                 " bytes exceeds its scratch of ", ctx.small_scratch.size());
-  const auto kernel = reduce::host_kernel3(type, op);
+  const exec::Executor& exec = *ctx.exec;
+  const exec::Reducer kernel = exec.reducer(type, op);
+  const transport::MemoryRegion* mr = ctx.small_scratch_mr;
   // Staging: [prefix | our data] goes out, [their prefix | their data] comes in.
   std::byte* out = ctx.small_scratch.data();
   std::byte* in = out + message;
   std::byte* theirs = in + head;
-  if (head > 0) std::memcpy(out, prefix->mine.data(), head);
+  if (head > 0) exec.copy(out, prefix->mine.data(), head);
   const Layout l = layout_of(n);
   const int r = ctx.rank;
-  std::uint64_t tag = 0;
 
   auto stage = [&] {
-    if (bytes > 0) std::memcpy(out + head, buf, bytes);
+    if (bytes > 0) exec.copy(out + head, buf, bytes);
   };
   auto arrived = [&](int partner) {
     if (head > 0) prefix->check(partner, {in, head});
@@ -85,17 +84,16 @@ void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t coun
     } else {
       kernel(theirs, buf, theirs, count);  // op(ours, partner)
     }
-    std::memcpy(buf, theirs, bytes);
+    exec.copy(buf, theirs, bytes);
   };
   auto exchange = [&](int partner) {
     transport::Connection* c = ctx.peers[static_cast<std::size_t>(partner)];
     stage();
-    c->post_recv(nullptr, {in, message}, tag);
-    c->post_send(nullptr, {out, message}, tag);
-    c->wait_recv(tag, ctx.deadline);
+    transport::Request recv = c->post_recv({in, message}, mr);
+    transport::Request send = c->post_send({out, message}, mr);
+    c->wait(recv, ctx.deadline);
     arrived(partner);
-    c->wait_send(tag, ctx.deadline);
-    ++tag;
+    c->wait(send, ctx.deadline);
   };
 
   // Extra ranks (even ranks below 2 * extra) hand their data to the odd rank above them.
@@ -103,22 +101,21 @@ void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t coun
     if (r % 2 == 0) {
       transport::Connection* c = ctx.peers[static_cast<std::size_t>(r + 1)];
       stage();
-      c->post_send(nullptr, {out, message}, tag);
-      c->post_recv(nullptr, {in, message}, tag + 1);
-      c->wait_send(tag, ctx.deadline);
+      transport::Request send = c->post_send({out, message}, mr);
+      transport::Request recv = c->post_recv({in, message}, mr);
+      c->wait(send, ctx.deadline);
       // Wait for the result from the same partner.
-      c->wait_recv(tag + 1, ctx.deadline);
+      c->wait(recv, ctx.deadline);
       arrived(r + 1);
-      if (bytes > 0) std::memcpy(buf, theirs, bytes);
+      if (bytes > 0) exec.copy(buf, theirs, bytes);
       return;
     }
     transport::Connection* c = ctx.peers[static_cast<std::size_t>(r - 1)];
-    c->post_recv(nullptr, {in, message}, tag);
-    c->wait_recv(tag, ctx.deadline);
+    transport::Request recv = c->post_recv({in, message}, mr);
+    c->wait(recv, ctx.deadline);
     arrived(r - 1);
     combine(r - 1);
   }
-  ++tag;
   // Exchange whole messages with partners at distance 1, 2, 4, ... in the group.
   const int g = group_rank(r, l);
   for (int mask = 1; mask < l.pof2; mask <<= 1) {
@@ -126,12 +123,13 @@ void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t coun
     exchange(partner);
     combine(partner);
   }
+  // The plan's post-scale, before the result goes back to the extra rank.
+  ctx.post_scale(exec, buf, count, type);
   // Hand the result back to the extra rank.
   if (r < 2 * l.extra) {
     transport::Connection* c = ctx.peers[static_cast<std::size_t>(r - 1)];
     stage();
-    c->post_send(nullptr, {out, message}, 1);
-    c->wait_send(1, ctx.deadline);
+    c->wait(c->post_send({out, message}, mr), ctx.deadline);
   }
 }
 

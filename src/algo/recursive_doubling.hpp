@@ -26,7 +26,8 @@ struct MessagePrefix {
 // ceil(log2 N) exchange steps of the whole message, plus one step before and after for the
 // ranks beyond the largest power of two p <= N (they hand their data to a partner and get
 // the result back). Time ~ (log2 p + 2[N != p]) (a + S/B). Each pair combines the lower
-// rank's operand first, so every rank ends with identical bits.
+// rank's operand first, so every rank ends with identical bits. The post-scale step runs
+// once on every rank of the power-of-two group; the extra ranks receive scaled results.
 void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count, DataType type,
                                   ReduceOp op, const MessagePrefix* prefix = nullptr);
 

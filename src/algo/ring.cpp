@@ -5,14 +5,14 @@
 #include "src/algo/ring.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "src/common/check.hpp"
-#include "src/reduce/reduce.hpp"
 
 namespace ringlet::algo {
 namespace {
+
+using transport::Request;
 
 // One slice of one chunk: byte offset into the buffer and length.
 struct Piece {
@@ -37,12 +37,33 @@ Piece piece(const ChunkLayout& layout, int chunk, std::size_t slices, std::size_
   return {(layout.begin(chunk) + b) * elem, (e - b) * elem};
 }
 
-// Waits for every send in `tags` that was posted.
-void wait_sends(transport::Connection* conn, const std::vector<bool>& posted, Deadline deadline) {
-  for (std::size_t u = 0; u < posted.size(); ++u) {
-    if (posted[u]) conn->wait_send(u, deadline);
-  }
+// A window of receives: at most `limit` outstanding (the transport's limit clamps it).
+std::size_t clamp_window(const Context& ctx, std::size_t window) {
+  if (ctx.max_outstanding > 0) window = std::min(window, ctx.max_outstanding);
+  return std::max<std::size_t>(window, 1);
 }
+
+// The sends in flight on one connection, oldest first. Sends complete in order (matching is
+// FIFO), so at the transport's limit the oldest is waited for before another is posted.
+class SendWindow {
+ public:
+  SendWindow(const Context& ctx, transport::Connection* conn)
+      : conn_(conn), limit_(ctx.max_outstanding), deadline_(ctx.deadline) {}
+  void post(const std::byte* data, std::size_t bytes) {
+    if (limit_ > 0 && inflight_.size() - head_ >= limit_) conn_->wait(inflight_[head_++], deadline_);
+    inflight_.push_back(conn_->post_send({data, bytes}, nullptr));
+  }
+  void wait_all() {
+    for (; head_ < inflight_.size(); ++head_) conn_->wait(inflight_[head_], deadline_);
+  }
+
+ private:
+  transport::Connection* conn_;
+  std::size_t limit_;
+  Deadline deadline_;
+  std::vector<Request> inflight_;
+  std::size_t head_ = 0;
+};
 
 }  // namespace
 
@@ -52,13 +73,13 @@ void ring_reduce_scatter(Context& ctx, const std::byte* src, std::byte* dst,
   const int r = ctx.rank;
   const std::size_t elem = size_of(type);
   if (n == 1) {
-    if (dst != src && layout.count > 0) std::memmove(dst, src, layout.count * elem);
+    if (layout.count > 0) ctx.exec->copy(dst, src, layout.count * elem);
     return;
   }
-  const auto kernel = reduce::host_kernel3(type, op);
+  const exec::Reducer reduce = ctx.exec->reducer(type, op);
   const std::size_t slices = slices_per_chunk(ctx, layout, elem);
   const std::size_t units = static_cast<std::size_t>(n - 1) * slices;
-  const std::size_t slots = static_cast<std::size_t>(ctx.slots);
+  const std::size_t slots = clamp_window(ctx, static_cast<std::size_t>(ctx.slots));
   // Unit u = (step s, slice j): send chunk (r - s + shift) and receive chunk (r - s - 1 + shift).
   auto send_piece = [&](std::size_t u) {
     long long s = static_cast<long long>(u / slices);
@@ -68,7 +89,8 @@ void ring_reduce_scatter(Context& ctx, const std::byte* src, std::byte* dst,
     long long s = static_cast<long long>(u / slices);
     return piece(layout, mod(r - s - 1 + shift, n), slices, u % slices, elem);
   };
-  std::vector<bool> sent(units, false);
+  SendWindow sends(ctx, ctx.right);
+  std::vector<Request> slot_recv(slots);  // the receive posted into each slot
   std::size_t next_recv = 0;
   std::size_t next_send = 0;
   std::size_t done = 0;
@@ -78,33 +100,29 @@ void ring_reduce_scatter(Context& ctx, const std::byte* src, std::byte* dst,
       Piece p = recv_piece(next_recv);
       if (p.bytes == 0) continue;
       std::byte* slot = ctx.ring_scratch.data() + (next_recv % slots) * ctx.slice_bytes;
-      ctx.left->post_recv(nullptr, {slot, p.bytes}, next_recv);
+      slot_recv[next_recv % slots] = ctx.left->post_recv({slot, p.bytes}, ctx.ring_scratch_mr);
     }
     // Post sends whose data is ready: step 0 sends our own input, later steps forward what
     // the previous step reduced.
     for (; next_send < units && (next_send < slices || next_send - slices < done); ++next_send) {
       Piece p = send_piece(next_send);
       if (p.bytes == 0) continue;
-      const std::byte* from = (next_send < slices ? src : dst) + p.offset;
-      ctx.right->post_send(nullptr, {from, p.bytes}, next_send);
-      sent[next_send] = true;
+      sends.post((next_send < slices ? src : dst) + p.offset, p.bytes);
     }
     // Wait for the slice from the left, then reduce it into our copy of that chunk.
     Piece p = recv_piece(done);
     if (p.bytes > 0) {
-      ctx.left->wait_recv(done, ctx.deadline);
+      ctx.left->wait(slot_recv[done % slots], ctx.deadline);
       const std::byte* slot = ctx.ring_scratch.data() + (done % slots) * ctx.slice_bytes;
-      kernel(dst + p.offset, src + p.offset, slot, p.bytes / elem);
+      reduce(dst + p.offset, src + p.offset, slot, p.bytes / elem);
     }
     ++done;
   }
   for (; next_send < units; ++next_send) {
     Piece p = send_piece(next_send);
-    if (p.bytes == 0) continue;
-    ctx.right->post_send(nullptr, {dst + p.offset, p.bytes}, next_send);
-    sent[next_send] = true;
+    if (p.bytes > 0) sends.post(dst + p.offset, p.bytes);
   }
-  wait_sends(ctx.right, sent, ctx.deadline);
+  sends.wait_all();
 }
 
 void ring_allgather(Context& ctx, std::byte* buf, const ChunkLayout& layout, DataType type,
@@ -114,7 +132,7 @@ void ring_allgather(Context& ctx, std::byte* buf, const ChunkLayout& layout, Dat
   const std::size_t elem = size_of(type);
   const std::size_t slices = slices_per_chunk(ctx, layout, elem);
   const std::size_t units = static_cast<std::size_t>(n - 1) * slices;
-  const std::size_t window = 2 * static_cast<std::size_t>(ctx.slots) + slices;
+  const std::size_t window = clamp_window(ctx, 2 * static_cast<std::size_t>(ctx.slots) + slices);
   // Unit u = (step s, slice j): send chunk (owned - s), receive chunk (owned - s - 1)
   // straight into place.
   auto send_piece = [&](std::size_t u) {
@@ -125,32 +143,29 @@ void ring_allgather(Context& ctx, std::byte* buf, const ChunkLayout& layout, Dat
     long long s = static_cast<long long>(u / slices);
     return piece(layout, mod(owned - s - 1, n), slices, u % slices, elem);
   };
-  std::vector<bool> sent(units, false);
+  SendWindow sends(ctx, ctx.right);
+  std::vector<Request> recvs(units);
   std::size_t next_recv = 0;
   std::size_t next_send = 0;
   std::size_t done = 0;
   while (done < units) {
     for (; next_recv < units && next_recv < done + window; ++next_recv) {
       Piece p = recv_piece(next_recv);
-      if (p.bytes > 0) ctx.left->post_recv(nullptr, {buf + p.offset, p.bytes}, next_recv);
+      if (p.bytes > 0) recvs[next_recv] = ctx.left->post_recv({buf + p.offset, p.bytes}, nullptr);
     }
     // Forward a slice as soon as it has arrived from the left.
     for (; next_send < units && (next_send < slices || next_send - slices < done); ++next_send) {
       Piece p = send_piece(next_send);
-      if (p.bytes == 0) continue;
-      ctx.right->post_send(nullptr, {buf + p.offset, p.bytes}, next_send);
-      sent[next_send] = true;
+      if (p.bytes > 0) sends.post(buf + p.offset, p.bytes);
     }
-    if (recv_piece(done).bytes > 0) ctx.left->wait_recv(done, ctx.deadline);
+    if (recv_piece(done).bytes > 0) ctx.left->wait(recvs[done], ctx.deadline);
     ++done;
   }
   for (; next_send < units; ++next_send) {
     Piece p = send_piece(next_send);
-    if (p.bytes == 0) continue;
-    ctx.right->post_send(nullptr, {buf + p.offset, p.bytes}, next_send);
-    sent[next_send] = true;
+    if (p.bytes > 0) sends.post(buf + p.offset, p.bytes);
   }
-  wait_sends(ctx.right, sent, ctx.deadline);
+  sends.wait_all();
 }
 
 void ring_allreduce(Context& ctx, const std::byte* src, std::byte* dst, std::size_t count,
@@ -160,10 +175,8 @@ void ring_allreduce(Context& ctx, const std::byte* src, std::byte* dst, std::siz
   // Reduce-scatter: afterwards this rank owns chunk rank + 1, reduced over all ranks.
   ring_reduce_scatter(ctx, src, dst, layout, type, op, 0);
   const int owned = mod(ctx.rank + 1, n);
-  // avg: divide the owned chunk once, before it is copied everywhere.
-  if (op == ReduceOp::avg) {
-    reduce::divide_host(dst + layout.begin(owned) * size_of(type), layout.length(owned), type, n);
-  }
+  // The plan's post-scale on the owned chunk, once, before it is copied everywhere.
+  ctx.post_scale(*ctx.exec, dst + layout.begin(owned) * size_of(type), layout.length(owned), type);
   // Allgather: pass the reduced chunks around the ring.
   ring_allgather(ctx, dst, layout, type, owned);
 }
@@ -174,14 +187,15 @@ void ring_broadcast(Context& ctx, std::byte* buf, std::size_t bytes, int root) {
   const int pos = mod(ctx.rank - root, n);  // hops from the root
   const std::size_t slices =
       std::max<std::size_t>(1, (bytes + ctx.slice_bytes - 1) / ctx.slice_bytes);
-  const std::size_t window = 2 * static_cast<std::size_t>(ctx.slots);
+  const std::size_t window = clamp_window(ctx, 2 * static_cast<std::size_t>(ctx.slots));
   auto range = [&](std::size_t j) {
     std::size_t b = split_begin(bytes, slices, j);
     return Piece{b, split_begin(bytes, slices, j + 1) - b};
   };
   const bool receives = pos != 0;
   const bool forwards = pos != n - 1;
-  std::vector<bool> sent(slices, false);
+  SendWindow sends(ctx, ctx.right);
+  std::vector<Request> recvs(receives ? slices : 0);
   std::size_t next_recv = 0;
   std::size_t done = receives ? 0 : slices;
   for (std::size_t j = 0; j < slices; ++j) {
@@ -189,19 +203,18 @@ void ring_broadcast(Context& ctx, std::byte* buf, std::size_t bytes, int root) {
       // Keep a window of receives posted straight into the buffer.
       for (; next_recv < slices && next_recv < done + window; ++next_recv) {
         Piece p = range(next_recv);
-        ctx.left->post_recv(nullptr, {buf + p.offset, p.bytes}, next_recv);
+        recvs[next_recv] = ctx.left->post_recv({buf + p.offset, p.bytes}, nullptr);
       }
-      ctx.left->wait_recv(j, ctx.deadline);
+      ctx.left->wait(recvs[j], ctx.deadline);
       done = j + 1;
     }
     // Forward slice j to the right as soon as we have it.
     if (forwards) {
       Piece p = range(j);
-      ctx.right->post_send(nullptr, {buf + p.offset, p.bytes}, j);
-      sent[j] = true;
+      sends.post(buf + p.offset, p.bytes);
     }
   }
-  if (forwards) wait_sends(ctx.right, sent, ctx.deadline);
+  if (forwards) sends.wait_all();
 }
 
 }  // namespace ringlet::algo

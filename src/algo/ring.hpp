@@ -22,7 +22,8 @@ struct ChunkLayout {
 
 // Ring reduce-scatter over `layout`: reads `src`, accumulates into `dst` (may equal src).
 // Afterwards chunk (rank + 1 + shift) mod size of dst holds the reduction over all ranks
-// (avg reduces as sum). Other chunks of dst hold partial results.
+// (avg reduces as sum; the caller applies the post-scale). Other chunks of dst hold partial
+// results.
 void ring_reduce_scatter(Context& ctx, const std::byte* src, std::byte* dst,
                          const ChunkLayout& layout, DataType type, ReduceOp op, int shift);
 
@@ -32,7 +33,8 @@ void ring_allgather(Context& ctx, std::byte* buf, const ChunkLayout& layout, Dat
                     int owned);
 
 // Ring allreduce = reduce-scatter + allgather: 2(N-1) steps, each rank sends 2(N-1)/N * S
-// bytes. Out of place when src != dst; avg divides the owned chunk before the allgather.
+// bytes. Out of place when src != dst. The post-scale step (ctx.post_scale) runs on the owned
+// chunk between the two halves, so each element is scaled once.
 void ring_allreduce(Context& ctx, const std::byte* src, std::byte* dst, std::size_t count,
                     DataType type, ReduceOp op);
 

@@ -41,12 +41,42 @@ std::error_code make_error_code(ErrorCode code) noexcept {
   return {static_cast<int>(code), error_category()};
 }
 
-Error::Error(ErrorCode code, const std::string& what, std::vector<int> ranks)
-    : std::system_error(make_error_code(code), what), ranks_(std::move(ranks)) {}
+Error::Error(ErrorCode code, const std::string& cause, std::vector<int> ranks)
+    : std::system_error(make_error_code(code)), ranks_(std::move(ranks)), cause_(cause) {
+  compose();
+}
 
 ErrorCode Error::error_code() const noexcept { return static_cast<ErrorCode>(code().value()); }
-
 const std::vector<int>& Error::ranks() const noexcept { return ranks_; }
+const std::string& Error::cause() const noexcept { return cause_; }
+int Error::origin_rank() const noexcept { return origin_rank_; }
+const std::string& Error::collective() const noexcept { return collective_; }
+std::uint64_t Error::sequence() const noexcept { return sequence_; }
+const char* Error::what() const noexcept { return what_.c_str(); }
+
+Error& Error::reported_by(int origin_rank) {
+  if (origin_rank_ < 0 && origin_rank >= 0) {
+    origin_rank_ = origin_rank;
+    compose();
+  }
+  return *this;
+}
+
+Error& Error::in_collective(std::string_view name, std::uint64_t sequence) {
+  if (collective_.empty() && !name.empty()) {
+    collective_ = std::string(name);
+    sequence_ = sequence;
+    compose();
+  }
+  return *this;
+}
+
+void Error::compose() {
+  what_.clear();
+  if (!collective_.empty()) what_ = str_cat(collective_, " #", sequence_, ": ");
+  if (origin_rank_ >= 0) what_ += str_cat("rank ", origin_rank_, ": ");
+  what_ += str_cat(cause_, ": ", code().message());
+}
 
 namespace detail {
 

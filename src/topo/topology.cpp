@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include "ringlet_config.hpp"
 #include "src/common/check.hpp"
@@ -216,6 +217,18 @@ Topology load_topology() {
 #else
   return load_topology_sysfs();
 #endif
+}
+
+const Topology* machine_topology() noexcept {
+  static const std::optional<Topology> topology = []() -> std::optional<Topology> {
+    try {
+      return load_topology();
+    } catch (const std::exception& e) {
+      RINGLET_LOG(info, "topology probe failed (", e.what(), "); placement uses defaults");
+      return std::nullopt;
+    }
+  }();
+  return topology ? &*topology : nullptr;
 }
 
 Topology load_topology_xml(const std::string& path) {

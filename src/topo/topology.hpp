@@ -139,6 +139,10 @@ struct Topology {
 // Throws Error(transport) when the machine cannot be read.
 Topology load_topology();
 
+// load_topology(), probed once per process and shared (ranks that run as threads of one
+// process share it); null when the probe failed (logged once at INFO).
+const Topology* machine_topology() noexcept;
+
 // The live machine through /proc and /sys only (always available).
 Topology load_topology_sysfs();
 

@@ -5,6 +5,15 @@
 #include <utility>
 
 namespace ringlet::transport::tcp {
+namespace {
+
+// A request's id is the operation's id on its channel, shifted, with the direction in bit 0.
+constexpr std::uint64_t kRecvBit = 1;
+
+Request send_request(std::uint64_t id) { return Request{id << 1}; }
+Request recv_request(std::uint64_t id) { return Request{(id << 1) | kRecvBit}; }
+
+}  // namespace
 
 TcpConnection::TcpConnection(std::shared_ptr<Loop> loop, std::unique_ptr<Channel> channel)
     : loop_(std::move(loop)), channel_(std::move(channel)) {
@@ -13,29 +22,25 @@ TcpConnection::TcpConnection(std::shared_ptr<Loop> loop, std::unique_ptr<Channel
 
 TcpConnection::~TcpConnection() { loop_->remove(channel_.get()); }
 
-void TcpConnection::post_send(const MemoryRegion*, std::span<const std::byte> data,
-                              std::uint64_t tag) {
-  loop_->post_send(*channel_, data, tag);
+Request TcpConnection::post_send(std::span<const std::byte> data, const MemoryRegion*) {
+  return send_request(loop_->post_send(*channel_, data));
 }
 
-void TcpConnection::post_recv(const MemoryRegion*, std::span<std::byte> data, std::uint64_t tag) {
-  loop_->post_recv(*channel_, data, tag);
+Request TcpConnection::post_recv(std::span<std::byte> data, const MemoryRegion*) {
+  return recv_request(loop_->post_recv(*channel_, data));
 }
 
-bool TcpConnection::test_send(std::uint64_t tag) { return loop_->test_send(*channel_, tag); }
-
-bool TcpConnection::test_recv(std::uint64_t tag) { return loop_->test_recv(*channel_, tag); }
-
-void TcpConnection::wait_send(std::uint64_t tag, Deadline deadline) {
-  loop_->wait_send(*channel_, tag, deadline);
+bool TcpConnection::test(Request r) {
+  return (r.id & kRecvBit) != 0 ? loop_->test_recv(*channel_, r.id >> 1)
+                                : loop_->test_send(*channel_, r.id >> 1);
 }
 
-void TcpConnection::wait_recv(std::uint64_t tag, Deadline deadline) {
-  loop_->wait_recv(*channel_, tag, deadline);
-}
-
-void TcpConnection::send_error(ErrorCode code, std::string_view what) noexcept {
-  loop_->send_error(*channel_, code, what);
+void TcpConnection::wait(Request r, Deadline deadline) {
+  if ((r.id & kRecvBit) != 0) {
+    loop_->wait_recv(*channel_, r.id >> 1, deadline);
+  } else {
+    loop_->wait_send(*channel_, r.id >> 1, deadline);
+  }
 }
 
 }  // namespace ringlet::transport::tcp

@@ -18,14 +18,11 @@ class TcpConnection final : public Connection {
   ~TcpConnection() override;
 
   int peer() const noexcept override { return channel_->peer; }
-  void post_send(const MemoryRegion* mr, std::span<const std::byte> data,
-                 std::uint64_t tag) override;
-  void post_recv(const MemoryRegion* mr, std::span<std::byte> data, std::uint64_t tag) override;
-  bool test_send(std::uint64_t tag) override;
-  bool test_recv(std::uint64_t tag) override;
-  void wait_send(std::uint64_t tag, Deadline deadline) override;
-  void wait_recv(std::uint64_t tag, Deadline deadline) override;
-  void send_error(ErrorCode code, std::string_view what) noexcept override;
+  // Sockets read and write any memory: `mr` is not needed.
+  Request post_send(std::span<const std::byte> data, const MemoryRegion* mr) override;
+  Request post_recv(std::span<std::byte> data, const MemoryRegion* mr) override;
+  bool test(Request r) override;
+  void wait(Request r, Deadline deadline) override;
 
  private:
   std::shared_ptr<Loop> loop_;

@@ -103,22 +103,22 @@ void Loop::fail_io(Channel& c, const char* what, int err) {
       {c.peer}));
 }
 
-void Loop::post_send(Channel& c, std::span<const std::byte> data, std::uint64_t tag) {
-  RINGLET_CHECK(!c.sends.contains(tag), "tcp: a send with tag ", tag, " to peer ", c.peer,
-                " is already outstanding");
-  SendOp& op = c.sends[tag];
-  op.tag = tag;
+std::uint64_t Loop::post_send(Channel& c, std::span<const std::byte> data) {
+  const std::uint64_t id = ++c.sends_posted;
+  SendOp& op = c.sends[id];
+  op.id = id;
   op.data = data.data();
   op.length = data.size();
-  FrameHeader{FrameKind::data, 0, data.size()}.encode(op.header);
-  // Both ends classify a message by its length, so small and bulk messages are each matched
-  // in order on their own sockets.
+  // The frame carries the low 32 bits of the id, so that the receiver checks that frames
+  // arrive in the order of its receives even though small and bulk messages take different
+  // sockets (both ends pick a socket from the length).
+  FrameHeader{FrameKind::data, static_cast<std::uint32_t>(id), data.size()}.encode(op.header);
   Lane& lane = c.small != nullptr && data.size() <= kSmallMessageBytes
                    ? *c.small
-                   : *c.send_lanes[c.sends_posted++ % c.send_lanes.size()];
+                   : *c.send_lanes[c.bulk_sends++ % c.send_lanes.size()];
   lane.sendq.push_back(&op);
   ++c.sends_pending;
-  if (c.failure) return;
+  if (c.failure) return id;
   try {
     if (c.peer_closed || lane.eof) {
       fail(Error(ErrorCode::peer_lost,
@@ -131,20 +131,20 @@ void Loop::post_send(Channel& c, std::span<const std::byte> data, std::uint64_t 
     // Kept on the channel; a test or wait that cannot complete without this peer throws it.
     if (!c.failure) c.failure = e;
   }
+  return id;
 }
 
-void Loop::post_recv(Channel& c, std::span<std::byte> data, std::uint64_t tag) {
-  RINGLET_CHECK(!c.recvs.contains(tag), "tcp: a receive with tag ", tag, " from peer ", c.peer,
-                " is already outstanding");
-  RecvOp& op = c.recvs[tag];
-  op.tag = tag;
+std::uint64_t Loop::post_recv(Channel& c, std::span<std::byte> data) {
+  const std::uint64_t id = ++c.recvs_posted;
+  RecvOp& op = c.recvs[id];
+  op.id = id;
   op.data = data.data();
   op.length = data.size();
   Lane& lane = c.small != nullptr && data.size() <= kSmallMessageBytes
                    ? *c.small
-                   : *c.recv_lanes[c.recvs_posted++ % c.recv_lanes.size()];
+                   : *c.recv_lanes[c.bulk_recvs++ % c.recv_lanes.size()];
   lane.recvq.push_back(&op);
-  if (c.failure) return;
+  if (c.failure) return id;
   try {
     if (lane.eof) {
       fail(Error(ErrorCode::peer_lost,
@@ -158,12 +158,12 @@ void Loop::post_recv(Channel& c, std::span<std::byte> data, std::uint64_t tag) {
     // Kept on the channel; a test or wait that cannot complete without this peer throws it.
     if (!c.failure) c.failure = e;
   }
+  return id;
 }
 
-bool Loop::test_send(Channel& c, std::uint64_t tag) {
-  auto it = c.sends.find(tag);
-  RINGLET_CHECK(it != c.sends.end(), "tcp: no outstanding send with tag ", tag, " to peer ",
-                c.peer);
+bool Loop::test_send(Channel& c, std::uint64_t id) {
+  auto it = c.sends.find(id);
+  RINGLET_CHECK(it != c.sends.end(), "tcp: no outstanding send #", id, " to peer ", c.peer);
   check();
   poll_once(0);
   const SendOp& op = it->second;
@@ -173,10 +173,9 @@ bool Loop::test_send(Channel& c, std::uint64_t tag) {
   return true;
 }
 
-bool Loop::test_recv(Channel& c, std::uint64_t tag) {
-  auto it = c.recvs.find(tag);
-  RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive with tag ", tag, " from peer ",
-                c.peer);
+bool Loop::test_recv(Channel& c, std::uint64_t id) {
+  auto it = c.recvs.find(id);
+  RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive #", id, " from peer ", c.peer);
   check();
   poll_once(0);
   const RecvOp& op = it->second;
@@ -186,28 +185,26 @@ bool Loop::test_recv(Channel& c, std::uint64_t tag) {
   return true;
 }
 
-void Loop::wait_send(Channel& c, std::uint64_t tag, Deadline deadline) {
-  auto it = c.sends.find(tag);
-  RINGLET_CHECK(it != c.sends.end(), "tcp: no outstanding send with tag ", tag, " to peer ",
-                c.peer);
+void Loop::wait_send(Channel& c, std::uint64_t id, Deadline deadline) {
+  auto it = c.sends.find(id);
+  RINGLET_CHECK(it != c.sends.end(), "tcp: no outstanding send #", id, " to peer ", c.peer);
   const SendOp& op = it->second;
   wait_until(
-      c, [&op] { return op.done; }, deadline, "send", tag);
+      c, [&op] { return op.done; }, deadline, "send", id);
   c.sends.erase(it);
 }
 
-void Loop::wait_recv(Channel& c, std::uint64_t tag, Deadline deadline) {
-  auto it = c.recvs.find(tag);
-  RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive with tag ", tag, " from peer ",
-                c.peer);
+void Loop::wait_recv(Channel& c, std::uint64_t id, Deadline deadline) {
+  auto it = c.recvs.find(id);
+  RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive #", id, " from peer ", c.peer);
   const RecvOp& op = it->second;
   wait_until(
-      c, [&op] { return op.done; }, deadline, "receive", tag);
+      c, [&op] { return op.done; }, deadline, "receive", id);
   c.recvs.erase(it);
 }
 
 void Loop::wait_until(Channel& c, const std::function<bool()>& done, Deadline deadline,
-                      const char* what, std::uint64_t tag) {
+                      const char* what, std::uint64_t id) {
   const auto start = Clock::now();
   int yields = 0;
   unsigned spins = 0;
@@ -229,7 +226,7 @@ void Loop::wait_until(Channel& c, const std::function<bool()>& done, Deadline de
         throw Error(
             ErrorCode::timeout,
             str_cat("tcp: rank ", rank_, " waited ", ms_between(start, now), " ms for peer ",
-                    c.peer, " (", c.address, ") to complete ", what, " tag ", tag),
+                    c.peer, " (", c.address, ") to complete ", what, " #", id),
             {rank_, c.peer});
       }
       timeout_ms = ms_until(deadline, kMaxPollMs);
@@ -433,6 +430,15 @@ void Loop::read_lane(Channel& c, Lane& lane) {
                          " bytes where ", op->length, " were expected"),
                  {rank_, c.peer}));
     }
+    if (lane.frame.code != static_cast<std::uint32_t>(op->id)) {
+      // Same length, wrong place in the order: the two ends posted messages of different
+      // sizes earlier, so they picked different sockets.
+      fail(Error(ErrorCode::mismatch,
+                 str_cat("tcp: peer ", c.peer, " sent its message #", lane.frame.code,
+                         " where rank ", rank_, " expected #", static_cast<std::uint32_t>(op->id),
+                         " (the ranks posted messages of different sizes)"),
+                 {rank_, c.peer}));
+    }
     while (lane.payload_got < op->length) {
       if (drained) {
         op->got = lane.payload_got;
@@ -477,7 +483,8 @@ void Loop::read_control(Channel& c, Lane& lane) {
       lane.header_got += static_cast<std::size_t>(n);
       if (lane.header_got < kFrameHeaderBytes) continue;
       lane.frame = FrameHeader::decode(lane.header);
-      if (lane.frame.kind != FrameKind::error || lane.frame.length > kMaxErrorText) {
+      if (lane.frame.kind != FrameKind::error || lane.frame.length > kMaxErrorText ||
+          lane.frame.length < kErrorOriginBytes) {
         fail(Error(ErrorCode::transport,
                    str_cat("tcp: peer ", c.peer, " (", c.address,
                            ") sent a malformed frame on its control socket"),
@@ -503,17 +510,30 @@ void Loop::read_control(Channel& c, Lane& lane) {
         code > static_cast<std::uint32_t>(ErrorCode::aborted)) {
       code = static_cast<std::uint32_t>(ErrorCode::transport);
     }
-    fail(Error(static_cast<ErrorCode>(code), lane.error_text, {c.peer}));
+    const auto* text = reinterpret_cast<const unsigned char*>(lane.error_text.data());
+    auto origin = static_cast<std::int32_t>(get_u32(text));
+    if (origin < 0) origin = c.peer;
+    Error e(static_cast<ErrorCode>(code), lane.error_text.substr(kErrorOriginBytes), {origin});
+    fail(std::move(e.reported_by(origin)));
   }
 }
 
-void Loop::send_error(Channel& c, ErrorCode code, std::string_view what) noexcept {
+void Loop::report_failure(ErrorCode code, int origin_rank, std::string_view cause) noexcept {
+  for (Channel* c : channels_) send_error(*c, code, origin_rank, cause);
+}
+
+void Loop::send_error(Channel& c, ErrorCode code, int origin_rank,
+                      std::string_view cause) noexcept {
   try {
     if (c.control == nullptr || !c.control->fd) return;
-    std::string_view text = what.substr(0, kMaxErrorText);
-    std::string frame(kFrameHeaderBytes, '\0');
-    FrameHeader{FrameKind::error, static_cast<std::uint32_t>(code), text.size()}.encode(
-        reinterpret_cast<unsigned char*>(frame.data()));
+    // Payload: the origin rank (u32, little-endian), then the cause's text.
+    std::string_view text = cause.substr(0, kMaxErrorText - kErrorOriginBytes);
+    std::string frame(kFrameHeaderBytes + kErrorOriginBytes, '\0');
+    auto* p = reinterpret_cast<unsigned char*>(frame.data());
+    FrameHeader{FrameKind::error, static_cast<std::uint32_t>(code),
+                kErrorOriginBytes + text.size()}
+        .encode(p);
+    put_u32(p + kFrameHeaderBytes, static_cast<std::uint32_t>(origin_rank));
     frame.append(text);
     const Deadline deadline = Clock::now() + kSendErrorBudget;
     std::size_t off = 0;

@@ -25,8 +25,10 @@
 
 namespace ringlet::transport::tcp {
 
+// Operations are named by their per-connection sequence number: the n-th send posted on a
+// channel has id n, and so does the n-th receive (FIFO matching).
 struct SendOp {
-  std::uint64_t tag = 0;
+  std::uint64_t id = 0;
   const std::byte* data = nullptr;
   std::size_t length = 0;
   unsigned char header[kFrameHeaderBytes] = {};
@@ -35,7 +37,7 @@ struct SendOp {
 };
 
 struct RecvOp {
-  std::uint64_t tag = 0;
+  std::uint64_t id = 0;
   std::byte* data = nullptr;
   std::size_t length = 0;
   std::size_t got = 0;  // payload bytes
@@ -72,8 +74,10 @@ struct Channel {
   Lane* small = nullptr;
   std::vector<Lane*> send_lanes;
   std::vector<Lane*> recv_lanes;
-  std::uint64_t sends_posted = 0;
-  std::uint64_t recvs_posted = 0;
+  std::uint64_t sends_posted = 0;  // the id of the last send posted
+  std::uint64_t recvs_posted = 0;  // the id of the last receive posted
+  std::uint64_t bulk_sends = 0;    // sends posted on the data sockets (round robin)
+  std::uint64_t bulk_recvs = 0;
   std::unordered_map<std::uint64_t, SendOp> sends;  // outstanding until observed complete
   std::unordered_map<std::uint64_t, RecvOp> recvs;
   std::size_t sends_pending = 0;  // not yet completed
@@ -99,13 +103,16 @@ class Loop {
   void add(Channel* channel);
   void remove(Channel* channel) noexcept;
 
-  void post_send(Channel& c, std::span<const std::byte> data, std::uint64_t tag);
-  void post_recv(Channel& c, std::span<std::byte> data, std::uint64_t tag);
-  bool test_send(Channel& c, std::uint64_t tag);
-  bool test_recv(Channel& c, std::uint64_t tag);
-  void wait_send(Channel& c, std::uint64_t tag, Deadline deadline);
-  void wait_recv(Channel& c, std::uint64_t tag, Deadline deadline);
-  void send_error(Channel& c, ErrorCode code, std::string_view what) noexcept;
+  // Posts return the operation's id on its channel (1, 2, ... per direction).
+  std::uint64_t post_send(Channel& c, std::span<const std::byte> data);
+  std::uint64_t post_recv(Channel& c, std::span<std::byte> data);
+  bool test_send(Channel& c, std::uint64_t id);
+  bool test_recv(Channel& c, std::uint64_t id);
+  void wait_send(Channel& c, std::uint64_t id, Deadline deadline);
+  void wait_recv(Channel& c, std::uint64_t id, Deadline deadline);
+  // The control plane: an error frame to every channel's peer, each bounded by a short
+  // deadline. Never throws.
+  void report_failure(ErrorCode code, int origin_rank, std::string_view cause) noexcept;
 
   void interrupt() noexcept;
   // Throws Error(aborted) when the abort flag is set.
@@ -126,7 +133,8 @@ class Loop {
   void settle(Channel& c, const std::function<bool()>& done);
   [[noreturn]] void fail_io(Channel& c, const char* what, int err);
   void wait_until(Channel& c, const std::function<bool()>& done, Deadline deadline,
-                  const char* what, std::uint64_t tag);
+                  const char* what, std::uint64_t id);
+  void send_error(Channel& c, ErrorCode code, int origin_rank, std::string_view cause) noexcept;
 
   void rearm_quickack(const Lane& lane, std::size_t bytes) const noexcept;
 

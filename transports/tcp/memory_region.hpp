@@ -6,6 +6,13 @@
 
 namespace ringlet::transport::tcp {
 
-class TcpMemoryRegion final : public MemoryRegion {};
+class TcpMemoryRegion final : public MemoryRegion {
+ public:
+  explicit TcpMemoryRegion(std::span<std::byte> memory) : memory_(memory) {}
+  std::span<std::byte> memory() const noexcept override { return memory_; }
+
+ private:
+  std::span<std::byte> memory_;
+};
 
 }  // namespace ringlet::transport::tcp

@@ -16,7 +16,6 @@
 #include <optional>
 
 #include "src/common/check.hpp"
-#include "src/common/env.hpp"
 #include "src/common/log.hpp"
 #include "transports/tcp/connection.hpp"
 #include "transports/tcp/loop.hpp"
@@ -87,12 +86,26 @@ class TcpTransport final : public Transport {
   explicit TcpTransport(const TcpOptions& options);
 
   std::string_view name() const noexcept override { return "tcp"; }
+  TransportTraits traits() const noexcept override {
+    TransportTraits t;
+    t.slice_bytes = kTcpRecommendedSliceBytes;
+    t.max_outstanding = 0;  // posts queue in user space: no limit
+    t.needs_registration = false;
+    t.device_memory = false;
+    return t;
+  }
   std::vector<std::byte> local_address() const override { return blob_.encode(); }
   std::unique_ptr<Connection> connect(int peer, std::span<const std::byte> peer_address,
                                       Deadline deadline) override;
-  std::unique_ptr<MemoryRegion> register_memory(std::span<std::byte>, MemoryKind) override {
-    return std::make_unique<TcpMemoryRegion>();
+  std::unique_ptr<MemoryRegion> register_memory(std::span<std::byte> buf,
+                                                MemoryKind kind) override {
+    if (kind != MemoryKind::host) {
+      throw Error(ErrorCode::invalid_argument,
+                  "tcp: only host memory can be registered (sockets cannot read device memory)");
+    }
+    return std::make_unique<TcpMemoryRegion>(buf);
   }
+  ControlPlane& control() noexcept override { return control_; }
   void interrupt() noexcept override { loop_->interrupt(); }
 
  private:
@@ -133,7 +146,21 @@ class TcpTransport final : public Transport {
     [[maybe_unused]] ssize_t r = ::read(loop_->event_fd(), &count, sizeof(count));
   }
 
+  // Error frames on each peer's control socket (the Loop knows every live connection).
+  class Control final : public ControlPlane {
+   public:
+    explicit Control(TcpTransport& t) : transport_(t) {}
+    void report_failure(ErrorCode code, int origin_rank,
+                        std::string_view cause) noexcept override {
+      transport_.loop_->report_failure(code, origin_rank, cause);
+    }
+
+   private:
+    TcpTransport& transport_;
+  };
+
   TcpOptions options_;
+  Control control_{*this};
   int sockets_ = 0;
   UniqueFd listen_fd_;
   AddressBlob blob_;
@@ -148,14 +175,13 @@ TcpTransport::TcpTransport(const TcpOptions& options) : options_(options) {
                 options.rank, " is outside a job of size ", options.size);
   RINGLET_CHECK(options.sockets >= 0 && options.sockets <= 64, "tcp: sockets=", options.sockets,
                 " is outside 0..64");
-  sockets_ = options.sockets > 0 ? options.sockets : env::sockets();
-  if (sockets_ == 0) sockets_ = kTcpDefaultSockets;
+  sockets_ = options.sockets > 0 ? options.sockets : kTcpDefaultSockets;
   connected_.assign(static_cast<std::size_t>(options.size), false);
   loop_ = std::make_shared<Loop>(options.rank, options.abort_flag, options.quickack,
                                  options.oversubscribed);
 
   std::string bind = options.bind_address;
-  if (bind.empty()) bind = select_interfaces(env::socket_ifname()).front().address;
+  if (bind.empty()) bind = select_interfaces(options.socket_ifname).front().address;
   sockaddr_storage ss{};
   socklen_t len = 0;
   blob_.job_id = options.job_id;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The TCP transport: factory, options and interface selection (design: docs/transport-tcp.md).
+// The TCP transport: factory, options and interface selection (design:
+// docs/design/transport-tcp.md).
 #pragma once
 
 #include <cstddef>
@@ -8,21 +9,24 @@
 #include <string_view>
 #include <vector>
 
+#include "src/common/job_context.hpp"
 #include "transports/transport.hpp"
 
 namespace ringlet::transport {
 
-// Pipeline slice size the ring should cut its chunks into when it runs over this transport,
-// picked from bench/tcp_p2p_bench on loopback (docs/transport-tcp.md).
+// Pipeline slice size the ring should cut its chunks into when it runs over this transport
+// (its traits().slice_bytes), picked from bench/tcp_p2p_bench on loopback (docs/perf/tcp.md).
 inline constexpr std::size_t kTcpRecommendedSliceBytes = std::size_t{1} << 20;
 
 // Sockets per peer and direction when neither TcpOptions::sockets nor RINGLET_SOCKETS says
-// otherwise; measured on loopback at 2 and 4 processes (docs/transport-tcp.md).
+// otherwise; measured on loopback at 2 and 4 processes (docs/perf/tcp.md).
 inline constexpr int kTcpDefaultSockets = 1;
 
-struct TcpOptions : TransportOptions {
+struct TcpOptions : JobContext {
   std::string bind_address;  // numeric IPv4/IPv6 to listen on and advertise; "" -> interfaces
-  int sockets = 0;           // data sockets per peer (RINGLET_SOCKETS); 0 -> kTcpDefaultSockets
+  // Interface selection (select_interfaces' syntax) when bind_address is empty.
+  std::string socket_ifname;
+  int sockets = 0;  // data sockets per peer (Config::tcp_sockets); 0 -> kTcpDefaultSockets
   // true: each data socket carries one direction (sockets per direction); false: each data
   // socket carries both directions. Both ranks of a pair must agree. For measurements.
   bool separate_directions = true;
@@ -37,7 +41,7 @@ struct TcpOptions : TransportOptions {
 };
 
 // Makes a TcpTransport that listens at once (on an ephemeral port) on options.bind_address,
-// or on the first address of select_interfaces(RINGLET_SOCKET_IFNAME) when that is empty.
+// or on the first address of select_interfaces(options.socket_ifname) when that is empty.
 // Throws invalid_argument (bad options) and transport (socket calls failed).
 std::unique_ptr<Transport> make_tcp_transport(const TcpOptions& options);
 

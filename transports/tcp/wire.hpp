@@ -11,7 +11,9 @@
 namespace ringlet::transport::tcp {
 
 // Bumped on any change of the formats below.
-inline constexpr std::uint32_t kProtocolVersion = 1;
+// Version 2: data frames carry their send's sequence number in `code`; error frames lead
+// with the origin rank.
+inline constexpr std::uint32_t kProtocolVersion = 2;
 inline constexpr std::uint32_t kBlobMagic = 0x424c5452;       // "RTLB" little-endian
 inline constexpr std::uint32_t kHandshakeMagic = 0x48535452;  // "RTSH" little-endian
 inline constexpr std::size_t kBlobBytes = 36;
@@ -21,6 +23,8 @@ inline constexpr std::size_t kFrameHeaderBytes = 16;
 // directions (the recursive-doubling path of the communicator stays below it).
 inline constexpr std::size_t kSmallMessageBytes = std::size_t{256} << 10;
 inline constexpr std::size_t kAuthBytes = 32;
+// Error frames: the rank where the failure began, before the text.
+inline constexpr std::size_t kErrorOriginBytes = 4;
 
 inline void put_u16(unsigned char* p, std::uint16_t v) {
   for (int i = 0; i < 2; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
@@ -83,8 +87,9 @@ struct Handshake {
 
 enum class FrameKind : std::uint32_t { data = 1, error = 2 };
 
-// Precedes every message: data frames carry the payload of one post_send, error frames an
-// ErrorCode (in `code`) and its text.
+// Precedes every message: data frames carry the payload of one post_send and the low 32 bits
+// of its sequence number on the connection (in `code`); error frames an ErrorCode (in
+// `code`), the origin rank and the text.
 struct FrameHeader {
   FrameKind kind = FrameKind::data;
   std::uint32_t code = 0;
