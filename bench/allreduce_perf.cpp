@@ -42,7 +42,9 @@ std::int64_t sum_over_ranks(Communicator& comm, std::int64_t value) {
 }
 
 int run(const perf::PerfArgs& args) {
-  Communicator comm = Communicator::create();
+  Options options;
+  options.algorithm = args.algo;  // empty: RINGLET_ALGO, else auto
+  Communicator comm = Communicator::create(options);
   const int rank = comm.rank();
   const int ranks = comm.size();
   const bool printer = rank == 0;
@@ -121,8 +123,6 @@ int main(int argc, char** argv) {
     std::fputs(perf::usage("allreduce_perf").c_str(), stdout);
     return 0;
   }
-  // The communicator reads RINGLET_ALGO when it is created.
-  if (!parsed.args.algo.empty()) setenv("RINGLET_ALGO", parsed.args.algo.c_str(), 1);
   try {
     return run(parsed.args);
   } catch (const ringlet::Error& e) {

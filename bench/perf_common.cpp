@@ -105,10 +105,11 @@ std::string apply(const Flag& flag, std::string_view value, PerfArgs& args) {
     default:
       break;
   }
-  // --algo
+  // --algo: a name here; size ranges ("rd:0-64K;ring:64K-max") are checked by the library.
   const std::string algo = lower(value);
-  if (algo != "auto" && algo != "ring" && algo != "recursive_doubling" && algo != "hier") {
-    return bad("expected auto, ring, recursive_doubling or hier");
+  if (algo.find(':') == std::string::npos && algo != "auto" && algo != "ring" &&
+      algo != "recursive_doubling" && algo != "rd" && algo != "hier" && algo != "local") {
+    return bad("expected auto, ring, recursive_doubling, hier, local or size ranges");
   }
   args.algo = algo;
   return "";
@@ -392,7 +393,8 @@ std::string usage(std::string_view program) {
       "float64, fp64)\n"
       "  -o, --op OP              sum prod min max avg (avg: floating-point types); "
       "default sum\n"
-      "      --algo ALGO          auto ring recursive_doubling hier: sets RINGLET_ALGO\n"
+      "      --algo ALGO          auto ring recursive_doubling hier local, or ranges such as\n"
+      "                           rd:0-64K;ring:64K-max (Options::algorithm)\n"
       "  -h, --help               this text\n"
       "Exit status: 0 success, 1 wrong results, 2 bad arguments, 3 communication error.\n";
   return text;

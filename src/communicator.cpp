@@ -180,10 +180,10 @@ void Communicator::Impl::post_fingerprints(FingerprintExchange& x, const Fingerp
   x.n = x.neighbours[0] == x.neighbours[1] ? 1 : 2;
   for (int i = 0; i < x.n; ++i) {
     auto* c = peers_[static_cast<std::size_t>(x.neighbours[i])];
-    x.recv[i] =
-        c->post_recv({reinterpret_cast<std::byte*>(&x.theirs[i]), sizeof(WireFingerprint)}, nullptr);
-    x.send[i] = c->post_send(
-        {reinterpret_cast<const std::byte*>(&x.mine), sizeof(WireFingerprint)}, nullptr);
+    x.recv[i] = c->post_recv({reinterpret_cast<std::byte*>(&x.theirs[i]), sizeof(WireFingerprint)},
+                             nullptr);
+    x.send[i] = c->post_send({reinterpret_cast<const std::byte*>(&x.mine), sizeof(WireFingerprint)},
+                             nullptr);
   }
 }
 
@@ -210,9 +210,8 @@ void Communicator::Impl::check_fingerprints(FingerprintExchange& x, const Finger
   }
 }
 
-void Communicator::Impl::explain_with_fingerprints(FingerprintExchange& x,
-                                                   const Fingerprint& fp, Deadline deadline,
-                                                   const Error& e) {
+void Communicator::Impl::explain_with_fingerprints(FingerprintExchange& x, const Fingerprint& fp,
+                                                   Deadline deadline, const Error& e) {
   // One that came whole, or the start of a longer message (every collective's first message
   // leads with its fingerprint, and the transport reads the start of a message of the wrong
   // length).
@@ -391,7 +390,9 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
   auto* dst = static_cast<std::byte*>(out.data);
   run(
       fp,
-      [&](Deadline deadline) { execute_allreduce(plan, src, dst, in.count, in.type, fp, deadline); },
+      [&](Deadline deadline) {
+        execute_allreduce(plan, src, dst, in.count, in.type, fp, deadline);
+      },
       size() == 1 ? Check::before : check);
 }
 
@@ -407,11 +408,11 @@ void Communicator::Impl::broadcast(Tensor in, Tensor out, int root) {
   if (rank() == root) {
     check_tensor(in, "broadcast");
     if (in.count != out.count || in.type != out.type) {
-      throw Error(ErrorCode::invalid_argument,
-                  str_cat("broadcast: root ", rank(), " passed input of ", in.count, " ",
-                          to_string(in.type), " and output of ", out.count, " ",
-                          to_string(out.type)),
-                  {rank()});
+      throw Error(
+          ErrorCode::invalid_argument,
+          str_cat("broadcast: root ", rank(), " passed input of ", in.count, " ",
+                  to_string(in.type), " and output of ", out.count, " ", to_string(out.type)),
+          {rank()});
     }
   }
   Fingerprint fp;
@@ -470,12 +471,12 @@ void Communicator::Impl::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
   check_tensor(in, "reduce_scatter");
   check_tensor(out, "reduce_scatter");
   if (in.type != out.type || in.count != out.count * static_cast<std::size_t>(size())) {
-    throw Error(ErrorCode::invalid_argument,
-                str_cat("reduce_scatter: rank ", rank(), " passed input of ", in.count, " ",
-                        to_string(in.type), " and output of ", out.count, " ",
-                        to_string(out.type), "; the input needs ", size(), " x ", out.count,
-                        " elements of the output's type"),
-                {rank()});
+    throw Error(
+        ErrorCode::invalid_argument,
+        str_cat("reduce_scatter: rank ", rank(), " passed input of ", in.count, " ",
+                to_string(in.type), " and output of ", out.count, " ", to_string(out.type),
+                "; the input needs ", size(), " x ", out.count, " elements of the output's type"),
+        {rank()});
   }
   check_op(in.type, op, "reduce_scatter");
   const std::size_t block = out.bytes();

@@ -77,15 +77,15 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   // Runs one collective: sequence number, fingerprint check, then `body`. Any error aborts
   // the communicator, is reported to the peers, and is thrown with the collective's name.
   template <class Body>
-  void run(Fingerprint& fp, Body&& body, Check check);
-  void post_fingerprints(FingerprintExchange& x, const Fingerprint& fp);
-  void check_fingerprints(FingerprintExchange& x, const Fingerprint& fp, Deadline deadline,
+  void run(Fingerprint & fp, Body && body, Check check);
+  void post_fingerprints(FingerprintExchange & x, const Fingerprint& fp);
+  void check_fingerprints(FingerprintExchange & x, const Fingerprint& fp, Deadline deadline,
                           bool only_arrived);
   // A failure explained by a neighbour's fingerprint, when one has arrived and disagrees.
-  void explain_with_fingerprints(FingerprintExchange& x, const Fingerprint& fp,
-                                 Deadline deadline, const Error& e);
+  void explain_with_fingerprints(FingerprintExchange & x, const Fingerprint& fp, Deadline deadline,
+                                 const Error& e);
   // Recursive doubling with the fingerprint in front of every message.
-  void recursive_doubling(algo::Context& ctx, std::byte* buf, std::size_t count, DataType type,
+  void recursive_doubling(algo::Context & ctx, std::byte * buf, std::size_t count, DataType type,
                           ReduceOp op, const Fingerprint& fp);
   void execute_allreduce(const algo::Plan& plan, const std::byte* src, std::byte* dst,
                          std::size_t count, DataType type, const Fingerprint& fp,

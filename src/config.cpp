@@ -117,15 +117,16 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
 }
 
 std::string describe(const Config& c) {
-  return str_cat("algorithm=", c.algorithm, " transport=", c.transport,
-                 " timeout=", c.timeout.count(), "ms crossover_bytes=", c.crossover_bytes,
-                 " slice_bytes=", c.slice_bytes == 0 ? std::string("transport") : std::to_string(c.slice_bytes),
-                 " ring_slots=", c.ring_slots, " hier_pipeline_bytes=", c.hier_pipeline_bytes,
-                 " shm=", c.shm ? 1 : 0, " shm_chunk_bytes=",
-                 c.shm_chunk_bytes == 0 ? std::string("default") : std::to_string(c.shm_chunk_bytes),
-                 " shm_spin=", c.shm_spin, " shm_yields=", c.shm_yields,
-                 " tcp_sockets=", c.tcp_sockets == 0 ? std::string("default") : std::to_string(c.tcp_sockets),
-                 " socket_ifname=", c.socket_ifname.empty() ? std::string("auto") : c.socket_ifname);
+  return str_cat(
+      "algorithm=", c.algorithm, " transport=", c.transport, " timeout=", c.timeout.count(),
+      "ms crossover_bytes=", c.crossover_bytes, " slice_bytes=",
+      c.slice_bytes == 0 ? std::string("transport") : std::to_string(c.slice_bytes),
+      " ring_slots=", c.ring_slots, " hier_pipeline_bytes=", c.hier_pipeline_bytes,
+      " shm=", c.shm ? 1 : 0, " shm_chunk_bytes=",
+      c.shm_chunk_bytes == 0 ? std::string("default") : std::to_string(c.shm_chunk_bytes),
+      " shm_spin=", c.shm_spin, " shm_yields=", c.shm_yields,
+      " tcp_sockets=", c.tcp_sockets == 0 ? std::string("default") : std::to_string(c.tcp_sockets),
+      " socket_ifname=", c.socket_ifname.empty() ? std::string("auto") : c.socket_ifname);
 }
 
 }  // namespace ringlet

@@ -21,12 +21,12 @@ const char* to_string(JobShape shape) noexcept;
 struct JobLayout {
   int rank = 0;
   int size = 1;
-  std::vector<int> node_of_rank;           // node index of every rank
-  std::vector<std::vector<int>> members;   // ranks of each node, in rank order
-  int node_index = 0;                      // this rank's node
-  int node_position = 0;                   // this rank's index among its node's ranks
-  int local_rank = 0;                      // as the launcher said, else node_position
-  int local_size = 1;                      // as the launcher said, else the node's ranks
+  std::vector<int> node_of_rank;          // node index of every rank
+  std::vector<std::vector<int>> members;  // ranks of each node, in rank order
+  int node_index = 0;                     // this rank's node
+  int node_position = 0;                  // this rank's index among its node's ranks
+  int local_rank = 0;                     // as the launcher said, else node_position
+  int local_size = 1;                     // as the launcher said, else the node's ranks
   JobShape shape = JobShape::single;
 
   int node_count() const noexcept { return static_cast<int>(members.size()); }

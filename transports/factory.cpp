@@ -79,8 +79,7 @@ NetworkChoice make_network_transport(const Config& config, const JobLayout& layo
 }
 
 std::unique_ptr<groups::LocalGroup> make_local_group(MemoryKind kind, const Config& config,
-                                                     const JobLayout& layout,
-                                                     const JobContext& job,
+                                                     const JobLayout& layout, const JobContext& job,
                                                      std::shared_ptr<bootstrap::Store> store,
                                                      Deadline deadline) {
   const auto& mine = layout.my_node();

@@ -32,8 +32,7 @@ NetworkChoice make_network_transport(const Config& config, const JobLayout& layo
 // them), or returns null when none serves `kind` here (shared memory disabled, one rank on the
 // node, CUDA memory in this build).
 std::unique_ptr<groups::LocalGroup> make_local_group(MemoryKind kind, const Config& config,
-                                                     const JobLayout& layout,
-                                                     const JobContext& job,
+                                                     const JobLayout& layout, const JobContext& job,
                                                      std::shared_ptr<bootstrap::Store> store,
                                                      Deadline deadline);
 

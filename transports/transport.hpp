@@ -88,8 +88,7 @@ class ControlPlane {
   // peer that this rank failed with `code` and `cause`, first seen by `origin_rank` (this
   // rank, or the peer that reported it here), so that none waits for it. The peers' error is
   // Error(code, cause).reported_by(origin_rank).
-  virtual void report_failure(ErrorCode code, int origin_rank,
-                              std::string_view cause) noexcept = 0;
+  virtual void report_failure(ErrorCode code, int origin_rank, std::string_view cause) noexcept = 0;
 };
 
 // One NIC or node-local domain: listens, connects to peers, owns their connections.

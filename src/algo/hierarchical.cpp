@@ -82,8 +82,8 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
         if (network_error) std::rethrow_exception(network_error);
       }
       const std::size_t len = chunk_begin(k + 1) - chunk_begin(k);
-      ctx.ring.local->allgather(buf + chunk_begin(k) * elem, len, type, *ctx.ring.exec, *ctx.ring.fp,
-                                ctx.ring.deadline);
+      ctx.ring.local->allgather(buf + chunk_begin(k) * elem, len, type, *ctx.ring.exec,
+                                *ctx.ring.fp, ctx.ring.deadline);
     }
   } catch (...) {
     {

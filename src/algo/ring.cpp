@@ -50,7 +50,8 @@ class SendWindow {
   SendWindow(const Context& ctx, transport::Connection* conn)
       : conn_(conn), limit_(ctx.max_outstanding), deadline_(ctx.deadline) {}
   void post(const std::byte* data, std::size_t bytes) {
-    if (limit_ > 0 && inflight_.size() - head_ >= limit_) conn_->wait(inflight_[head_++], deadline_);
+    if (limit_ > 0 && inflight_.size() - head_ >= limit_)
+      conn_->wait(inflight_[head_++], deadline_);
     inflight_.push_back(conn_->post_send({data, bytes}, nullptr));
   }
   void wait_all() {

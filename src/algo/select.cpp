@@ -189,9 +189,8 @@ SelectTable SelectTable::build(const SelectInputs& in) {
       r.algorithm = one_node_local ? Algorithm::local : Algorithm::ring;
       t.fallbacks_.push_back(str_cat("hier requested for ", format_size(r.lo), "-",
                                      format_size(r.hi), ": the job's shape (",
-                                     in.local_group ? "" : "no local group, ",
-                                     to_string(in.shape), ") does not allow it; using ",
-                                     to_string(r.algorithm)));
+                                     in.local_group ? "" : "no local group, ", to_string(in.shape),
+                                     ") does not allow it; using ", to_string(r.algorithm)));
     }
     if (r.algorithm == Algorithm::local && !one_node_local) {
       t.fallbacks_.push_back(str_cat("local requested for ", format_size(r.lo), "-",

@@ -24,7 +24,6 @@ class HierThreadsTest : public ::testing::TestWithParam<Layout> {};
 
 TEST_P(HierThreadsTest, MatchesSerialReferenceBitForBit) {
   const Layout& layout = GetParam();
-  ::setenv("RINGLET_ALGO", layout.algo, 1);
   std::vector<std::string> node_of;
   for (std::size_t m = 0; m < layout.ranks_per_node.size(); ++m) {
     for (int i = 0; i < layout.ranks_per_node[m]; ++i)
@@ -44,6 +43,7 @@ TEST_P(HierThreadsTest, MatchesSerialReferenceBitForBit) {
         o.size = n;
         o.node_id = node_of[static_cast<std::size_t>(r)];
         o.timeout = std::chrono::seconds(60);
+        o.algorithm = layout.algo;
         Communicator comm = detail::create_with_store(o, store);
         if (comm.node_count() != static_cast<int>(layout.ranks_per_node.size())) {
           errors[static_cast<std::size_t>(r)] = "wrong node count";
@@ -70,7 +70,6 @@ TEST_P(HierThreadsTest, MatchesSerialReferenceBitForBit) {
     });
   }
   for (auto& t : threads) t.join();
-  ::unsetenv("RINGLET_ALGO");
   for (int r = 0; r < n; ++r) ASSERT_EQ(errors[static_cast<std::size_t>(r)], "") << "rank " << r;
   std::size_t k = 0;
   for (std::size_t count : counts) {

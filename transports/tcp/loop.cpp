@@ -530,8 +530,7 @@ void Loop::send_error(Channel& c, ErrorCode code, int origin_rank,
     std::string_view text = cause.substr(0, kMaxErrorText - kErrorOriginBytes);
     std::string frame(kFrameHeaderBytes + kErrorOriginBytes, '\0');
     auto* p = reinterpret_cast<unsigned char*>(frame.data());
-    FrameHeader{FrameKind::error, static_cast<std::uint32_t>(code),
-                kErrorOriginBytes + text.size()}
+    FrameHeader{FrameKind::error, static_cast<std::uint32_t>(code), kErrorOriginBytes + text.size()}
         .encode(p);
     put_u32(p + kFrameHeaderBytes, static_cast<std::uint32_t>(origin_rank));
     frame.append(text);

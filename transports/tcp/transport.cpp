@@ -150,8 +150,7 @@ class TcpTransport final : public Transport {
   class Control final : public ControlPlane {
    public:
     explicit Control(TcpTransport& t) : transport_(t) {}
-    void report_failure(ErrorCode code, int origin_rank,
-                        std::string_view cause) noexcept override {
+    void report_failure(ErrorCode code, int origin_rank, std::string_view cause) noexcept override {
       transport_.loop_->report_failure(code, origin_rank, cause);
     }
 

@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: Apache-2.0
+// The configuration resolver: Options first, then the environment, then measured defaults;
+// malformed values name their variable. The environment is a map here.
+#include "src/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace ringlet {
+namespace {
+
+EnvLookup env_of(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
+    auto it = vars.find(std::string(name));
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(ConfigTest, DefaultsAreTheMeasuredOnes) {
+  const Config c = resolve_config({}, 4, env_of({}));
+  EXPECT_EQ(c.algorithm, "auto");
+  EXPECT_EQ(c.transport, "auto");
+  EXPECT_EQ(c.timeout, std::chrono::seconds(300));
+  EXPECT_EQ(c.crossover_bytes, std::size_t{64} << 10);
+  EXPECT_EQ(resolve_config({}, 5, env_of({})).crossover_bytes, std::size_t{128} << 10);
+  EXPECT_EQ(c.slice_bytes, 0u);  // the transport's recommendation
+  EXPECT_EQ(c.ring_slots, 4);
+  EXPECT_EQ(c.hier_pipeline_bytes, std::size_t{1} << 20);
+  EXPECT_TRUE(c.shm);
+  EXPECT_EQ(c.shm_spin, 50);
+  EXPECT_EQ(c.shm_yields, 100);
+  EXPECT_EQ(c.tcp_sockets, 0);
+  EXPECT_EQ(c.socket_ifname, "");
+}
+
+TEST(ConfigTest, EnvironmentOverridesDefaults) {
+  const Config c = resolve_config({}, 2,
+                                  env_of({{"RINGLET_ALGO", "rd:0-1K;ring:1K-max"},
+                                          {"RINGLET_TRANSPORT", "TCP"},
+                                          {"RINGLET_TIMEOUT", "2.5"},
+                                          {"RINGLET_CROSSOVER_BYTES", "0"},
+                                          {"RINGLET_SLICE_BYTES", "65536"},
+                                          {"RINGLET_SHM", "0"},
+                                          {"RINGLET_SHM_SPIN", "7"},
+                                          {"RINGLET_SHM_YIELDS", "9"},
+                                          {"RINGLET_SOCKETS", "3"},
+                                          {"RINGLET_SOCKET_IFNAME", "=lo"}}));
+  EXPECT_EQ(c.algorithm, "rd:0-1K;ring:1K-max");
+  EXPECT_EQ(c.transport, "tcp");
+  EXPECT_EQ(c.timeout, std::chrono::milliseconds(2500));
+  EXPECT_EQ(c.crossover_bytes, 0u);
+  EXPECT_EQ(c.slice_bytes, 65536u);
+  EXPECT_FALSE(c.shm);
+  EXPECT_EQ(c.shm_spin, 7);
+  EXPECT_EQ(c.shm_yields, 9);
+  EXPECT_EQ(c.tcp_sockets, 3);
+  EXPECT_EQ(c.socket_ifname, "=lo");
+  // Empty values count as unset.
+  EXPECT_EQ(resolve_config({}, 2, env_of({{"RINGLET_ALGO", ""}})).algorithm, "auto");
+}
+
+TEST(ConfigTest, OptionsWinOverTheEnvironment) {
+  Options o;
+  o.algorithm = "ring";
+  o.transport = "tcp";
+  o.timeout = std::chrono::milliseconds(1234);
+  const Config c = resolve_config(
+      o, 2,
+      env_of({{"RINGLET_ALGO", "hier"}, {"RINGLET_TRANSPORT", "auto"}, {"RINGLET_TIMEOUT", "99"}}));
+  EXPECT_EQ(c.algorithm, "ring");
+  EXPECT_EQ(c.transport, "tcp");
+  EXPECT_EQ(c.timeout, std::chrono::milliseconds(1234));
+}
+
+TEST(ConfigTest, MalformedValuesNameTheirSource) {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"RINGLET_ALGO", "tree"},
+      {"RINGLET_TRANSPORT", "carrier-pigeon"},
+      {"RINGLET_TIMEOUT", "soon"},
+      {"RINGLET_TIMEOUT", "-1"},
+      {"RINGLET_CROSSOVER_BYTES", "-5"},
+      {"RINGLET_SLICE_BYTES", "12"},
+      {"RINGLET_SHM", "2"},
+      {"RINGLET_SOCKETS", "65"},
+      {"RINGLET_SOCKETS", "x"},
+      {"RINGLET_SHM_SPIN", "-1"}};
+  for (const auto& [name, value] : bad) {
+    try {
+      resolve_config({}, 2, env_of({{name, value}}));
+      ADD_FAILURE() << name << "=" << value << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.error_code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+  Options o;
+  o.algorithm = "tree";
+  EXPECT_THROW(resolve_config(o, 2, env_of({})), Error);
+  o.algorithm = "";
+  o.transport = "rdma";  // not in this build
+  try {
+    resolve_config(o, 2, env_of({}));
+    ADD_FAILURE() << "transport rdma accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Options::transport"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ConfigTest, DescribeListsEveryValue) {
+  const std::string d = describe(resolve_config({}, 2, env_of({})));
+  for (const char* key : {"algorithm=auto", "transport=auto", "timeout=300000ms",
+                          "crossover_bytes=65536", "slice_bytes=transport", "ring_slots=4", "shm=1",
+                          "shm_spin=50", "tcp_sockets=default", "socket_ifname=auto"}) {
+    EXPECT_NE(d.find(key), std::string::npos) << key << " missing in " << d;
+  }
+}
+
+}  // namespace
+}  // namespace ringlet
