@@ -393,7 +393,7 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
       [&](Deadline deadline) {
         execute_allreduce(plan, src, dst, in.count, in.type, fp, deadline);
       },
-      size() == 1 ? Check::before : check);
+      check);
 }
 
 void Communicator::Impl::broadcast(Tensor in, Tensor out, int root) {
@@ -573,8 +573,10 @@ void Communicator::Impl::check_usable() {
   if (aborted_.load(std::memory_order_acquire)) {
     // abort() came from another thread between calls: tell the peers now.
     if (!propagated_) {
-      fail(Error(ErrorCode::aborted, str_cat("rank ", rank(), " aborted its communicator"),
-                 {rank()}));
+      // The peers read "rank R: aborted its communicator" (the origin rank leads).
+      Error e(ErrorCode::aborted, "aborted its communicator", {rank()});
+      fail(e.reported_by(rank()));
+      abort_reason_.clear();  // this rank's own abort(): the message below says so
     }
     throw Error(ErrorCode::aborted,
                 str_cat("rank ", rank(), ": the communicator was aborted",
