@@ -42,7 +42,7 @@ std::int64_t sum_over_ranks(Communicator& comm, std::int64_t value) {
 }
 
 int run(const perf::PerfArgs& args) {
-  Options options;
+  ringlet::Options options;
   options.algorithm = args.algo;  // empty: RINGLET_ALGO, else auto
   Communicator comm = Communicator::create(options);
   const int rank = comm.rank();
