@@ -443,6 +443,34 @@ TEST(TcpTransportTest, ErrorFrameFailsItsConnectionAfterEarlierData) {
   }
 }
 
+// A rank that relays a failure first seen elsewhere names the rank where it began.
+TEST(TcpTransportTest, ReportedFailureCarriesItsOriginRank) {
+  Group group = make_group(3);
+  connect_all(group);
+  const std::string cause = "rank 2 timed out in allreduce #4";
+  group.transports[1]->control().report_failure(ErrorCode::timeout, 2, cause);
+  for (int r : {0, 2}) {
+    SCOPED_TRACE(str_cat("rank ", r));
+    std::vector<std::byte> got(8);
+    Connection& c = *group.conns[r][1];
+    Request recv = c.post_recv(got, nullptr);
+    auto start = Clock::now();
+    try {
+      c.wait(recv, in(30s));
+      FAIL() << "wait returned";
+    } catch (const Error& e) {
+      expect_reported(e, ErrorCode::timeout, 2, cause);
+    }
+    EXPECT_LT(Clock::now() - start, 5s);
+  }
+  // Rank 0 and rank 2 still talk to each other.
+  std::vector<std::byte> msg = pattern(100, 5), got(100);
+  Request send = group.conns[0][2]->post_send(msg, nullptr);
+  group.conns[2][0]->wait(group.conns[2][0]->post_recv(got, nullptr), in(10s));
+  group.conns[0][2]->wait(send, in(10s));
+  EXPECT_EQ(got, msg);
+}
+
 TEST(TcpTransportTest, LengthMismatchIsMismatch) {
   Group group = make_group(2);
   connect_all(group);
@@ -460,6 +488,197 @@ TEST(TcpTransportTest, LengthMismatchIsMismatch) {
               std::string::npos)
         << e.what();
   }
+}
+
+// FIFO matching across the size classes: small messages take the small-message socket and
+// large ones a data socket, yet the n-th receive gets the n-th send when the sizes agree.
+struct FifoCase {
+  std::string name;
+  std::vector<std::size_t> sizes;
+  bool separate_directions = true;
+};
+
+class TcpFifoTest : public ::testing::TestWithParam<FifoCase> {};
+
+TEST_P(TcpFifoTest, CompletesInPostOrderWithExactContent) {
+  static_assert(tcp::kSmallMessageBytes < 2 * kMiB);
+  GroupOptions g;
+  g.separate_directions = GetParam().separate_directions;
+  Group group = make_group(2, g);
+  connect_all(group);
+  const std::vector<std::size_t>& sizes = GetParam().sizes;
+  run_ranks(2, [&](int r) {
+    Connection& c = *group.conns[r][1 - r];
+    std::vector<std::vector<std::byte>> out, got;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      out.push_back(pattern(sizes[i], 10 * r + i));
+      got.emplace_back(sizes[i]);
+    }
+    // Rank 0 posts its receives before its sends, rank 1 after: either way round works.
+    std::vector<Request> sends, recvs;
+    if (r == 0) {
+      for (auto& b : got) recvs.push_back(c.post_recv(b, nullptr));
+    }
+    for (auto& b : out) sends.push_back(c.post_send(b, nullptr));
+    if (r == 1) {
+      for (auto& b : got) recvs.push_back(c.post_recv(b, nullptr));
+    }
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      c.wait(recvs[i], in(30s));
+      ASSERT_TRUE(same_bytes(got[i], pattern(sizes[i], 10 * (1 - r) + i)))
+          << "rank " << r << " message " << i << " of " << sizes[i] << " bytes";
+    }
+    for (Request s : sends) c.wait(s, in(30s));
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SizeClasses, TcpFifoTest,
+    ::testing::Values(FifoCase{"small_large_small", {100, 2 * kMiB, 1000}},
+                      FifoCase{"large_small_small", {2 * kMiB, 100, 1000}},
+                      FifoCase{"large_small_large", {2 * kMiB + 5, 7, 2 * kMiB}},
+                      FifoCase{"small_large_small_shared", {100, 2 * kMiB, 1000}, false},
+                      FifoCase{"large_small_small_shared", {2 * kMiB, 100, 1000}, false}),
+    [](const auto& info) { return info.param.name; });
+
+// The ranks disagree on the order of a small and a large message of the same two sizes:
+// the frames travel on different sockets, and each arrives where the receiver expects a
+// message of its length, but at the wrong place in the order. The receiver reports a
+// mismatch at once instead of delivering the messages swapped.
+class TcpOrderMismatchTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(TcpOrderMismatchTest, IsMismatchNotASwap) {
+  const bool large_first = GetParam();
+  constexpr std::size_t kSmall = 100;
+  constexpr std::size_t kLarge = 512 * 1024;
+  static_assert(kSmall <= tcp::kSmallMessageBytes && kLarge > tcp::kSmallMessageBytes);
+  Group group = make_group(2);
+  connect_all(group);
+  Connection& tx = *group.conns[0][1];
+  Connection& rx = *group.conns[1][0];
+  std::vector<std::byte> small = pattern(kSmall, 1), large = pattern(kLarge, 2);
+  std::vector<std::byte> got_small(kSmall), got_large(kLarge);
+  // The sender's order is the reverse of the receiver's.
+  Request s1 = large_first ? tx.post_send(small, nullptr) : tx.post_send(large, nullptr);
+  Request s2 = large_first ? tx.post_send(large, nullptr) : tx.post_send(small, nullptr);
+  Request r1 = large_first ? rx.post_recv(got_large, nullptr) : rx.post_recv(got_small, nullptr);
+  Request r2 = large_first ? rx.post_recv(got_small, nullptr) : rx.post_recv(got_large, nullptr);
+  // The sender keeps writing while the receiver waits (a bounded pump on another thread).
+  std::atomic<bool> stop{false};
+  std::thread pump([&] {
+    bool done1 = false, done2 = false;
+    try {
+      while (!stop.load() && !(done1 && done2)) {
+        if (!done1) done1 = tx.test(s1);
+        if (!done2) done2 = tx.test(s2);
+      }
+    } catch (const Error&) {
+    }
+  });
+  auto start = Clock::now();
+  for (Request r : {r1, r2}) {
+    try {
+      rx.wait(r, in(10s));
+      ADD_FAILURE() << "wait returned";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.error_code(), ErrorCode::mismatch) << e.what();
+      EXPECT_NE(std::string(e.what()).find("posted messages of different sizes"), std::string::npos)
+          << e.what();
+      EXPECT_EQ(e.ranks(), (std::vector<int>{1, 0})) << e.what();
+    }
+  }
+  EXPECT_LT(Clock::now() - start, 5s);
+  stop.store(true);
+  pump.join();
+}
+
+INSTANTIATE_TEST_SUITE_P(Orders, TcpOrderMismatchTest, ::testing::Bool(), [](const auto& info) {
+  return std::string(info.param ? "receiver_large_first" : "receiver_small_first");
+});
+
+TEST(TcpTransportTest, TraitsOfTcp) {
+  Group group = make_group(1);
+  Transport& t = *group.transports[0];
+  EXPECT_EQ(t.name(), "tcp");
+  const TransportTraits traits = t.traits();
+  EXPECT_EQ(traits.slice_bytes, kTcpRecommendedSliceBytes);
+  EXPECT_EQ(traits.max_outstanding, 0u);
+  EXPECT_FALSE(traits.needs_registration);
+  EXPECT_FALSE(traits.device_memory);
+}
+
+TEST(TcpTransportTest, RegisteredMemoryIsUsedByPosts) {
+  Group group = make_group(2);
+  connect_all(group);
+  constexpr std::size_t kSize = 3 * kMiB + 11;
+  std::vector<std::byte> out = pattern(kSize, 21), got(kSize);
+  auto out_mr = group.transports[0]->register_memory(out, MemoryKind::host);
+  auto got_mr = group.transports[1]->register_memory(got, MemoryKind::host);
+  ASSERT_NE(out_mr, nullptr);
+  ASSERT_NE(got_mr, nullptr);
+  EXPECT_EQ(out_mr->memory().data(), out.data());
+  EXPECT_EQ(out_mr->memory().size(), out.size());
+  EXPECT_EQ(got_mr->memory().data(), got.data());
+  EXPECT_EQ(got_mr->memory().size(), got.size());
+  // A whole registered buffer, and a small slice of one, both ways.
+  run_ranks(2, [&](int r) {
+    Connection& c = *group.conns[r][1 - r];
+    if (r == 0) {
+      c.wait(c.post_send(out, out_mr.get()), in(30s));
+      c.wait(c.post_recv(std::span(out).subspan(5, 64), out_mr.get()), in(30s));
+    } else {
+      c.wait(c.post_recv(got, got_mr.get()), in(30s));
+      c.wait(c.post_send(std::span<const std::byte>(got).subspan(7, 64), got_mr.get()), in(30s));
+    }
+  });
+  EXPECT_TRUE(same_bytes(got, pattern(kSize, 21)));
+  std::vector<std::byte> echoed(out.begin() + 5, out.begin() + 69);
+  std::vector<std::byte> want(got.begin() + 7, got.begin() + 71);
+  EXPECT_TRUE(same_bytes(echoed, want));
+}
+
+TEST(TcpTransportTest, RegisteringDeviceMemoryIsInvalidArgument) {
+  Group group = make_group(1);
+  std::vector<std::byte> buf(64);
+  try {
+    (void)group.transports[0]->register_memory(buf, MemoryKind::cuda);
+    FAIL() << "register_memory returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.error_code(), ErrorCode::invalid_argument) << e.what();
+  }
+}
+
+// A request is released when it completes: using it again is a checked error.
+TEST(TcpTransportTest, CompletedRequestsAreReleased) {
+  Group group = make_group(2);
+  connect_all(group);
+  Connection& tx = *group.conns[0][1];
+  Connection& rx = *group.conns[1][0];
+  std::vector<std::byte> msg = pattern(32, 6), got(32);
+  Request send = tx.post_send(msg, nullptr);
+  Request recv = rx.post_recv(got, nullptr);
+  rx.wait(recv, in(10s));
+  while (!tx.test(send)) {
+  }
+  auto expect_invalid = [](const std::function<void()>& use, const char* what) {
+    try {
+      use();
+      ADD_FAILURE() << what << " returned";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.error_code(), ErrorCode::invalid_argument) << what << ": " << e.what();
+    }
+  };
+  expect_invalid([&] { rx.wait(recv, in(1s)); }, "a second wait on a receive");
+  expect_invalid([&] { (void)rx.test(recv); }, "a test after the wait on a receive");
+  expect_invalid([&] { tx.wait(send, in(1s)); }, "a wait after the test of a send");
+  expect_invalid([&] { (void)tx.test(send); }, "a second test of a send");
+  expect_invalid([&] { tx.wait(Request{12345}, in(1s)); }, "a wait on a request never posted");
+  // The connection works on after the checked errors.
+  EXPECT_TRUE(same_bytes(got, msg));
+  Request again = rx.post_recv(got, nullptr);
+  tx.wait(tx.post_send(msg, nullptr), in(10s));
+  rx.wait(again, in(10s));
+  EXPECT_TRUE(same_bytes(got, msg));
 }
 
 TEST(TcpTransportTest, WaitTimesOutWhenThePeerNeverSends) {
