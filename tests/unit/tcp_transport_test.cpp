@@ -471,6 +471,76 @@ TEST(TcpTransportTest, ReportedFailureCarriesItsOriginRank) {
   EXPECT_EQ(got, msg);
 }
 
+// A request whose wait threw is released (transport.hpp): the caller may free its buffer at
+// once, and bytes that arrive later must not be read into it (ASan sees the difference).
+TEST(TcpTransportTest, AFailedReceiveNoLongerUsesItsBuffer) {
+  Group group = make_group(3);
+  connect_all(group);
+  auto buf = std::make_unique<std::vector<std::byte>>(1000);
+  Request r = group.conns[1][0]->post_recv(*buf, nullptr);
+  group.transports[0]->control().report_failure(ErrorCode::aborted, 0, "rank 0 gave up");
+  EXPECT_THROW(group.conns[1][0]->wait(r, in(5s)), Error);
+  buf.reset();
+  // Rank 0 sends the message after all; rank 1 then makes progress for rank 2.
+  std::vector<std::byte> late = pattern(1000, 1);
+  group.conns[0][1]->wait(group.conns[0][1]->post_send(late, nullptr), in(5s));
+  std::this_thread::sleep_for(20ms);
+  std::vector<std::byte> from2(10), ten = pattern(10, 2);
+  Request r2 = group.conns[1][2]->post_recv(from2, nullptr);
+  EXPECT_FALSE(group.conns[1][2]->test(r2));
+  group.conns[2][1]->wait(group.conns[2][1]->post_send(ten, nullptr), in(5s));
+  group.conns[1][2]->wait(r2, in(5s));
+  EXPECT_EQ(from2, ten);
+  // The failure sticks on the connection to rank 0.
+  std::vector<std::byte> more(1);
+  Request next = group.conns[1][0]->post_recv(more, nullptr);
+  EXPECT_THROW(group.conns[1][0]->wait(next, in(5s)), Error);
+}
+
+// The same for a send that timed out: no later round writes from its buffer, so the rest
+// of the message never leaves (the socket buffers hold much less than 64 MiB).
+TEST(TcpTransportTest, ATimedOutSendNoLongerUsesItsBuffer) {
+  Group group = make_group(3);
+  connect_all(group);
+  auto buf = std::make_unique<std::vector<std::byte>>(pattern(64 * kMiB, 7));
+  Request s = group.conns[0][1]->post_send(*buf, nullptr);
+  try {
+    group.conns[0][1]->wait(s, in(100ms));
+    FAIL() << "wait returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.error_code(), ErrorCode::timeout) << e.what();
+  }
+  buf.reset();
+  // Rank 1 reads now, and rank 0 makes progress for rank 2 meanwhile.
+  std::atomic<bool> stop{false}, received{false};
+  std::thread reader([&] {
+    std::vector<std::byte> got(64 * kMiB);
+    Request r = group.conns[1][0]->post_recv(got, nullptr);
+    try {
+      while (!stop.load()) {
+        if (group.conns[1][0]->test(r)) {
+          received.store(true);
+          break;
+        }
+      }
+    } catch (const Error&) {
+    }
+  });
+  std::vector<std::byte> msg = pattern(100, 8), got(100);
+  for (int i = 0; i < 40; ++i) {
+    Request r = group.conns[2][0]->post_recv(got, nullptr);
+    Request t = group.conns[0][2]->post_send(msg, nullptr);
+    while (!group.conns[0][2]->test(t)) {
+    }
+    group.conns[2][0]->wait(r, in(5s));
+    EXPECT_EQ(got, msg);
+    std::this_thread::sleep_for(5ms);
+  }
+  stop.store(true);
+  reader.join();
+  EXPECT_FALSE(received.load()) << "rank 0 went on sending from a released buffer";
+}
+
 TEST(TcpTransportTest, LengthMismatchIsMismatch) {
   Group group = make_group(2);
   connect_all(group);
