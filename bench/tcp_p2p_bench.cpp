@@ -58,7 +58,7 @@ struct Config {
 };
 
 // Moves cfg.bytes through `send` (to the right) and/or `recv` (from the left) in slices,
-// keeping up to cfg.window slices of each in flight.
+// keeping up to cfg.window slices of each in flight (slot s % cfg.window holds slice s).
 void transfer(const Config& cfg, rt::Connection* send, rt::Connection* recv,
               std::vector<std::byte>& out, std::vector<std::byte>& in) {
   const std::size_t slices = (cfg.bytes + cfg.slice - 1) / cfg.slice;
@@ -67,15 +67,16 @@ void transfer(const Config& cfg, rt::Connection* send, rt::Connection* recv,
     std::size_t off = s * cfg.slice;
     return std::span<std::byte>(v.data() + off, std::min(cfg.slice, cfg.bytes - off));
   };
+  std::vector<rt::Request> sends(cfg.window), recvs(cfg.window);
   for (std::size_t s = 0; s < slices + cfg.window; ++s) {
+    const std::size_t slot = s % cfg.window;
     if (s >= cfg.window) {
-      std::uint64_t old = (s - cfg.window) % cfg.window;
-      if (recv != nullptr) recv->wait_recv(old, deadline);
-      if (send != nullptr) send->wait_send(old, deadline);
+      if (recv != nullptr) recv->wait(recvs[slot], deadline);
+      if (send != nullptr) send->wait(sends[slot], deadline);
     }
     if (s < slices) {
-      if (send != nullptr) send->post_send(nullptr, span_of(out, s), s % cfg.window);
-      if (recv != nullptr) recv->post_recv(nullptr, span_of(in, s), s % cfg.window);
+      if (send != nullptr) sends[slot] = send->post_send(span_of(out, s), nullptr);
+      if (recv != nullptr) recvs[slot] = recv->post_recv(span_of(in, s), nullptr);
     }
   }
 }
@@ -85,17 +86,12 @@ void barrier(int rank, int ranks, rt::Connection* right, rt::Connection* left) {
   const Deadline deadline = Clock::now() + 60s;
   std::span<std::byte> none;
   for (int round = 0; round < 2; ++round) {
-    const std::uint64_t tag = 1000 + round;
     if (rank == 0) {
-      right->post_send(nullptr, none, tag);
-      right->wait_send(tag, deadline);
-      left->post_recv(nullptr, none, tag);
-      left->wait_recv(tag, deadline);
+      right->wait(right->post_send(none, nullptr), deadline);
+      left->wait(left->post_recv(none, nullptr), deadline);
     } else {
-      left->post_recv(nullptr, none, tag);
-      left->wait_recv(tag, deadline);
-      right->post_send(nullptr, none, tag);
-      right->wait_send(tag, deadline);
+      left->wait(left->post_recv(none, nullptr), deadline);
+      right->wait(right->post_send(none, nullptr), deadline);
     }
   }
   (void)ranks;
@@ -145,18 +141,16 @@ int run_rank(const Config& cfg, int rank, Shared* shared) {
     for (int t = -100; t < trips; ++t) {
       auto start = Clock::now();
       if (rank == 0) {
-        right->post_send(nullptr, msg, 1);
-        right->post_recv(nullptr, msg, 2);
-        right->wait_send(1, deadline);
-        right->wait_recv(2, deadline);
+        rt::Request send = right->post_send(msg, nullptr);
+        rt::Request recv = right->post_recv(msg, nullptr);
+        right->wait(send, deadline);
+        right->wait(recv, deadline);
         if (t >= 0) {
           shared->trips[t] = std::chrono::duration<double>(Clock::now() - start).count() / 2;
         }
       } else {
-        right->post_recv(nullptr, msg, 1);
-        right->wait_recv(1, deadline);
-        right->post_send(nullptr, msg, 2);
-        right->wait_send(2, deadline);
+        right->wait(right->post_recv(msg, nullptr), deadline);
+        right->wait(right->post_send(msg, nullptr), deadline);
       }
     }
     barrier(rank, cfg.ranks, right.get(), left);

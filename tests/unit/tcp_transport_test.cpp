@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "src/common/str_cat.hpp"
 #include "src/common/unique_fd.hpp"
 #include "transports/tcp/transport.hpp"
 #include "transports/tcp/wire.hpp"
@@ -150,15 +152,13 @@ void ping_pong(Group& group, const std::vector<std::size_t>& sizes) {
       std::vector<std::byte> want = pattern(sizes[i], i);
       std::vector<std::byte> got(sizes[i]);
       if (r == 0) {
-        c.post_send(nullptr, want, 1);
-        c.post_recv(nullptr, got, 2);
-        c.wait_send(1, in(60s));
-        c.wait_recv(2, in(60s));
+        Request send = c.post_send(want, nullptr);
+        Request recv = c.post_recv(got, nullptr);
+        c.wait(send, in(60s));
+        c.wait(recv, in(60s));
       } else {
-        c.post_recv(nullptr, got, 1);
-        c.wait_recv(1, in(60s));
-        c.post_send(nullptr, got, 2);
-        c.wait_send(2, in(60s));
+        c.wait(c.post_recv(got, nullptr), in(60s));
+        c.wait(c.post_send(got, nullptr), in(60s));
       }
       ASSERT_TRUE(same_bytes(got, want)) << "size " << sizes[i] << " rank " << r;
     }
@@ -196,10 +196,10 @@ TEST_P(TcpDuplexTest, BothSend64MiBAtOnce) {
     Connection& c = *group.conns[r][1 - r];
     std::vector<std::byte> out = pattern(64 * kMiB, 10 + r);
     std::vector<std::byte> in_buf(64 * kMiB);
-    c.post_send(nullptr, out, 7);
-    c.post_recv(nullptr, in_buf, 7);
-    c.wait_recv(7, in(60s));
-    c.wait_send(7, in(60s));
+    Request send = c.post_send(out, nullptr);
+    Request recv = c.post_recv(in_buf, nullptr);
+    c.wait(recv, in(60s));
+    c.wait(send, in(60s));
     ASSERT_TRUE(same_bytes(in_buf, pattern(64 * kMiB, 11 - r))) << "rank " << r;
   });
 }
@@ -208,11 +208,13 @@ INSTANTIATE_TEST_SUITE_P(Layouts, TcpDuplexTest, ::testing::Bool(), [](const aut
   return std::string(info.param ? "separate" : "shared");
 });
 
-TEST(TcpTransportTest, RingOfFourPipelinedWithTagReuse) {
+// The ring's pipeline: at most kWindow sends and kWindow receives outstanding per
+// connection; the oldest request of each direction completes before the next post.
+TEST(TcpTransportTest, RingOfFourPipelinedWithRequestWindow) {
   constexpr int kRanks = 4;
   constexpr std::size_t kSlices = 64;
   constexpr std::size_t kSlice = 64 * 1024 + 3;
-  constexpr std::uint64_t kWindow = 4;  // tags 0..3, reused
+  constexpr std::size_t kWindow = 4;  // requests in flight per direction
   Group group = make_group(kRanks);
   connect(group, [](int r) {
     return std::vector<int>{(r + 1) % kRanks, (r + kRanks - 1) % kRanks};
@@ -224,17 +226,18 @@ TEST(TcpTransportTest, RingOfFourPipelinedWithTagReuse) {
     std::vector<std::vector<std::byte>> out(kSlices);
     std::vector<std::vector<std::byte>> got(kSlices, std::vector<std::byte>(kSlice));
     for (std::size_t s = 0; s < kSlices; ++s) out[s] = pattern(kSlice, 1000 * r + s);
+    std::array<Request, kWindow> sends{}, recvs{};  // slot s % kWindow: slice s
     for (std::size_t s = 0; s < kSlices; ++s) {
       if (s >= kWindow) {
-        right.wait_send((s - kWindow) % kWindow, in(30s));
-        left.wait_recv((s - kWindow) % kWindow, in(30s));
+        right.wait(sends[s % kWindow], in(30s));
+        left.wait(recvs[s % kWindow], in(30s));
       }
-      right.post_send(nullptr, out[s], s % kWindow);
-      left.post_recv(nullptr, got[s], s % kWindow);
+      sends[s % kWindow] = right.post_send(out[s], nullptr);
+      recvs[s % kWindow] = left.post_recv(got[s], nullptr);
     }
     for (std::size_t s = kSlices - kWindow; s < kSlices; ++s) {
-      right.wait_send(s % kWindow, in(30s));
-      left.wait_recv(s % kWindow, in(30s));
+      right.wait(sends[s % kWindow], in(30s));
+      left.wait(recvs[s % kWindow], in(30s));
     }
     for (std::size_t s = 0; s < kSlices; ++s) {
       ASSERT_TRUE(same_bytes(got[s], pattern(kSlice, 1000 * from + s)))
@@ -260,14 +263,15 @@ TEST_P(TcpSocketsTest, ManyMessagesAcrossSockets) {
       out.push_back(pattern(sizes[i], 100 * r + i));
       got.emplace_back(sizes[i]);
     }
+    std::vector<Request> sends, recvs;
     for (std::size_t i = 0; i < sizes.size(); ++i) {
-      c.post_send(nullptr, out[i], 1000 + i);
-      c.post_recv(nullptr, got[i], 2000 + i);
+      sends.push_back(c.post_send(out[i], nullptr));
+      recvs.push_back(c.post_recv(got[i], nullptr));
     }
-    // Complete in reverse order, partly through test_*.
+    // Complete in reverse order, partly through test().
     for (std::size_t k = sizes.size(); k-- > 0;) {
-      c.wait_recv(2000 + k, in(30s));
-      while (!c.test_send(1000 + k)) {
+      c.wait(recvs[k], in(30s));
+      while (!c.test(sends[k])) {
       }
     }
     for (std::size_t i = 0; i < sizes.size(); ++i) {
@@ -295,19 +299,15 @@ TEST(TcpTransportTest, MessageThatArrivedBeforeItsReceiveCompletes) {
   std::vector<std::byte> tail = pattern(3, 8);
   Connection& tx = *group.conns[0][1];
   Connection& rx = *group.conns[1][0];
-  tx.post_send(nullptr, one, 1);
-  tx.post_send(nullptr, std::span<const std::byte>(), 2);
-  tx.wait_send(1, in(5s));
-  tx.wait_send(2, in(5s));
+  Request s1 = tx.post_send(one, nullptr);
+  Request s2 = tx.post_send(std::span<const std::byte>(), nullptr);
+  tx.wait(s1, in(5s));
+  tx.wait(s2, in(5s));
   std::this_thread::sleep_for(50ms);
-  rx.post_recv(nullptr, got_one, 1);
-  rx.wait_recv(1, in(5s));
-  rx.post_recv(nullptr, got_empty, 2);
-  rx.wait_recv(2, in(5s));
-  tx.post_send(nullptr, tail, 3);
-  tx.wait_send(3, in(5s));
-  rx.post_recv(nullptr, got_tail, 3);
-  rx.wait_recv(3, in(5s));
+  rx.wait(rx.post_recv(got_one, nullptr), in(5s));
+  rx.wait(rx.post_recv(got_empty, nullptr), in(5s));
+  tx.wait(tx.post_send(tail, nullptr), in(5s));
+  rx.wait(rx.post_recv(got_tail, nullptr), in(5s));
   EXPECT_TRUE(same_bytes(got_one, one));
   EXPECT_TRUE(same_bytes(got_tail, tail));
 }
@@ -317,15 +317,15 @@ TEST(TcpTransportTest, PeerClosingMidTransferIsPeerLostQuickly) {
   connect_all(group);
   std::vector<std::byte> out = pattern(64 * kMiB, 3);
   std::vector<std::byte> got(64 * kMiB);
-  group.conns[1][0]->post_recv(nullptr, got, 1);
-  group.conns[0][1]->post_send(nullptr, out, 1);
-  EXPECT_FALSE(group.conns[0][1]->test_send(1));
+  Request recv = group.conns[1][0]->post_recv(got, nullptr);
+  Request send = group.conns[0][1]->post_send(out, nullptr);
+  EXPECT_FALSE(group.conns[0][1]->test(send));
   group.conns[0][1].reset();
   group.transports[0].reset();
   auto start = Clock::now();
   try {
-    group.conns[1][0]->wait_recv(1, in(60s));
-    FAIL() << "wait_recv returned";
+    group.conns[1][0]->wait(recv, in(60s));
+    FAIL() << "wait returned";
   } catch (const Error& e) {
     EXPECT_EQ(e.error_code(), ErrorCode::peer_lost) << e.what();
     EXPECT_NE(std::string(e.what()).find("peer 0"), std::string::npos) << e.what();
@@ -338,13 +338,13 @@ TEST(TcpTransportTest, SendingToAPeerThatClosedIsPeerLost) {
   Group group = make_group(2);
   connect_all(group);
   std::vector<std::byte> out = pattern(64 * kMiB, 4);
-  group.conns[0][1]->post_send(nullptr, out, 1);  // more than the socket buffers hold
+  Request send = group.conns[0][1]->post_send(out, nullptr);  // more than the buffers hold
   group.conns[1][0].reset();
   group.transports[1].reset();
   auto start = Clock::now();
   try {
-    group.conns[0][1]->wait_send(1, in(60s));
-    FAIL() << "wait_send returned";
+    group.conns[0][1]->wait(send, in(60s));
+    FAIL() << "wait returned";
   } catch (const Error& e) {
     EXPECT_EQ(e.error_code(), ErrorCode::peer_lost) << e.what();
     EXPECT_EQ(e.ranks(), std::vector<int>{1});
@@ -356,16 +356,16 @@ TEST(TcpTransportTest, PeerLostFailsOnlyItsOwnConnection) {
   Group group = make_group(3);
   connect_all(group);
   std::vector<std::byte> from0(1000), from2(1000);
-  group.conns[1][0]->post_recv(nullptr, from0, 1);
-  group.conns[1][2]->post_recv(nullptr, from2, 1);
+  Request recv0 = group.conns[1][0]->post_recv(from0, nullptr);
+  Request recv2 = group.conns[1][2]->post_recv(from2, nullptr);
   group.conns[0][1].reset();
   group.conns[0][2].reset();
   group.transports[0].reset();
   // The wait on the lost peer fails at once, naming it.
   auto start = Clock::now();
   try {
-    group.conns[1][0]->wait_recv(1, in(60s));
-    FAIL() << "wait_recv returned";
+    group.conns[1][0]->wait(recv0, in(60s));
+    FAIL() << "wait returned";
   } catch (const Error& e) {
     EXPECT_EQ(e.error_code(), ErrorCode::peer_lost) << e.what();
     EXPECT_EQ(e.ranks(), std::vector<int>{0});
@@ -373,56 +373,172 @@ TEST(TcpTransportTest, PeerLostFailsOnlyItsOwnConnection) {
   EXPECT_LT(Clock::now() - start, 5s);
   // The healthy peer's message still arrives.
   std::vector<std::byte> out = pattern(1000, 9);
-  group.conns[2][1]->post_send(nullptr, out, 1);
-  group.conns[2][1]->wait_send(1, in(10s));
-  group.conns[1][2]->wait_recv(1, in(10s));
+  group.conns[2][1]->wait(group.conns[2][1]->post_send(out, nullptr), in(10s));
+  group.conns[1][2]->wait(recv2, in(10s));
   EXPECT_EQ(from2, out);
+}
+
+// Checks that `e` is rank `origin`'s report of `cause` with `code`, as the control plane
+// delivers it.
+void expect_reported(const Error& e, ErrorCode code, int origin, const std::string& cause) {
+  EXPECT_EQ(e.error_code(), code) << e.what();
+  EXPECT_EQ(e.origin_rank(), origin) << e.what();
+  EXPECT_EQ(e.cause(), cause) << e.what();
+  // what() is composed from the origin and the cause; std::system_error's text follows.
+  EXPECT_EQ(std::string(e.what()).rfind(str_cat("rank ", origin, ": ", cause), 0), 0u) << e.what();
 }
 
 TEST(TcpTransportTest, ErrorFrameFailsItsConnectionAfterEarlierData) {
   Group group = make_group(3);
   connect_all(group);
-  // Rank 0 sends a message, then reports an error (as a rank that finished one collective
-  // and failed in the next); rank 1 is meanwhile busy with rank 2.
+  // Rank 0 sends a message to each peer, then reports a failure through its control plane
+  // (as a rank that finished one collective and failed in the next): the report goes to
+  // every connected peer, ranks 1 and 2. Rank 1 is meanwhile busy with rank 2.
+  const std::string cause = "rank 0 disagrees on the count";
   std::vector<std::byte> out = pattern(64 * 1024, 3);  // fits the socket buffers
-  group.conns[0][1]->post_send(nullptr, out, 1);
-  group.conns[0][1]->wait_send(1, in(10s));
-  group.conns[0][1]->send_error(ErrorCode::mismatch, "rank 0 disagrees on the count");
+  Request to1 = group.conns[0][1]->post_send(out, nullptr);
+  Request to2 = group.conns[0][2]->post_send(out, nullptr);
+  group.conns[0][1]->wait(to1, in(10s));
+  group.conns[0][2]->wait(to2, in(10s));
+  group.transports[0]->control().report_failure(ErrorCode::mismatch, 0, cause);
   std::vector<std::byte> from2(10);
-  group.conns[1][2]->post_recv(nullptr, from2, 5);
+  Request recv2 = group.conns[1][2]->post_recv(from2, nullptr);
   std::thread sender([&] {
     std::this_thread::sleep_for(50ms);
     std::vector<std::byte> ten = pattern(10, 4);
-    group.conns[2][1]->post_send(nullptr, ten, 5);
-    group.conns[2][1]->wait_send(5, in(10s));
+    group.conns[2][1]->wait(group.conns[2][1]->post_send(ten, nullptr), in(10s));
   });
-  // Rank 0's error does not fail the wait on rank 2.
-  group.conns[1][2]->wait_recv(5, in(10s));
+  // Rank 0's error does not fail the wait on rank 2, nor rank 2's send to rank 1 (rank 2
+  // has rank 0's report too, on its connection to rank 0).
+  group.conns[1][2]->wait(recv2, in(10s));
   sender.join();
   EXPECT_EQ(from2, pattern(10, 4));
-  // What rank 0 sent before its error is delivered whole.
-  std::vector<std::byte> got(out.size());
-  group.conns[1][0]->post_recv(nullptr, got, 1);
-  group.conns[1][0]->wait_recv(1, in(10s));
-  EXPECT_EQ(got, out);
-  // The next receive from rank 0 can never complete: it throws rank 0's error at once.
-  auto start = Clock::now();
-  std::vector<std::byte> more(1);
-  group.conns[1][0]->post_recv(nullptr, more, 6);
-  try {
-    group.conns[1][0]->wait_recv(6, in(30s));
-    FAIL() << "wait_recv returned";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.error_code(), ErrorCode::mismatch);
-    // std::system_error appends the category's text.
-    EXPECT_EQ(std::string(e.what()).rfind("rank 0 disagrees on the count", 0), 0u) << e.what();
-    EXPECT_EQ(e.ranks(), std::vector<int>{0});
+  // On both peers: what rank 0 sent before its report is delivered whole; the next receive
+  // from rank 0 can never complete and throws rank 0's report at once; the report sticks.
+  for (int r : {1, 2}) {
+    SCOPED_TRACE(str_cat("rank ", r));
+    Connection& c = *group.conns[r][0];
+    std::vector<std::byte> got(out.size());
+    c.wait(c.post_recv(got, nullptr), in(10s));
+    EXPECT_EQ(got, out);
+    auto start = Clock::now();
+    std::vector<std::byte> more(1);
+    Request next = c.post_recv(more, nullptr);
+    try {
+      c.wait(next, in(30s));
+      FAIL() << "wait returned";
+    } catch (const Error& e) {
+      expect_reported(e, ErrorCode::mismatch, 0, cause);
+      EXPECT_EQ(e.ranks(), std::vector<int>{0});
+    }
+    EXPECT_LT(Clock::now() - start, 5s);
+    std::vector<std::byte> again(1);
+    Request last = c.post_recv(again, nullptr);
+    try {
+      (void)c.test(last);
+      FAIL() << "test returned";
+    } catch (const Error& e) {
+      expect_reported(e, ErrorCode::mismatch, 0, cause);
+    }
   }
-  EXPECT_LT(Clock::now() - start, 5s);
-  // The error sticks on that connection.
-  std::vector<std::byte> again(1);
-  group.conns[1][0]->post_recv(nullptr, again, 7);
-  EXPECT_THROW(group.conns[1][0]->test_recv(7), Error);
+}
+
+// A rank that relays a failure first seen elsewhere names the rank where it began.
+TEST(TcpTransportTest, ReportedFailureCarriesItsOriginRank) {
+  Group group = make_group(3);
+  connect_all(group);
+  const std::string cause = "rank 2 timed out in allreduce #4";
+  group.transports[1]->control().report_failure(ErrorCode::timeout, 2, cause);
+  for (int r : {0, 2}) {
+    SCOPED_TRACE(str_cat("rank ", r));
+    std::vector<std::byte> got(8);
+    Connection& c = *group.conns[r][1];
+    Request recv = c.post_recv(got, nullptr);
+    auto start = Clock::now();
+    try {
+      c.wait(recv, in(30s));
+      FAIL() << "wait returned";
+    } catch (const Error& e) {
+      expect_reported(e, ErrorCode::timeout, 2, cause);
+    }
+    EXPECT_LT(Clock::now() - start, 5s);
+  }
+  // Rank 0 and rank 2 still talk to each other.
+  std::vector<std::byte> msg = pattern(100, 5), got(100);
+  Request send = group.conns[0][2]->post_send(msg, nullptr);
+  group.conns[2][0]->wait(group.conns[2][0]->post_recv(got, nullptr), in(10s));
+  group.conns[0][2]->wait(send, in(10s));
+  EXPECT_EQ(got, msg);
+}
+
+// A request whose wait threw is released (transport.hpp): the caller may free its buffer at
+// once, and bytes that arrive later must not be read into it (ASan sees the difference).
+TEST(TcpTransportTest, AFailedReceiveNoLongerUsesItsBuffer) {
+  Group group = make_group(3);
+  connect_all(group);
+  auto buf = std::make_unique<std::vector<std::byte>>(1000);
+  Request r = group.conns[1][0]->post_recv(*buf, nullptr);
+  group.transports[0]->control().report_failure(ErrorCode::aborted, 0, "rank 0 gave up");
+  EXPECT_THROW(group.conns[1][0]->wait(r, in(5s)), Error);
+  buf.reset();
+  // Rank 0 sends the message after all; rank 1 then makes progress for rank 2.
+  std::vector<std::byte> late = pattern(1000, 1);
+  group.conns[0][1]->wait(group.conns[0][1]->post_send(late, nullptr), in(5s));
+  std::this_thread::sleep_for(20ms);
+  std::vector<std::byte> from2(10), ten = pattern(10, 2);
+  Request r2 = group.conns[1][2]->post_recv(from2, nullptr);
+  EXPECT_FALSE(group.conns[1][2]->test(r2));
+  group.conns[2][1]->wait(group.conns[2][1]->post_send(ten, nullptr), in(5s));
+  group.conns[1][2]->wait(r2, in(5s));
+  EXPECT_EQ(from2, ten);
+  // The failure sticks on the connection to rank 0.
+  std::vector<std::byte> more(1);
+  Request next = group.conns[1][0]->post_recv(more, nullptr);
+  EXPECT_THROW(group.conns[1][0]->wait(next, in(5s)), Error);
+}
+
+// The same for a send that timed out: no later round writes from its buffer, so the rest
+// of the message never leaves (the socket buffers hold much less than 64 MiB).
+TEST(TcpTransportTest, ATimedOutSendNoLongerUsesItsBuffer) {
+  Group group = make_group(3);
+  connect_all(group);
+  auto buf = std::make_unique<std::vector<std::byte>>(pattern(64 * kMiB, 7));
+  Request s = group.conns[0][1]->post_send(*buf, nullptr);
+  try {
+    group.conns[0][1]->wait(s, in(100ms));
+    FAIL() << "wait returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.error_code(), ErrorCode::timeout) << e.what();
+  }
+  buf.reset();
+  // Rank 1 reads now, and rank 0 makes progress for rank 2 meanwhile.
+  std::atomic<bool> stop{false}, received{false};
+  std::thread reader([&] {
+    std::vector<std::byte> got(64 * kMiB);
+    Request r = group.conns[1][0]->post_recv(got, nullptr);
+    try {
+      while (!stop.load()) {
+        if (group.conns[1][0]->test(r)) {
+          received.store(true);
+          break;
+        }
+      }
+    } catch (const Error&) {
+    }
+  });
+  std::vector<std::byte> msg = pattern(100, 8), got(100);
+  for (int i = 0; i < 40; ++i) {
+    Request r = group.conns[2][0]->post_recv(got, nullptr);
+    Request t = group.conns[0][2]->post_send(msg, nullptr);
+    while (!group.conns[0][2]->test(t)) {
+    }
+    group.conns[2][0]->wait(r, in(5s));
+    EXPECT_EQ(got, msg);
+    std::this_thread::sleep_for(5ms);
+  }
+  stop.store(true);
+  reader.join();
+  EXPECT_FALSE(received.load()) << "rank 0 went on sending from a released buffer";
 }
 
 TEST(TcpTransportTest, LengthMismatchIsMismatch) {
@@ -430,11 +546,11 @@ TEST(TcpTransportTest, LengthMismatchIsMismatch) {
   connect_all(group);
   std::vector<std::byte> out = pattern(100, 1);
   std::vector<std::byte> got(200);
-  group.conns[0][1]->post_send(nullptr, out, 1);
-  group.conns[1][0]->post_recv(nullptr, got, 1);
+  [[maybe_unused]] Request send = group.conns[0][1]->post_send(out, nullptr);
+  Request recv = group.conns[1][0]->post_recv(got, nullptr);
   try {
-    group.conns[1][0]->wait_recv(1, in(10s));
-    FAIL() << "wait_recv returned";
+    group.conns[1][0]->wait(recv, in(10s));
+    FAIL() << "wait returned";
   } catch (const Error& e) {
     EXPECT_EQ(e.error_code(), ErrorCode::mismatch);
     EXPECT_NE(std::string(e.what()).find("peer 0 sent a message of 100 bytes where 200 were "
@@ -444,15 +560,206 @@ TEST(TcpTransportTest, LengthMismatchIsMismatch) {
   }
 }
 
+// FIFO matching across the size classes: small messages take the small-message socket and
+// large ones a data socket, yet the n-th receive gets the n-th send when the sizes agree.
+struct FifoCase {
+  std::string name;
+  std::vector<std::size_t> sizes;
+  bool separate_directions = true;
+};
+
+class TcpFifoTest : public ::testing::TestWithParam<FifoCase> {};
+
+TEST_P(TcpFifoTest, CompletesInPostOrderWithExactContent) {
+  static_assert(tcp::kSmallMessageBytes < 2 * kMiB);
+  GroupOptions g;
+  g.separate_directions = GetParam().separate_directions;
+  Group group = make_group(2, g);
+  connect_all(group);
+  const std::vector<std::size_t>& sizes = GetParam().sizes;
+  run_ranks(2, [&](int r) {
+    Connection& c = *group.conns[r][1 - r];
+    std::vector<std::vector<std::byte>> out, got;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      out.push_back(pattern(sizes[i], 10 * r + i));
+      got.emplace_back(sizes[i]);
+    }
+    // Rank 0 posts its receives before its sends, rank 1 after: either way round works.
+    std::vector<Request> sends, recvs;
+    if (r == 0) {
+      for (auto& b : got) recvs.push_back(c.post_recv(b, nullptr));
+    }
+    for (auto& b : out) sends.push_back(c.post_send(b, nullptr));
+    if (r == 1) {
+      for (auto& b : got) recvs.push_back(c.post_recv(b, nullptr));
+    }
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      c.wait(recvs[i], in(30s));
+      ASSERT_TRUE(same_bytes(got[i], pattern(sizes[i], 10 * (1 - r) + i)))
+          << "rank " << r << " message " << i << " of " << sizes[i] << " bytes";
+    }
+    for (Request s : sends) c.wait(s, in(30s));
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SizeClasses, TcpFifoTest,
+    ::testing::Values(FifoCase{"small_large_small", {100, 2 * kMiB, 1000}},
+                      FifoCase{"large_small_small", {2 * kMiB, 100, 1000}},
+                      FifoCase{"large_small_large", {2 * kMiB + 5, 7, 2 * kMiB}},
+                      FifoCase{"small_large_small_shared", {100, 2 * kMiB, 1000}, false},
+                      FifoCase{"large_small_small_shared", {2 * kMiB, 100, 1000}, false}),
+    [](const auto& info) { return info.param.name; });
+
+// The ranks disagree on the order of a small and a large message of the same two sizes:
+// the frames travel on different sockets, and each arrives where the receiver expects a
+// message of its length, but at the wrong place in the order. The receiver reports a
+// mismatch at once instead of delivering the messages swapped.
+class TcpOrderMismatchTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(TcpOrderMismatchTest, IsMismatchNotASwap) {
+  const bool large_first = GetParam();
+  constexpr std::size_t kSmall = 100;
+  constexpr std::size_t kLarge = 512 * 1024;
+  static_assert(kSmall <= tcp::kSmallMessageBytes && kLarge > tcp::kSmallMessageBytes);
+  Group group = make_group(2);
+  connect_all(group);
+  Connection& tx = *group.conns[0][1];
+  Connection& rx = *group.conns[1][0];
+  std::vector<std::byte> small = pattern(kSmall, 1), large = pattern(kLarge, 2);
+  std::vector<std::byte> got_small(kSmall), got_large(kLarge);
+  // The sender's order is the reverse of the receiver's.
+  Request s1 = large_first ? tx.post_send(small, nullptr) : tx.post_send(large, nullptr);
+  Request s2 = large_first ? tx.post_send(large, nullptr) : tx.post_send(small, nullptr);
+  Request r1 = large_first ? rx.post_recv(got_large, nullptr) : rx.post_recv(got_small, nullptr);
+  Request r2 = large_first ? rx.post_recv(got_small, nullptr) : rx.post_recv(got_large, nullptr);
+  // The sender keeps writing while the receiver waits (a bounded pump on another thread).
+  std::atomic<bool> stop{false};
+  std::thread pump([&] {
+    bool done1 = false, done2 = false;
+    try {
+      while (!stop.load() && !(done1 && done2)) {
+        if (!done1) done1 = tx.test(s1);
+        if (!done2) done2 = tx.test(s2);
+      }
+    } catch (const Error&) {
+    }
+  });
+  auto start = Clock::now();
+  for (Request r : {r1, r2}) {
+    try {
+      rx.wait(r, in(10s));
+      ADD_FAILURE() << "wait returned";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.error_code(), ErrorCode::mismatch) << e.what();
+      EXPECT_NE(std::string(e.what()).find("posted messages of different sizes"), std::string::npos)
+          << e.what();
+      EXPECT_EQ(e.ranks(), (std::vector<int>{1, 0})) << e.what();
+    }
+  }
+  EXPECT_LT(Clock::now() - start, 5s);
+  stop.store(true);
+  pump.join();
+}
+
+INSTANTIATE_TEST_SUITE_P(Orders, TcpOrderMismatchTest, ::testing::Bool(), [](const auto& info) {
+  return std::string(info.param ? "receiver_large_first" : "receiver_small_first");
+});
+
+TEST(TcpTransportTest, TraitsOfTcp) {
+  Group group = make_group(1);
+  Transport& t = *group.transports[0];
+  EXPECT_EQ(t.name(), "tcp");
+  const TransportTraits traits = t.traits();
+  EXPECT_EQ(traits.slice_bytes, kTcpRecommendedSliceBytes);
+  EXPECT_EQ(traits.max_outstanding, 0u);
+  EXPECT_FALSE(traits.needs_registration);
+  EXPECT_FALSE(traits.device_memory);
+}
+
+TEST(TcpTransportTest, RegisteredMemoryIsUsedByPosts) {
+  Group group = make_group(2);
+  connect_all(group);
+  constexpr std::size_t kSize = 3 * kMiB + 11;
+  std::vector<std::byte> out = pattern(kSize, 21), got(kSize);
+  auto out_mr = group.transports[0]->register_memory(out, MemoryKind::host);
+  auto got_mr = group.transports[1]->register_memory(got, MemoryKind::host);
+  ASSERT_NE(out_mr, nullptr);
+  ASSERT_NE(got_mr, nullptr);
+  EXPECT_EQ(out_mr->memory().data(), out.data());
+  EXPECT_EQ(out_mr->memory().size(), out.size());
+  EXPECT_EQ(got_mr->memory().data(), got.data());
+  EXPECT_EQ(got_mr->memory().size(), got.size());
+  // A whole registered buffer, and a small slice of one, both ways.
+  run_ranks(2, [&](int r) {
+    Connection& c = *group.conns[r][1 - r];
+    if (r == 0) {
+      c.wait(c.post_send(out, out_mr.get()), in(30s));
+      c.wait(c.post_recv(std::span(out).subspan(5, 64), out_mr.get()), in(30s));
+    } else {
+      c.wait(c.post_recv(got, got_mr.get()), in(30s));
+      c.wait(c.post_send(std::span<const std::byte>(got).subspan(7, 64), got_mr.get()), in(30s));
+    }
+  });
+  EXPECT_TRUE(same_bytes(got, pattern(kSize, 21)));
+  std::vector<std::byte> echoed(out.begin() + 5, out.begin() + 69);
+  std::vector<std::byte> want(got.begin() + 7, got.begin() + 71);
+  EXPECT_TRUE(same_bytes(echoed, want));
+}
+
+TEST(TcpTransportTest, RegisteringDeviceMemoryIsInvalidArgument) {
+  Group group = make_group(1);
+  std::vector<std::byte> buf(64);
+  try {
+    (void)group.transports[0]->register_memory(buf, MemoryKind::cuda);
+    FAIL() << "register_memory returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.error_code(), ErrorCode::invalid_argument) << e.what();
+  }
+}
+
+// A request is released when it completes: using it again is a checked error.
+TEST(TcpTransportTest, CompletedRequestsAreReleased) {
+  Group group = make_group(2);
+  connect_all(group);
+  Connection& tx = *group.conns[0][1];
+  Connection& rx = *group.conns[1][0];
+  std::vector<std::byte> msg = pattern(32, 6), got(32);
+  Request send = tx.post_send(msg, nullptr);
+  Request recv = rx.post_recv(got, nullptr);
+  rx.wait(recv, in(10s));
+  while (!tx.test(send)) {
+  }
+  auto expect_invalid = [](const std::function<void()>& use, const char* what) {
+    try {
+      use();
+      ADD_FAILURE() << what << " returned";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.error_code(), ErrorCode::invalid_argument) << what << ": " << e.what();
+    }
+  };
+  expect_invalid([&] { rx.wait(recv, in(1s)); }, "a second wait on a receive");
+  expect_invalid([&] { (void)rx.test(recv); }, "a test after the wait on a receive");
+  expect_invalid([&] { tx.wait(send, in(1s)); }, "a wait after the test of a send");
+  expect_invalid([&] { (void)tx.test(send); }, "a second test of a send");
+  expect_invalid([&] { tx.wait(Request{12345}, in(1s)); }, "a wait on a request never posted");
+  // The connection works on after the checked errors.
+  EXPECT_TRUE(same_bytes(got, msg));
+  Request again = rx.post_recv(got, nullptr);
+  tx.wait(tx.post_send(msg, nullptr), in(10s));
+  rx.wait(again, in(10s));
+  EXPECT_TRUE(same_bytes(got, msg));
+}
+
 TEST(TcpTransportTest, WaitTimesOutWhenThePeerNeverSends) {
   Group group = make_group(2);
   connect_all(group);
   std::vector<std::byte> got(8);
-  group.conns[1][0]->post_recv(nullptr, got, 1);
+  Request recv = group.conns[1][0]->post_recv(got, nullptr);
   auto start = Clock::now();
   try {
-    group.conns[1][0]->wait_recv(1, in(200ms));
-    FAIL() << "wait_recv returned";
+    group.conns[1][0]->wait(recv, in(200ms));
+    FAIL() << "wait returned";
   } catch (const Error& e) {
     EXPECT_EQ(e.error_code(), ErrorCode::timeout);
     EXPECT_NE(std::string(e.what()).find("for peer 0"), std::string::npos) << e.what();
@@ -469,7 +776,7 @@ TEST(TcpTransportTest, AbortAndInterruptWakeABlockedWait) {
   Group group = make_group(2, g);
   connect_all(group);
   std::vector<std::byte> got(8);
-  group.conns[1][0]->post_recv(nullptr, got, 1);
+  Request recv = group.conns[1][0]->post_recv(got, nullptr);
   std::thread aborter([&] {
     std::this_thread::sleep_for(100ms);
     abort_flag.store(true);
@@ -477,8 +784,8 @@ TEST(TcpTransportTest, AbortAndInterruptWakeABlockedWait) {
   });
   auto start = Clock::now();
   try {
-    group.conns[1][0]->wait_recv(1, in(30s));
-    FAIL() << "wait_recv returned";
+    group.conns[1][0]->wait(recv, in(30s));
+    FAIL() << "wait returned";
   } catch (const Error& e) {
     EXPECT_EQ(e.error_code(), ErrorCode::aborted);
   }
@@ -560,7 +867,7 @@ TEST(TcpTransportTest, ProtocolVersionMismatchNamesBothVersions) {
     EXPECT_EQ(e.error_code(), ErrorCode::mismatch);
     std::string what = e.what();
     EXPECT_NE(what.find("version 99"), std::string::npos) << what;
-    EXPECT_NE(what.find("version 1"), std::string::npos) << what;
+    EXPECT_NE(what.find(str_cat("version ", tcp::kProtocolVersion)), std::string::npos) << what;
   }
   // The active side sees the version in the address blob.
   auto blob = group.blobs[1];

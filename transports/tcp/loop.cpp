@@ -164,10 +164,15 @@ std::uint64_t Loop::post_recv(Channel& c, std::span<std::byte> data) {
 bool Loop::test_send(Channel& c, std::uint64_t id) {
   auto it = c.sends.find(id);
   RINGLET_CHECK(it != c.sends.end(), "tcp: no outstanding send #", id, " to peer ", c.peer);
-  check();
-  poll_once(0);
   const SendOp& op = it->second;
-  if (!op.done) settle(c, [&op] { return op.done; });
+  try {
+    check();
+    poll_once(0);
+    if (!op.done) settle(c, [&op] { return op.done; });
+  } catch (const Error& e) {
+    release_failed_send(c, id, e);
+    throw;
+  }
   if (!op.done) return false;
   c.sends.erase(it);
   return true;
@@ -176,10 +181,15 @@ bool Loop::test_send(Channel& c, std::uint64_t id) {
 bool Loop::test_recv(Channel& c, std::uint64_t id) {
   auto it = c.recvs.find(id);
   RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive #", id, " from peer ", c.peer);
-  check();
-  poll_once(0);
   const RecvOp& op = it->second;
-  if (!op.done) settle(c, [&op] { return op.done; });
+  try {
+    check();
+    poll_once(0);
+    if (!op.done) settle(c, [&op] { return op.done; });
+  } catch (const Error& e) {
+    release_failed_recv(c, id, e);
+    throw;
+  }
   if (!op.done) return false;
   c.recvs.erase(it);
   return true;
@@ -189,8 +199,13 @@ void Loop::wait_send(Channel& c, std::uint64_t id, Deadline deadline) {
   auto it = c.sends.find(id);
   RINGLET_CHECK(it != c.sends.end(), "tcp: no outstanding send #", id, " to peer ", c.peer);
   const SendOp& op = it->second;
-  wait_until(
-      c, [&op] { return op.done; }, deadline, "send", id);
+  try {
+    wait_until(
+        c, [&op] { return op.done; }, deadline, "send", id);
+  } catch (const Error& e) {
+    release_failed_send(c, id, e);
+    throw;
+  }
   c.sends.erase(it);
 }
 
@@ -198,8 +213,45 @@ void Loop::wait_recv(Channel& c, std::uint64_t id, Deadline deadline) {
   auto it = c.recvs.find(id);
   RINGLET_CHECK(it != c.recvs.end(), "tcp: no outstanding receive #", id, " from peer ", c.peer);
   const RecvOp& op = it->second;
-  wait_until(
-      c, [&op] { return op.done; }, deadline, "receive", id);
+  try {
+    wait_until(
+        c, [&op] { return op.done; }, deadline, "receive", id);
+  } catch (const Error& e) {
+    release_failed_recv(c, id, e);
+    throw;
+  }
+  c.recvs.erase(it);
+}
+
+void Loop::release_failed_send(Channel& c, std::uint64_t id, const Error& error) noexcept {
+  auto it = c.sends.find(id);
+  if (it == c.sends.end()) return;
+  SendOp* op = &it->second;
+  // No round writes on a failed channel, so a frame left half-written stays so.
+  if (!c.failure) c.failure = error;
+  for (Lane* l : c.send_lanes) std::erase(l->sendq, op);
+  if (c.small != nullptr) std::erase(c.small->sendq, op);
+  if (!op->done) --c.sends_pending;
+  c.sends.erase(it);
+}
+
+void Loop::release_failed_recv(Channel& c, std::uint64_t id, const Error& error) noexcept {
+  auto it = c.recvs.find(id);
+  if (it == c.recvs.end()) return;
+  RecvOp* op = &it->second;
+  if (!c.failure) c.failure = error;
+  auto release_from = [op](Lane& l) {
+    if (l.recvq.empty()) return;
+    if (l.recvq.front() == op) {
+      // The socket's next bytes belong to this operation's frame: read nothing more from
+      // it, as if the peer had closed it (a failed channel only drains, and the operations
+      // queued behind this one can no longer complete).
+      l.eof = true;
+    }
+    std::erase(l.recvq, op);
+  };
+  for (Lane* l : c.recv_lanes) release_from(*l);
+  if (c.small != nullptr) release_from(*c.small);
   c.recvs.erase(it);
 }
 

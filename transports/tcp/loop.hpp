@@ -135,6 +135,11 @@ class Loop {
   void wait_until(Channel& c, const std::function<bool()>& done, Deadline deadline,
                   const char* what, std::uint64_t id);
   void send_error(Channel& c, ErrorCode code, int origin_rank, std::string_view cause) noexcept;
+  // A request whose test or wait threw is released: its memory is the caller's again. Its
+  // operation leaves the socket queues, so that no later round reads into or writes from that
+  // memory, and the channel keeps `error` (its order of messages is broken from here on).
+  void release_failed_send(Channel& c, std::uint64_t id, const Error& error) noexcept;
+  void release_failed_recv(Channel& c, std::uint64_t id, const Error& error) noexcept;
 
   void rearm_quickack(const Lane& lane, std::size_t bytes) const noexcept;
 
