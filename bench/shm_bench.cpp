@@ -27,15 +27,17 @@
 #include <thread>
 #include <vector>
 
+#include "groups/shm/group.hpp"
 #include "src/bootstrap/store.hpp"
-#include "transports/shm/group.hpp"
+#include "src/exec/executor.hpp"
+#include "src/fingerprint.hpp"
 
 namespace {
 
 using ringlet::Clock;
 using ringlet::Deadline;
-using ringlet::transport::shm::ShmGroup;
-using ringlet::transport::shm::ShmOptions;
+using ringlet::groups::shm::ShmGroup;
+using ringlet::groups::shm::ShmOptions;
 
 // CPU seconds (user + system) this process has used: unlike wall time, it hardly depends on
 // how many other processes share the cores.
@@ -59,11 +61,15 @@ int run_rank(int r, int size, const std::string& dir, const std::vector<std::siz
   ShmOptions o;
   o.local_rank = r;
   o.local_size = size;
-  o.rank = r;
-  o.job_id = "bench" + std::to_string(::getppid());
+  o.job.rank = r;
+  o.job.size = size;
+  o.job.job_id = static_cast<std::uint64_t>(::getppid());
   o.store = ringlet::bootstrap::make_file_store(dir);
   o.chunk_bytes = chunk;
   const auto long_deadline = [] { return Clock::now() + std::chrono::seconds(120); };
+  const ringlet::exec::Executor& exec = ringlet::exec::host_executor();
+  ringlet::Fingerprint fp;  // what the group checks its ranks agree on
+  fp.kind = ringlet::CollectiveKind::allreduce;
   auto t0 = Clock::now();
   auto g = ShmGroup::create(o, long_deadline());
   auto create_us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
@@ -76,22 +82,23 @@ int run_rank(int r, int size, const std::string& dir, const std::vector<std::siz
   }
   for (std::size_t bytes : sizes) {
     const std::size_t count = bytes / sizeof(float);
+    fp.count = count;
     const int iters = static_cast<int>(std::clamp<std::size_t>(
         (std::size_t{2} << 30) / std::max<std::size_t>(bytes, 1), 5, 20000));
     for (int i = 0; i < std::min(iters, 20); ++i) {
-      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum,
+      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum, exec, fp,
                    long_deadline());
     }
-    g->barrier(long_deadline());
+    g->barrier(fp, long_deadline());
     const double cpu0 = cpu_seconds();
     auto start = Clock::now();
     for (int i = 0; i < iters; ++i) {
-      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum,
+      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum, exec, fp,
                    long_deadline());
     }
     double us = std::chrono::duration<double, std::micro>(Clock::now() - start).count() / iters;
     double cpu_us = (cpu_seconds() - cpu0) * 1e6 / iters;
-    g->barrier(long_deadline());
+    g->barrier(fp, long_deadline());
     if (r == 0) {
       double algbw = static_cast<double>(count * sizeof(float)) / us / 1e3;
       double busbw = algbw * 2.0 * (size - 1) / size;
