@@ -26,6 +26,7 @@
 #include "src/bootstrap/tcp_store_protocol.hpp"
 #include "src/common/check.hpp"
 #include "src/common/log.hpp"
+#include "src/common/net_address.hpp"
 #include "src/common/unique_fd.hpp"
 
 namespace ringlet::bootstrap {
@@ -45,6 +46,8 @@ using detail::put_u32;
 using detail::put_u64;
 using detail::StoreOp;
 using detail::StoreStatus;
+using net::join_host_port;
+using net::strip_brackets;
 using std::chrono::milliseconds;
 
 constexpr auto kHandshakeTimeout = std::chrono::seconds(30);  // server drops silent clients
@@ -54,18 +57,6 @@ constexpr auto kReconnectWindow = std::chrono::seconds(10);   // extra connectio
 constexpr std::size_t kMaxClients = 4096;
 constexpr std::size_t kMaxIdleConnections = 8;
 constexpr std::size_t kOutputHighWater = std::size_t{1} << 20;
-
-std::string strip_brackets(const std::string& host) {
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    return host.substr(1, host.size() - 2);
-  }
-  return host;
-}
-
-std::string join_host_port(const std::string& host, int port) {
-  if (host.find(':') != std::string::npos) return str_cat("[", host, "]:", port);
-  return str_cat(host, ":", port);
-}
 
 struct AddrInfoDeleter {
   void operator()(addrinfo* ai) const noexcept { ::freeaddrinfo(ai); }
