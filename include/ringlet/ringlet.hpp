@@ -49,6 +49,9 @@ enum class MemoryKind : std::uint8_t { host, cuda };
 
 // Size in bytes of one element, and the names used in messages ("float32", "sum").
 [[gnu::visibility("default")]] std::size_t size_of(DataType type) noexcept;
+// Whether `type` is a floating-point type (float32, float64, float16, bfloat16): the types
+// ReduceOp::avg accepts.
+[[gnu::visibility("default")]] bool is_floating(DataType type) noexcept;
 [[gnu::visibility("default")]] std::string_view to_string(DataType type) noexcept;
 [[gnu::visibility("default")]] std::string_view to_string(ReduceOp op) noexcept;
 

@@ -423,9 +423,8 @@ std::size_t index_of(ReduceOp op) {
 }
 
 void divide_with(const Table& t, void* data, std::size_t n, DataType type, int divisor) {
-  RINGLET_CHECK(type == DataType::float32 || type == DataType::float64 ||
-                    type == DataType::float16 || type == DataType::bfloat16,
-                "divide_host: DataType ", static_cast<int>(type), " is not a floating-point type");
+  RINGLET_CHECK(is_floating(type), "divide_host: DataType ", static_cast<int>(type),
+                " is not a floating-point type");
   RINGLET_CHECK(divisor > 0, "divide_host: divisor ", divisor, " must be positive");
   t.div[index_of(type)](data, n, divisor);
 }
