@@ -170,7 +170,7 @@ class [[gnu::visibility("default")]] Communicator {
   // Rendezvous with all ranks and connect to the peers. Blocks until connected.
   // Throws invalid_argument (bad options or environment), timeout, transport, mismatch
   // (another rank speaks a different protocol version or disagrees on the job size).
-  static Communicator create(const Options& options = {});
+  [[nodiscard]] static Communicator create(const Options& options = {});
 
   Communicator(Communicator &&) noexcept;
   Communicator& operator=(Communicator&&) noexcept;
@@ -184,7 +184,7 @@ class [[gnu::visibility("default")]] Communicator {
 
   // A new, independent communicator over the same ranks, with its own connections.
   // Collective: every rank must call it, in the same order as its other collectives.
-  Communicator dup();
+  [[nodiscard]] Communicator dup();
 
   // Reduce `inout` element-wise across all ranks; every rank ends with the same bits.
   void allreduce(Tensor inout, ReduceOp op = ReduceOp::sum);
