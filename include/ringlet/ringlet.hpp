@@ -49,6 +49,9 @@ enum class MemoryKind : std::uint8_t { host, cuda };
 
 // Size in bytes of one element, and the names used in messages ("float32", "sum").
 [[gnu::visibility("default")]] std::size_t size_of(DataType type) noexcept;
+// Whether `type` is a floating-point type (float32, float64, float16, bfloat16): the types
+// ReduceOp::avg accepts.
+[[gnu::visibility("default")]] bool is_floating(DataType type) noexcept;
 [[gnu::visibility("default")]] std::string_view to_string(DataType type) noexcept;
 [[gnu::visibility("default")]] std::string_view to_string(ReduceOp op) noexcept;
 
@@ -193,7 +196,7 @@ class [[gnu::visibility("default")]] Communicator {
   // Rendezvous with all ranks and connect to the peers. Blocks until connected.
   // Throws invalid_argument (bad options or environment), timeout, transport, mismatch
   // (another rank speaks a different protocol version or disagrees on the job size).
-  static Communicator create(const Options& options = {});
+  [[nodiscard]] static Communicator create(const Options& options = {});
 
   Communicator(Communicator &&) noexcept;
   Communicator& operator=(Communicator&&) noexcept;
@@ -207,7 +210,7 @@ class [[gnu::visibility("default")]] Communicator {
 
   // A new, independent communicator over the same ranks, with its own connections.
   // Collective: every rank must call it, in the same order as its other collectives.
-  Communicator dup();
+  [[nodiscard]] Communicator dup();
 
   // Reduce `inout` element-wise across all ranks; every rank ends with the same bits.
   void allreduce(Tensor inout, ReduceOp op = ReduceOp::sum);

@@ -14,6 +14,7 @@
 
 #include "src/common/check.hpp"
 #include "src/common/env.hpp"
+#include "src/common/net_address.hpp"
 
 namespace ringlet::bootstrap {
 namespace {
@@ -180,13 +181,6 @@ std::pair<std::string, std::optional<int>> split_address(const std::string& text
   if (text.find(':', colon + 1) != std::string::npos) return {text, std::nullopt};  // bare IPv6
   if (colon == 0) throw bad("no host");
   return {text.substr(0, colon), parse_port(text.substr(colon + 1), str_cat(what, " port"))};
-}
-
-std::string strip_brackets(std::string host) {
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    return host.substr(1, host.size() - 2);
-  }
-  return host;
 }
 
 // Splits at commas outside brackets.
@@ -394,7 +388,7 @@ LaunchInfo resolve_launch(const Options& options, const EnvLookup& env) {
     info.store_host = host;
     port = p;
   } else if (auto master = lookup(env, "MASTER_ADDR")) {
-    info.store_host = strip_brackets(*master);
+    info.store_host = net::strip_brackets(*master);
   } else {
     for (const char* var : kSlurmNodelist) {
       if (auto list = lookup(env, var)) {

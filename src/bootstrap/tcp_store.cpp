@@ -1,10 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // TcpStore: the rendezvous store served by rank 0 over TCP, and its client.
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -26,6 +24,8 @@
 #include "src/bootstrap/tcp_store_protocol.hpp"
 #include "src/common/check.hpp"
 #include "src/common/log.hpp"
+#include "src/common/net_address.hpp"
+#include "src/common/socket.hpp"
 #include "src/common/unique_fd.hpp"
 
 namespace ringlet::bootstrap {
@@ -45,6 +45,11 @@ using detail::put_u32;
 using detail::put_u64;
 using detail::StoreOp;
 using detail::StoreStatus;
+using net::join_host_port;
+using net::numeric_host;
+using net::port_of;
+using net::set_nodelay;
+using net::strip_brackets;
 using std::chrono::milliseconds;
 
 constexpr auto kHandshakeTimeout = std::chrono::seconds(30);  // server drops silent clients
@@ -54,18 +59,6 @@ constexpr auto kReconnectWindow = std::chrono::seconds(10);   // extra connectio
 constexpr std::size_t kMaxClients = 4096;
 constexpr std::size_t kMaxIdleConnections = 8;
 constexpr std::size_t kOutputHighWater = std::size_t{1} << 20;
-
-std::string strip_brackets(const std::string& host) {
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    return host.substr(1, host.size() - 2);
-  }
-  return host;
-}
-
-std::string join_host_port(const std::string& host, int port) {
-  if (host.find(':') != std::string::npos) return str_cat("[", host, "]:", port);
-  return str_cat(host, ":", port);
-}
 
 struct AddrInfoDeleter {
   void operator()(addrinfo* ai) const noexcept { ::freeaddrinfo(ai); }
@@ -86,31 +79,6 @@ AddrInfoPtr resolve(const std::string& host, int port, bool passive, std::string
     return nullptr;
   }
   return AddrInfoPtr(out);
-}
-
-std::string numeric_host(const sockaddr_storage& addr) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (addr.ss_family == AF_INET) {
-    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(addr).sin_addr, buf, sizeof buf);
-  } else if (addr.ss_family == AF_INET6) {
-    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr, buf, sizeof buf);
-  }
-  return buf;
-}
-
-int port_of(const sockaddr_storage& addr) {
-  if (addr.ss_family == AF_INET) {
-    return ntohs(reinterpret_cast<const sockaddr_in&>(addr).sin_port);
-  }
-  if (addr.ss_family == AF_INET6) {
-    return ntohs(reinterpret_cast<const sockaddr_in6&>(addr).sin6_port);
-  }
-  return 0;
-}
-
-void set_nodelay(int fd) {
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 // Waits until `fd` is ready for `events` or the deadline passes; returns whether it is ready.
@@ -496,27 +464,19 @@ class TcpStoreServer {
 
 void send_all(int fd, std::span<const std::byte> data, Deadline deadline,
               const std::string& where) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-    if (n >= 0) {
-      done += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (!wait_fd(fd, POLLOUT, deadline)) {
-        throw Error(ErrorCode::timeout,
-                    str_cat("rendezvous store at ", where, " (rank 0) stopped reading requests"));
-      }
-      continue;
-    }
-    if (errno == EPIPE || errno == ECONNRESET) {
+  switch (net::send_all(fd, data.data(), data.size(), deadline)) {
+    case net::SendStatus::ok:
+      return;
+    case net::SendStatus::timeout:
+      throw Error(ErrorCode::timeout,
+                  str_cat("rendezvous store at ", where, " (rank 0) stopped reading requests"));
+    case net::SendStatus::closed:
       throw Error(ErrorCode::peer_lost,
                   str_cat("rendezvous store at ", where, " (rank 0) closed the connection"));
-    }
-    ringlet::detail::throw_errno(str_cat("tcp store: send to ", where));
+    case net::SendStatus::failed:
+      break;
   }
+  ringlet::detail::throw_errno(str_cat("tcp store: send to ", where));
 }
 
 void recv_all(int fd, std::span<std::byte> data, Deadline deadline, const std::string& where) {

@@ -14,6 +14,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "src/common/le.hpp"
+
 namespace ringlet::bootstrap::detail {
 
 inline constexpr std::uint32_t kStoreMagic0 = 0x524E474C;  // "RNGL"
@@ -29,21 +31,10 @@ inline constexpr std::size_t kMaxValueBytes = std::size_t{64} << 20;
 enum class StoreOp : std::uint8_t { set = 1, get = 2, add = 3, remove = 4, cancel = 5 };
 enum class StoreStatus : std::uint8_t { ok = 0, missing = 1, cancelled = 2, error = 3 };
 
-inline void put_u32(std::byte* p, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::byte>(v >> (8 * i));
-}
-inline void put_u64(std::byte* p, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::byte>(v >> (8 * i));
-}
-inline std::uint32_t get_u32(const std::byte* p) {
-  std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(p[i]) << (8 * i);
-  return v;
-}
-inline std::uint64_t get_u64(const std::byte* p) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(p[i]) << (8 * i);
-  return v;
-}
+// The frames are little-endian (src/common/le.hpp).
+using le::get_u32;
+using le::get_u64;
+using le::put_u32;
+using le::put_u64;
 
 }  // namespace ringlet::bootstrap::detail

@@ -19,4 +19,9 @@ inline int ms_until(Deadline deadline, int cap_ms = 1000) {
   return static_cast<int>(std::min<long long>(ms + 1, cap_ms));
 }
 
+// Whole milliseconds from `a` to `b`, for "waited N ms" messages.
+inline long long ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
+}
+
 }  // namespace ringlet

@@ -1,18 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 // Host reduce kernels: one template per (type, op), compiled for x86-64, AVX2 and AVX-512.
 //
-// Every path runs the same element function (apply() below) in the same order of operations,
-// so the bits agree between paths; only the width of the registers differs. 16-bit floats go
-// through L1-resident float32 blocks: widen, apply, narrow with round-to-nearest-even. The loops
-// are cut into fixed 128-byte chunks so that GCC vectorises them even at -O2, where its cost
-// model refuses loops that need a scalar epilogue.
+// Every path runs the same element function (apply() in elements.hpp, shared with the CUDA
+// kernels) in the same order of operations, so the bits agree between paths; only the width of
+// the registers differs. 16-bit floats go through L1-resident float32 blocks: widen, apply,
+// narrow with round-to-nearest-even. The loops are cut into fixed 128-byte chunks so that GCC
+// vectorises them even at -O2, where its cost model refuses loops that need a scalar epilogue.
 #include <algorithm>
-#include <bit>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
+#include "src/reduce/elements.hpp"
 #include "src/reduce/reduce.hpp"
 
 #if defined(__x86_64__)
@@ -29,59 +28,13 @@ constexpr std::size_t kOps = 5;
 constexpr std::size_t kChunkBytes = 128;  // one unrolled step: 2 AVX-512 or 4 AVX2 vectors
 constexpr std::size_t kBlock16 = 512;     // float32 scratch elements per 16-bit block (2 KiB)
 
-template <class F>
-F canonical_nan() {
-  if constexpr (sizeof(F) == 4) {
-    return std::bit_cast<F>(std::uint32_t{0x7FC00000u});
-  } else {
-    return std::bit_cast<F>(std::uint64_t{0x7FF8000000000000ull});
-  }
-}
-
-// The element function. C is the compute type: float for 16-bit storage types.
-template <class C, ReduceOp Op>
-[[gnu::always_inline]] inline C apply(C a, C b) {
-  if constexpr (std::is_floating_point_v<C>) {
-    C r;
-    if constexpr (Op == ReduceOp::sum || Op == ReduceOp::avg) {
-      r = a + b;
-      return r != r ? canonical_nan<C>() : r;
-    } else if constexpr (Op == ReduceOp::prod) {
-      r = a * b;
-      return r != r ? canonical_nan<C>() : r;
-    } else {
-      // Equal operands have equal bits except for +-0: OR of the bits picks -0 for min, AND
-      // picks +0 for max. Written with selects and bit operations, which GCC vectorises.
-      using U = std::conditional_t<sizeof(C) == 4, std::uint32_t, std::uint64_t>;
-      const U ua = std::bit_cast<U>(a);
-      const U ub = std::bit_cast<U>(b);
-      if constexpr (Op == ReduceOp::min) {
-        r = a < b ? a : (b < a ? b : std::bit_cast<C>(ua | ub));
-      } else {
-        r = a > b ? a : (b > a ? b : std::bit_cast<C>(ua & ub));
-      }
-    }
-    return ((a != a) | (b != b)) ? canonical_nan<C>() : r;
-  } else {
-    // Unsigned arithmetic wraps without UB; at least 32 bits so that promotion stays unsigned.
-    using U = std::conditional_t<(sizeof(C) < 4), std::uint32_t, std::make_unsigned_t<C>>;
-    if constexpr (Op == ReduceOp::sum || Op == ReduceOp::avg) {
-      return static_cast<C>(static_cast<U>(a) + static_cast<U>(b));
-    } else if constexpr (Op == ReduceOp::prod) {
-      return static_cast<C>(static_cast<U>(a) * static_cast<U>(b));
-    } else if constexpr (Op == ReduceOp::min) {
-      return b < a ? b : a;
-    } else {
-      return a < b ? b : a;
-    }
-  }
-}
-
-template <class C>
-[[gnu::always_inline]] inline C divide_one(C x, C d) {
-  C r = x / d;
-  return r != r ? canonical_nan<C>() : r;
-}
+// The scalar element functions, shared with the CUDA kernels (elements.hpp).
+using elements::apply;
+using elements::bf16_to_float;
+using elements::divide_one;
+using elements::float_to_bf16;
+using elements::float_to_half;
+using elements::half_to_float;
 
 // out[i] = op(a[i], b[i]) for non-overlapping arrays.
 template <class C, ReduceOp Op>
@@ -119,26 +72,14 @@ template <class C>
 
 // ---- 16-bit conversions ----------------------------------------------------------------------
 
-// bfloat16: the top half of a float32. Narrowing rounds to nearest even; a canonical NaN
-// (0x7FC00000, the only NaN apply() produces) narrows to 0x7FC0 by the same formula.
-[[gnu::always_inline]] inline float widen_bf16_one(std::uint16_t h) {
-  return std::bit_cast<float>(std::uint32_t{h} << 16);
-}
-
-[[gnu::always_inline]] inline std::uint16_t narrow_bf16_one(float f) {
-  std::uint32_t x = std::bit_cast<std::uint32_t>(f);
-  x += 0x7FFFu + ((x >> 16) & 1u);
-  return static_cast<std::uint16_t>(x >> 16);
-}
-
 [[gnu::always_inline]] inline void widen_bf16(const std::uint16_t* __restrict s,
                                               float* __restrict f, std::size_t m) {
   constexpr std::size_t kChunk = kChunkBytes / sizeof(float);
   std::size_t j = 0;
   for (; j + kChunk <= m; j += kChunk) {
-    for (std::size_t k = j; k < j + kChunk; ++k) f[k] = widen_bf16_one(s[k]);
+    for (std::size_t k = j; k < j + kChunk; ++k) f[k] = bf16_to_float(s[k]);
   }
-  for (; j < m; ++j) f[j] = widen_bf16_one(s[j]);
+  for (; j < m; ++j) f[j] = bf16_to_float(s[j]);
 }
 
 [[gnu::always_inline]] inline void narrow_bf16(const float* __restrict f,
@@ -146,49 +87,9 @@ template <class C>
   constexpr std::size_t kChunk = kChunkBytes / sizeof(float);
   std::size_t j = 0;
   for (; j + kChunk <= m; j += kChunk) {
-    for (std::size_t k = j; k < j + kChunk; ++k) d[k] = narrow_bf16_one(f[k]);
+    for (std::size_t k = j; k < j + kChunk; ++k) d[k] = float_to_bf16(f[k]);
   }
-  for (; j < m; ++j) d[j] = narrow_bf16_one(f[j]);
-}
-
-// IEEE binary16 in software, bit-compatible with F16C (vcvtph2ps / vcvtps2ph, nearest even).
-float half_to_float(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  const std::uint32_t e = (h >> 10) & 0x1Fu;
-  const std::uint32_t m = h & 0x3FFu;
-  if (e == 0x1F) {  // inf, or NaN made quiet
-    return std::bit_cast<float>(sign | 0x7F800000u | (m << 13) | (m != 0 ? 0x400000u : 0u));
-  }
-  if (e == 0) {  // zero or subnormal: m * 2^-24, exact in float32
-    const float v = static_cast<float>(m) * 0x1p-24f;
-    return sign != 0 ? -v : v;
-  }
-  return std::bit_cast<float>(sign | ((e + 112u) << 23) | (m << 13));
-}
-
-std::uint16_t float_to_half(float f) {
-  const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
-  const auto sign = static_cast<std::uint16_t>((x >> 16) & 0x8000u);
-  const std::uint32_t ax = x & 0x7FFFFFFFu;
-  if (ax > 0x7F800000u) {  // NaN: quiet, top payload bits kept
-    return static_cast<std::uint16_t>(sign | 0x7E00u | ((ax >> 13) & 0x3FFu));
-  }
-  if (ax >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // >= 65520: inf
-  if (ax >= 0x38800000u) {  // a normal half: rebias the exponent, round 13 bits away
-    std::uint32_t r = ax - (112u << 23);
-    r += 0xFFFu + ((r >> 13) & 1u);
-    return static_cast<std::uint16_t>(sign | (r >> 13));
-  }
-  // A subnormal half (or zero): round m * 2^(e-150) to a multiple of 2^-24.
-  const std::uint32_t e = ax >> 23;
-  const std::uint32_t m = e == 0 ? ax : ((ax & 0x7FFFFFu) | 0x800000u);
-  const std::uint32_t shift = 126u - (e == 0 ? 1u : e);  // >= 14
-  if (shift >= 25) return sign;
-  std::uint32_t q = m >> shift;
-  const std::uint32_t rem = m & ((1u << shift) - 1u);
-  const std::uint32_t half = 1u << (shift - 1u);
-  if (rem > half || (rem == half && (q & 1u) != 0)) ++q;
-  return static_cast<std::uint16_t>(sign | q);
+  for (; j < m; ++j) d[j] = float_to_bf16(f[j]);
 }
 
 void widen_f16_generic(const std::uint16_t* s, float* f, std::size_t m) {
@@ -522,9 +423,8 @@ std::size_t index_of(ReduceOp op) {
 }
 
 void divide_with(const Table& t, void* data, std::size_t n, DataType type, int divisor) {
-  RINGLET_CHECK(type == DataType::float32 || type == DataType::float64 ||
-                    type == DataType::float16 || type == DataType::bfloat16,
-                "divide_host: DataType ", static_cast<int>(type), " is not a floating-point type");
+  RINGLET_CHECK(is_floating(type), "divide_host: DataType ", static_cast<int>(type),
+                " is not a floating-point type");
   RINGLET_CHECK(divisor > 0, "divide_host: divisor ", divisor, " must be positive");
   t.div[index_of(type)](data, n, divisor);
 }

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <string>
@@ -294,26 +295,18 @@ std::vector<NetInterface> read_net_interfaces() {
     i.bus_id = normalize_bus_id(pci_bus_id_of(dir + "device"));
     out.push_back(i);
   }
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) == 0) {
-    for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
-      if (a->ifa_addr == nullptr) continue;
-      int family = a->ifa_addr->sa_family;
-      if (family != AF_INET && family != AF_INET6) continue;
-      char text[INET6_ADDRSTRLEN] = {};
-      const void* src =
-          family == AF_INET
-              ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr)
-              : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr);
-      if (::inet_ntop(family, src, text, sizeof(text)) == nullptr) continue;
-      std::string addr = text;
-      int prefix = prefix_length(a->ifa_netmask);
-      if (prefix >= 0) addr += str_cat('/', prefix);
-      auto it = std::find_if(out.begin(), out.end(),
-                             [&](const NetInterface& i) { return i.name == a->ifa_name; });
-      if (it != out.end()) it->addresses.push_back(addr);
-    }
-    ::freeifaddrs(list);
+  std::vector<IfAddr> addresses;
+  try {
+    addresses = list_interface_addresses();
+  } catch (const Error&) {
+    // Without getifaddrs the interfaces are still listed, with no addresses.
+  }
+  for (const IfAddr& a : addresses) {
+    std::string text = a.address;
+    if (a.prefix >= 0) text += str_cat('/', a.prefix);
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const NetInterface& i) { return i.name == a.name; });
+    if (it != out.end()) it->addresses.push_back(text);
   }
   return out;
 }
@@ -342,6 +335,37 @@ std::vector<RdmaDevice> read_rdma_devices() {
 }
 
 }  // namespace detail
+
+std::vector<IfAddr> list_interface_addresses() {
+  ifaddrs* raw = nullptr;
+  if (::getifaddrs(&raw) != 0) ringlet::detail::throw_errno("getifaddrs");
+  std::unique_ptr<ifaddrs, void (*)(ifaddrs*)> list(raw, ::freeifaddrs);
+  std::vector<IfAddr> out;
+  for (const ifaddrs* a = raw; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr) continue;
+    const int family = a->ifa_addr->sa_family;
+    if (family != AF_INET && family != AF_INET6) continue;
+    IfAddr entry;
+    entry.name = a->ifa_name;
+    entry.family = family;
+    char text[INET6_ADDRSTRLEN] = {};
+    const void* src = nullptr;
+    if (family == AF_INET) {
+      src = &reinterpret_cast<const sockaddr_in*>(a->ifa_addr)->sin_addr;
+    } else {
+      const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(a->ifa_addr);
+      src = &sin6->sin6_addr;
+      entry.link_local = IN6_IS_ADDR_LINKLOCAL(&sin6->sin6_addr);
+    }
+    if (::inet_ntop(family, src, text, sizeof(text)) == nullptr) continue;
+    entry.address = text;
+    entry.prefix = detail::prefix_length(a->ifa_netmask);
+    entry.up = (a->ifa_flags & IFF_UP) != 0;
+    entry.loopback = (a->ifa_flags & IFF_LOOPBACK) != 0;
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
 
 Topology load_topology_sysfs() {
   Topology topo;

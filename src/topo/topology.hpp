@@ -106,6 +106,22 @@ struct NetInterface {
   std::vector<std::string> addresses;  // "10.0.0.1/24", "fe80::1/64"
 };
 
+// One address of a network interface, as getifaddrs() lists it.
+struct IfAddr {
+  std::string name;     // the interface: "eth0"
+  int family = 0;       // AF_INET or AF_INET6
+  std::string address;  // numeric, without prefix or scope: "10.0.0.1", "fe80::1"
+  int prefix = -1;      // netmask bits; -1 when there is no netmask
+  bool up = false;      // IFF_UP
+  bool loopback = false;
+  bool link_local = false;  // IPv6 fe80::/10, unusable without a scope id
+};
+
+// Every IPv4 and IPv6 address of the live network interfaces, in getifaddrs() order: the one
+// walk of getifaddrs that topology (NetInterface::addresses) and the TCP transport's interface
+// selection share. Throws Error(transport) when getifaddrs fails.
+std::vector<IfAddr> list_interface_addresses();
+
 struct RdmaPort {
   int port = 0;
   std::string link_layer;  // "InfiniBand" or "Ethernet"

@@ -1,18 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// select_interfaces(): NCCL_SOCKET_IFNAME-style interface selection over getifaddrs().
-#include <arpa/inet.h>
-#include <ifaddrs.h>
-#include <net/if.h>
-#include <netdb.h>
-#include <netinet/in.h>
+// select_interfaces(): NCCL_SOCKET_IFNAME-style interface selection over the addresses that
+// topo::list_interface_addresses() reads from getifaddrs().
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <memory>
 #include <string>
 #include <vector>
 
 #include "src/common/check.hpp"
+#include "src/topo/topology.hpp"
 #include "transports/tcp/transport.hpp"
 
 namespace ringlet::transport {
@@ -23,26 +19,13 @@ struct Seen {
   bool loopback = false;
 };
 
+// The usable addresses (interface up; IPv6 link-local skipped, it needs a scope id), IPv4
+// first, each family in getifaddrs() order.
 std::vector<Seen> list_addresses() {
-  ifaddrs* raw = nullptr;
-  if (::getifaddrs(&raw) != 0) detail::throw_errno("getifaddrs");
-  std::unique_ptr<ifaddrs, void (*)(ifaddrs*)> list(raw, ::freeifaddrs);
   std::vector<Seen> out;
-  for (ifaddrs* ifa = raw; ifa != nullptr; ifa = ifa->ifa_next) {
-    if (ifa->ifa_addr == nullptr || (ifa->ifa_flags & IFF_UP) == 0) continue;
-    int family = ifa->ifa_addr->sa_family;
-    if (family != AF_INET && family != AF_INET6) continue;
-    socklen_t len = sizeof(sockaddr_in);
-    if (family == AF_INET6) {
-      const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(ifa->ifa_addr);
-      if (IN6_IS_ADDR_LINKLOCAL(&sin6->sin6_addr)) continue;  // needs a scope id to be used
-      len = sizeof(sockaddr_in6);
-    }
-    char host[NI_MAXHOST];
-    if (::getnameinfo(ifa->ifa_addr, len, host, sizeof(host), nullptr, 0, NI_NUMERICHOST) != 0) {
-      continue;
-    }
-    out.push_back({{ifa->ifa_name, host, family}, (ifa->ifa_flags & IFF_LOOPBACK) != 0});
+  for (const topo::IfAddr& a : topo::list_interface_addresses()) {
+    if (!a.up || (a.family == AF_INET6 && a.link_local)) continue;
+    out.push_back({{a.name, a.address, a.family}, a.loopback});
   }
   std::stable_sort(out.begin(), out.end(), [](const Seen& a, const Seen& b) {
     return a.address.family == AF_INET && b.address.family != AF_INET;

@@ -17,6 +17,7 @@
 
 #include "src/common/check.hpp"
 #include "src/common/log.hpp"
+#include "src/common/socket.hpp"
 #include "transports/tcp/connection.hpp"
 #include "transports/tcp/loop.hpp"
 #include "transports/tcp/memory_region.hpp"
@@ -30,55 +31,14 @@ namespace {
 constexpr auto kHandshakeTimeout = std::chrono::seconds(3);
 // Accepted sockets still owing a handshake; the oldest is dropped beyond this.
 constexpr std::size_t kMaxPendingHandshakes = 128;
-constexpr int kMaxPollMs = 100;
 
-long long ms_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
-}
-
-std::string format_address(const sockaddr_storage& ss) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
-  if (ss.ss_family == AF_INET) {
-    const auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
-    ::inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-    port = ntohs(sin->sin_port);
-    return str_cat(host, ":", port);
-  }
-  const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-  ::inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-  port = ntohs(sin6->sin6_port);
-  return str_cat("[", host, "]:", port);
-}
+using net::format_address;
+using net::kMaxPollMs;
 
 // Socket options of every data and control socket.
 void tune(int fd, int buffer_bytes) {
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (buffer_bytes > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof(buffer_bytes));
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof(buffer_bytes));
-  }
-}
-
-// Writes all of `data` to a non-blocking socket by `deadline`; false on failure or timeout.
-bool write_all(int fd, const unsigned char* data, std::size_t size, Deadline deadline) {
-  std::size_t off = 0;
-  while (off < size) {
-    ssize_t n = ::send(fd, data + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      off += static_cast<std::size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (Clock::now() >= deadline) return false;
-      pollfd p{fd, POLLOUT, 0};
-      ::poll(&p, 1, ms_until(deadline, kMaxPollMs));
-    } else {
-      return false;
-    }
-  }
-  return true;
+  net::set_nodelay(fd);
+  net::set_buffer_bytes(fd, buffer_bytes);
 }
 
 class TcpTransport final : public Transport {
@@ -294,7 +254,7 @@ std::vector<UniqueFd> TcpTransport::connect_active(int peer, const AddressBlob& 
     h.count = count;
     unsigned char buf[kHandshakeBytes];
     h.encode(buf);
-    if (!write_all(fd.get(), buf, sizeof(buf), deadline)) {
+    if (net::send_all(fd.get(), buf, sizeof(buf), deadline) != net::SendStatus::ok) {
       check_abort();
       throw Error(ErrorCode::peer_lost,
                   str_cat("tcp: rank ", options_.rank, " could not send its handshake to peer ",

@@ -52,12 +52,12 @@ struct InterfaceAddress {
   int family = 0;  // AF_INET or AF_INET6
 };
 
-// NCCL_SOCKET_IFNAME-style selection over getifaddrs(): "eth,ib" keeps interfaces whose name
-// starts with a prefix, "^docker" excludes those prefixes, "=eth0" (or "^=eth0") matches exact
-// names. Only interfaces that are up; IPv6 link-local addresses are skipped. IPv4 addresses
-// come first. An empty spec selects every non-loopback, non-docker interface, and loopback
-// when there is nothing else. Throws Error(invalid_argument) naming the spec and the
-// interfaces seen when nothing matches.
+// NCCL_SOCKET_IFNAME-style selection over topo::list_interface_addresses(): "eth,ib" keeps
+// interfaces whose name starts with a prefix, "^docker" excludes those prefixes, "=eth0" (or
+// "^=eth0") matches exact names. Only interfaces that are up; IPv6 link-local addresses are
+// skipped. IPv4 addresses come first. An empty spec selects every non-loopback, non-docker
+// interface, and loopback when there is nothing else. Throws Error(invalid_argument) naming the
+// spec and the interfaces seen when nothing matches.
 std::vector<InterfaceAddress> select_interfaces(std::string_view spec);
 
 }  // namespace ringlet::transport

@@ -8,6 +8,8 @@
 #include <span>
 #include <vector>
 
+#include "src/common/le.hpp"
+
 namespace ringlet::transport::tcp {
 
 // Bumped on any change of the formats below.
@@ -26,28 +28,13 @@ inline constexpr std::size_t kAuthBytes = 32;
 // Error frames: the rank where the failure began, before the text.
 inline constexpr std::size_t kErrorOriginBytes = 4;
 
-inline void put_u16(unsigned char* p, std::uint16_t v) {
-  for (int i = 0; i < 2; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-inline void put_u32(unsigned char* p, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-inline void put_u64(unsigned char* p, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-inline std::uint16_t get_u16(const unsigned char* p) {
-  return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
-}
-inline std::uint32_t get_u32(const unsigned char* p) {
-  std::uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-inline std::uint64_t get_u64(const unsigned char* p) {
-  std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
+// The formats below are little-endian (src/common/le.hpp).
+using le::get_u16;
+using le::get_u32;
+using le::get_u64;
+using le::put_u16;
+using le::put_u32;
+using le::put_u64;
 
 // The first bytes on every socket, sent by the connecting side: who it is, which socket
 // of which peer pair this is. `auth` is reserved for the per-job secret (zero for now).

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Small value helpers of the public API: version, element sizes, names.
+// Small value helpers of the public API: version, element sizes and kinds, names.
 #include "include/ringlet/ringlet.hpp"
 #include "ringlet_config.hpp"
 
@@ -27,6 +27,22 @@ std::size_t size_of(DataType type) noexcept {
       return 8;
   }
   return 0;
+}
+
+bool is_floating(DataType type) noexcept {
+  switch (type) {
+    case DataType::float32:
+    case DataType::float64:
+    case DataType::float16:
+    case DataType::bfloat16:
+      return true;
+    case DataType::int8:
+    case DataType::uint8:
+    case DataType::int32:
+    case DataType::int64:
+      return false;
+  }
+  return false;
 }
 
 std::string_view to_string(DataType type) noexcept {
