@@ -230,7 +230,7 @@ std::uint64_t fnv1a64(std::span<const float> values) {
 }
 
 // True when some launcher (ringlet-run, torchrun, mpirun, srun) set this process's rank or
-// size. Without one, the program runs as a single process; see docs/env.md for the variables.
+// size. Without one, the program runs as a single process; see docs/guide/env.md for the variables.
 bool started_by_launcher() {
   for (const char* var :
        {"RINGLET_RANK", "RINGLET_SIZE", "RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK",

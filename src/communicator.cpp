@@ -22,11 +22,6 @@
 namespace ringlet {
 namespace {
 
-bool is_float(DataType t) {
-  return t == DataType::float32 || t == DataType::float64 || t == DataType::float16 ||
-         t == DataType::bfloat16;
-}
-
 bool overlaps(const void* a, std::size_t an, const void* b, std::size_t bn) {
   auto pa = reinterpret_cast<std::uintptr_t>(a);
   auto pb = reinterpret_cast<std::uintptr_t>(b);
@@ -604,7 +599,7 @@ void Communicator::Impl::check_tensor(const Tensor& t, const char* what) const {
 }
 
 void Communicator::Impl::check_op(DataType type, ReduceOp op, const char* what) const {
-  if (op == ReduceOp::avg && !is_float(type)) {
+  if (op == ReduceOp::avg && !is_floating(type)) {
     throw Error(ErrorCode::invalid_argument,
                 str_cat(what, ": avg is not defined for ", to_string(type),
                         " (integer types); use sum and divide"),

@@ -118,7 +118,7 @@ struct [[gnu::visibility("default")]] Tensor {
 };
 
 // ringlet::ErrorCode: what went wrong, and from that what the caller may do next
-// (docs/errors.md).
+// (docs/guide/errors.md).
 //   invalid_argument  a bug in the caller; nothing is damaged, the communicator still works.
 //   mismatch          ranks disagree on a collective; the communicator is aborted.
 //   timeout           a deadline passed; the communicator is aborted.
@@ -165,7 +165,7 @@ class [[gnu::visibility("default")]] Error : public std::system_error {
 // ringlet::Options
 //
 // What a rank knows about its job. Every field left at its default comes from the
-// environment (docs/env.md): RINGLET_* first, then torchrun, Open MPI, MPICH/PMI and SLURM
+// environment (docs/guide/env.md): RINGLET_* first, then torchrun, Open MPI, MPICH/PMI and SLURM
 // variables. Fields set here win over the environment.
 struct Options {
   int rank = -1;        // -1: from the environment

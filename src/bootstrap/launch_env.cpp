@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Launcher environments: rank, size, local rank and store address from Options, RINGLET_*,
-// torchrun, Open MPI, MPICH/PMI or SLURM variables (docs/env.md, "Launchers").
+// torchrun, Open MPI, MPICH/PMI or SLURM variables (docs/guide/env.md, "Launchers").
 #include "src/bootstrap/launch_env.hpp"
 
 #include <sys/stat.h>

@@ -8,7 +8,7 @@
 
 namespace ringlet::topo {
 
-// The JSON schema version written by to_json(); docs/topology.md describes the schema.
+// The JSON schema version written by to_json(); docs/guide/topology.md describes the schema.
 inline constexpr int kJsonSchemaVersion = 1;
 
 std::string format_report(const Topology& topo);

@@ -52,7 +52,7 @@ std::string make_job_id() {
 }
 
 // Asks the kernel for a free TCP port on 127.0.0.1 and closes it again. Racy by nature:
-// another process may take the port before rank 0's store binds it (docs/launcher.md).
+// another process may take the port before rank 0's store binds it (docs/guide/launcher.md).
 std::optional<int> pick_free_port() {
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return std::nullopt;

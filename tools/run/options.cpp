@@ -50,7 +50,7 @@ std::string_view usage_text() {
          "\n"
          "Exit status: the first non-zero rank status (128+S for signal S), 124 on --timeout,\n"
          "128+S when ringlet-run itself gets signal S, 2 on bad usage, 127 when the command\n"
-         "cannot be found. See docs/launcher.md.\n";
+         "cannot be found. See docs/guide/launcher.md.\n";
 }
 
 std::vector<HostSpec> parse_hosts(std::string_view list) {

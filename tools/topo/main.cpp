@@ -14,7 +14,7 @@ constexpr const char* kUsage =
     "usage: ringlet-topo [--matrix | --json] [--xml FILE]\n"
     "  (default)   readable report of CPUs, memory, caches, GPUs, NICs, interfaces, RDMA\n"
     "  --matrix    GPU/NIC connection matrix as nvidia-smi topo -m, with CPU/NUMA affinity\n"
-    "  --json      JSON document (schema_version 1, see docs/topology.md)\n"
+    "  --json      JSON document (schema_version 1, see docs/guide/topology.md)\n"
     "  --xml FILE  read an hwloc XML export (lstopo --of xml) instead of this machine\n"
     "exit status: 0 ok, 1 error, 2 usage\n";
 

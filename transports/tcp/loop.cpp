@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "src/common/check.hpp"
+#include "src/common/socket.hpp"
 
 namespace ringlet::transport::tcp {
 namespace {
@@ -26,16 +27,12 @@ constexpr int kYieldRounds = 200;
 // Reads at least this large re-arm TCP_QUICKACK.
 constexpr std::size_t kQuickackMinBytes = 16 * 1024;
 // Longest single poll(2): an abort flag set without interrupt() is seen within this.
-constexpr int kMaxPollMs = 100;
+using net::kMaxPollMs;
 constexpr int kMaxIov = 32;
 constexpr std::size_t kMaxErrorText = 64 * 1024;
 constexpr auto kSendErrorBudget = std::chrono::milliseconds(1000);
 
 bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
-
-long long ms_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
-}
 
 }  // namespace
 
@@ -586,23 +583,9 @@ void Loop::send_error(Channel& c, ErrorCode code, int origin_rank,
         .encode(p);
     put_u32(p + kFrameHeaderBytes, static_cast<std::uint32_t>(origin_rank));
     frame.append(text);
-    const Deadline deadline = Clock::now() + kSendErrorBudget;
-    std::size_t off = 0;
-    while (off < frame.size()) {
-      ssize_t n = ::send(c.control->fd.get(), frame.data() + off, frame.size() - off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        off += static_cast<std::size_t>(n);
-      } else if (n < 0 && errno == EINTR) {
-        continue;
-      } else if (n < 0 && would_block(errno)) {
-        if (Clock::now() >= deadline) return;
-        pollfd p{c.control->fd.get(), POLLOUT, 0};
-        ::poll(&p, 1, ms_until(deadline, kMaxPollMs));
-      } else {
-        return;
-      }
-    }
+    // Best effort: a peer that does not read within the budget misses the report.
+    [[maybe_unused]] net::SendStatus status = net::send_all(
+        c.control->fd.get(), frame.data(), frame.size(), Clock::now() + kSendErrorBudget);
   } catch (...) {
   }
 }
