@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// shm_bench: allreduce latency and bus bandwidth of the shared-memory transport, L processes.
+// shm_bench: allreduce latency and bus bandwidth of the shared-memory group, L processes.
 //
 //   shm_bench [--ranks 2,4] [--sizes 8,65536,67108864,268435456] [--chunk BYTES] [--op allreduce]
 //
@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,15 +28,17 @@
 #include <thread>
 #include <vector>
 
+#include "groups/shm/group.hpp"
 #include "src/bootstrap/store.hpp"
-#include "transports/shm/group.hpp"
+#include "src/exec/executor.hpp"
+#include "src/fingerprint.hpp"
 
 namespace {
 
 using ringlet::Clock;
 using ringlet::Deadline;
-using ringlet::transport::shm::ShmGroup;
-using ringlet::transport::shm::ShmOptions;
+using ringlet::groups::shm::ShmGroup;
+using ringlet::groups::shm::ShmOptions;
 
 // CPU seconds (user + system) this process has used: unlike wall time, it hardly depends on
 // how many other processes share the cores.
@@ -59,8 +62,9 @@ int run_rank(int r, int size, const std::string& dir, const std::vector<std::siz
   ShmOptions o;
   o.local_rank = r;
   o.local_size = size;
-  o.rank = r;
-  o.job_id = "bench" + std::to_string(::getppid());
+  o.job.rank = r;
+  o.job.size = size;
+  o.job.job_id = static_cast<std::uint64_t>(::getppid());
   o.store = ringlet::bootstrap::make_file_store(dir);
   o.chunk_bytes = chunk;
   const auto long_deadline = [] { return Clock::now() + std::chrono::seconds(120); };
@@ -69,6 +73,17 @@ int run_rank(int r, int size, const std::string& dir, const std::vector<std::siz
   auto create_us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
   const std::size_t max_bytes = *std::max_element(sizes.begin(), sizes.end());
   std::vector<float> buf(max_bytes / sizeof(float) + 1, 0.0f);  // zero: sums stay finite
+  const ringlet::exec::Executor& exec = ringlet::exec::host_executor();
+  // The fingerprint of each call, as the communicator numbers its collectives.
+  ringlet::Fingerprint fp;
+  fp.type = ringlet::DataType::float32;
+  ringlet::Fingerprint barrier_fp;
+  barrier_fp.kind = ringlet::CollectiveKind::barrier;
+  std::uint64_t seq = 0;
+  auto next = [&seq](ringlet::Fingerprint& f) -> const ringlet::Fingerprint& {
+    f.seq = ++seq;
+    return f;
+  };
   if (r == 0) {
     std::printf("# L=%d chunk=%zu create=%.0f us\n# %12s %10s %12s %10s %10s %12s\n", size,
                 chunk != 0 ? chunk : ShmGroup::kDefaultChunkBytes, create_us, "bytes", "iters",
@@ -76,22 +91,23 @@ int run_rank(int r, int size, const std::string& dir, const std::vector<std::siz
   }
   for (std::size_t bytes : sizes) {
     const std::size_t count = bytes / sizeof(float);
+    fp.count = count;
     const int iters = static_cast<int>(std::clamp<std::size_t>(
         (std::size_t{2} << 30) / std::max<std::size_t>(bytes, 1), 5, 20000));
     for (int i = 0; i < std::min(iters, 20); ++i) {
-      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum,
-                   long_deadline());
+      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum, exec,
+                   next(fp), long_deadline());
     }
-    g->barrier(long_deadline());
+    g->barrier(next(barrier_fp), long_deadline());
     const double cpu0 = cpu_seconds();
     auto start = Clock::now();
     for (int i = 0; i < iters; ++i) {
-      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum,
-                   long_deadline());
+      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum, exec,
+                   next(fp), long_deadline());
     }
     double us = std::chrono::duration<double, std::micro>(Clock::now() - start).count() / iters;
     double cpu_us = (cpu_seconds() - cpu0) * 1e6 / iters;
-    g->barrier(long_deadline());
+    g->barrier(next(barrier_fp), long_deadline());
     if (r == 0) {
       double algbw = static_cast<double>(count * sizeof(float)) / us / 1e3;
       double busbw = algbw * 2.0 * (size - 1) / size;
