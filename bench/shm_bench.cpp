@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// shm_bench: allreduce latency and bus bandwidth of the shared-memory transport, L processes.
+// shm_bench: allreduce latency and bus bandwidth of the shared-memory group, L processes.
 //
 //   shm_bench [--ranks 2,4] [--sizes 8,65536,67108864,268435456] [--chunk BYTES] [--op allreduce]
 //
@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -67,14 +68,22 @@ int run_rank(int r, int size, const std::string& dir, const std::vector<std::siz
   o.store = ringlet::bootstrap::make_file_store(dir);
   o.chunk_bytes = chunk;
   const auto long_deadline = [] { return Clock::now() + std::chrono::seconds(120); };
-  const ringlet::exec::Executor& exec = ringlet::exec::host_executor();
-  ringlet::Fingerprint fp;  // what the group checks its ranks agree on
-  fp.kind = ringlet::CollectiveKind::allreduce;
   auto t0 = Clock::now();
   auto g = ShmGroup::create(o, long_deadline());
   auto create_us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
   const std::size_t max_bytes = *std::max_element(sizes.begin(), sizes.end());
   std::vector<float> buf(max_bytes / sizeof(float) + 1, 0.0f);  // zero: sums stay finite
+  const ringlet::exec::Executor& exec = ringlet::exec::host_executor();
+  // The fingerprint of each call, as the communicator numbers its collectives.
+  ringlet::Fingerprint fp;
+  fp.type = ringlet::DataType::float32;
+  ringlet::Fingerprint barrier_fp;
+  barrier_fp.kind = ringlet::CollectiveKind::barrier;
+  std::uint64_t seq = 0;
+  auto next = [&seq](ringlet::Fingerprint& f) -> const ringlet::Fingerprint& {
+    f.seq = ++seq;
+    return f;
+  };
   if (r == 0) {
     std::printf("# L=%d chunk=%zu create=%.0f us\n# %12s %10s %12s %10s %10s %12s\n", size,
                 chunk != 0 ? chunk : ShmGroup::kDefaultChunkBytes, create_us, "bytes", "iters",
@@ -86,19 +95,19 @@ int run_rank(int r, int size, const std::string& dir, const std::vector<std::siz
     const int iters = static_cast<int>(std::clamp<std::size_t>(
         (std::size_t{2} << 30) / std::max<std::size_t>(bytes, 1), 5, 20000));
     for (int i = 0; i < std::min(iters, 20); ++i) {
-      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum, exec, fp,
-                   long_deadline());
+      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum, exec,
+                   next(fp), long_deadline());
     }
-    g->barrier(fp, long_deadline());
+    g->barrier(next(barrier_fp), long_deadline());
     const double cpu0 = cpu_seconds();
     auto start = Clock::now();
     for (int i = 0; i < iters; ++i) {
-      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum, exec, fp,
-                   long_deadline());
+      g->allreduce(buf.data(), count, ringlet::DataType::float32, ringlet::ReduceOp::sum, exec,
+                   next(fp), long_deadline());
     }
     double us = std::chrono::duration<double, std::micro>(Clock::now() - start).count() / iters;
     double cpu_us = (cpu_seconds() - cpu0) * 1e6 / iters;
-    g->barrier(fp, long_deadline());
+    g->barrier(next(barrier_fp), long_deadline());
     if (r == 0) {
       double algbw = static_cast<double>(count * sizeof(float)) / us / 1e3;
       double busbw = algbw * 2.0 * (size - 1) / size;

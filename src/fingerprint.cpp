@@ -58,6 +58,15 @@ WireFingerprint encode(const Fingerprint& fp) noexcept {
                          fp.count};
 }
 
+Fingerprint decode(const WireFingerprint& w) noexcept {
+  return Fingerprint{w.seq,
+                     static_cast<CollectiveKind>(w.kind),
+                     static_cast<DataType>(w.type),
+                     static_cast<ReduceOp>(w.op),
+                     w.root,
+                     w.count};
+}
+
 bool looks_like_fingerprint(const WireFingerprint& w) noexcept { return w.magic == kMagic; }
 
 void check_agreement(int peer, const WireFingerprint& h, int self, const Fingerprint& mine) {
@@ -68,12 +77,7 @@ void check_agreement(int peer, const WireFingerprint& h, int self, const Fingerp
                         kCollectiveProtocolVersion),
                 {peer, self});
   }
-  const Fingerprint theirs{h.seq,
-                           static_cast<CollectiveKind>(h.kind),
-                           static_cast<DataType>(h.type),
-                           static_cast<ReduceOp>(h.op),
-                           h.root,
-                           h.count};
+  const Fingerprint theirs = decode(h);
   if (theirs != mine) {
     throw Error(
         ErrorCode::mismatch,

@@ -55,6 +55,8 @@ static_assert(sizeof(WireFingerprint) == 32);
 inline constexpr std::uint32_t kCollectiveProtocolVersion = 1;
 
 WireFingerprint encode(const Fingerprint& fp) noexcept;
+// The inverse of encode() (magic and version are not checked: see check_agreement).
+Fingerprint decode(const WireFingerprint& w) noexcept;
 // True when `w` carries the magic of a fingerprint (whatever its version).
 bool looks_like_fingerprint(const WireFingerprint& w) noexcept;
 

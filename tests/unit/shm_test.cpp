@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Tests of the shared-memory transport: local ranks as threads and as forked processes.
+// Tests of the shared-memory local group: local ranks as threads and as forked processes. The
+// interface contract is checked for every group by local_group_conformance.hpp; these tests
+// cover what is particular to shm (segments, processes, chunk sizes, waits).
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -24,33 +26,74 @@
 #include <thread>
 #include <vector>
 
+#include "groups/shm/group.hpp"
 #include "src/bootstrap/store.hpp"
-#include "transports/shm/group.hpp"
+#include "src/common/partition.hpp"
+#include "src/exec/executor.hpp"
+#include "src/fingerprint.hpp"
 
-namespace ringlet::transport::shm {
+namespace ringlet::groups::shm {
 namespace {
 
 using namespace std::chrono_literals;
 
-std::string unique_job_id() {
-  static std::atomic<int> counter{0};
-  return "test" + std::to_string(::getpid()) + "x" + std::to_string(counter++);
+// Unique per test process and call: the pid in the high bits.
+std::uint64_t unique_job_id() {
+  static std::atomic<std::uint32_t> counter{0};
+  return (static_cast<std::uint64_t>(::getpid()) << 32) | counter++;
 }
 
-ShmOptions options_for(int local_rank, int local_size, const std::string& job,
+ShmOptions options_for(int local_rank, int local_size, std::uint64_t job,
                        std::shared_ptr<bootstrap::Store> store, std::size_t chunk_bytes = 0) {
   ShmOptions o;
   o.local_rank = local_rank;
   o.local_size = local_size;
-  o.rank = 100 + local_rank;  // global ranks differ from local ones, to check messages
+  o.job.rank = 100 + local_rank;  // global ranks differ from local ones, to check messages
+  o.job.size = 100 + local_size;
   for (int j = 0; j < local_size; ++j) o.local_to_global.push_back(100 + j);
-  o.job_id = job;
+  o.job.job_id = job;
   o.store = std::move(store);
   o.chunk_bytes = chunk_bytes;
   return o;
 }
 
 Deadline in(std::chrono::milliseconds d) { return Clock::now() + d; }
+
+// A rank's group as its communicator calls it: every call carries the fingerprint of a
+// collective of its own (the next sequence number) and the host executor.
+class Calls {
+ public:
+  explicit Calls(ShmGroup& g) : g_(g) {}
+  int local_rank() const { return g_.local_rank(); }
+  int local_size() const { return g_.local_size(); }
+  const std::string& segment_name() const { return g_.segment_name(); }
+  void allreduce(void* data, std::size_t count, DataType type, ReduceOp op, Deadline d) {
+    g_.allreduce(data, count, type, op, exec::host_executor(),
+                 next(CollectiveKind::allreduce, count, type, op, -1), d);
+  }
+  void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op, Deadline d) {
+    g_.reduce_scatter(data, count, type, op, exec::host_executor(),
+                      next(CollectiveKind::reduce_scatter, count, type, op, -1), d);
+  }
+  void allgather(void* data, std::size_t count, DataType type, Deadline d) {
+    g_.allgather(data, count, type, exec::host_executor(),
+                 next(CollectiveKind::allgather, count, type, ReduceOp::sum, -1), d);
+  }
+  void broadcast(void* data, std::size_t bytes, int root, Deadline d) {
+    g_.broadcast(data, bytes, root, exec::host_executor(),
+                 next(CollectiveKind::broadcast, bytes, DataType::uint8, ReduceOp::sum, root), d);
+  }
+  void barrier(Deadline d) {
+    g_.barrier(next(CollectiveKind::barrier, 0, DataType::uint8, ReduceOp::max, -1), d);
+  }
+
+ private:
+  Fingerprint next(CollectiveKind kind, std::size_t count, DataType type, ReduceOp op, int root) {
+    return Fingerprint{++seq_, kind, type, op, root, count};
+  }
+  ShmGroup& g_;
+  std::uint64_t seq_ = 0;
+};
 
 // Names in /dev/shm that contain `part`.
 std::vector<std::string> shm_entries(const std::string& part) {
@@ -67,11 +110,11 @@ std::vector<std::string> shm_entries(const std::string& part) {
 
 // Runs body(group) on `size` threads, one local rank each, sharing a MapStore; rethrows
 // nothing: every exception is returned per rank.
-std::vector<std::exception_ptr> run_threads(int size, const std::function<void(ShmGroup&)>& body,
+std::vector<std::exception_ptr> run_threads(int size, const std::function<void(Calls&)>& body,
                                             std::size_t chunk_bytes = 0,
                                             const std::function<void(ShmOptions&)>& tweak = {}) {
   auto store = bootstrap::make_hash_store();
-  const std::string job = unique_job_id();
+  const std::uint64_t job = unique_job_id();
   std::vector<std::exception_ptr> errors(size);
   std::vector<std::thread> threads;
   for (int r = 0; r < size; ++r) {
@@ -80,7 +123,8 @@ std::vector<std::exception_ptr> run_threads(int size, const std::function<void(S
         ShmOptions o = options_for(r, size, job, store, chunk_bytes);
         if (tweak) tweak(o);
         auto group = ShmGroup::create(o, in(30s));
-        body(*group);
+        Calls calls(*group);
+        body(calls);
       } catch (...) {
         errors[r] = std::current_exception();
       }
@@ -126,13 +170,12 @@ struct ForkResult {
 // given, runs in the parent with the children's pids before they are reaped. Children still
 // running after `limit` are killed and reported as -1.
 ForkResult run_forked(
-    int size,
-    const std::function<int(int, std::shared_ptr<bootstrap::Store>, const std::string&)>& body,
+    int size, const std::function<int(int, std::shared_ptr<bootstrap::Store>, std::uint64_t)>& body,
     std::chrono::milliseconds limit,
     const std::function<void(std::vector<pid_t>&, const std::string&)>& during = {}) {
   char tmpl[] = "/tmp/ringlet-shm-test-XXXXXX";
   std::string dir = ::mkdtemp(tmpl);
-  const std::string job = unique_job_id();
+  const std::uint64_t job = unique_job_id();
   std::vector<pid_t> pids;
   for (int r = 0; r < size; ++r) {
     pid_t pid = ::fork();
@@ -209,7 +252,7 @@ T apply(ReduceOp op, T a, T b) {
 // element against a serial fold over the ranks; returns "" or a description of the first
 // difference.
 template <class T>
-std::string check_allreduce(ShmGroup& g, std::size_t count, ReduceOp op) {
+std::string check_allreduce(Calls& g, std::size_t count, ReduceOp op) {
   const int r = g.local_rank(), size = g.local_size();
   std::vector<T> data(count);
   for (std::size_t i = 0; i < count; ++i) data[i] = value_of<T>(r, i);
@@ -226,12 +269,18 @@ std::string check_allreduce(ShmGroup& g, std::size_t count, ReduceOp op) {
   return "";
 }
 
-TEST(ShmShardRange, ContiguousAndBalanced) {
+// The shards of the group are split_begin's parts (src/common/partition.hpp).
+std::pair<std::size_t, std::size_t> shard_of(std::size_t count, int size, int i) {
+  const auto l = static_cast<std::size_t>(size), k = static_cast<std::size_t>(i);
+  return {split_begin(count, l, k), split_begin(count, l, k + 1)};
+}
+
+TEST(ShmShards, ContiguousAndBalanced) {
   for (int size : {1, 2, 3, 4, 5, 8}) {
     for (std::size_t count : {0UL, 1UL, 2UL, 7UL, 8UL, 9UL, 1000003UL}) {
       std::size_t next = 0, lo = count, hi = 0;
       for (int i = 0; i < size; ++i) {
-        auto [b, e] = ShmGroup::shard_range(count, size, i);
+        auto [b, e] = shard_of(count, size, i);
         EXPECT_EQ(b, next);
         next = e;
         lo = std::min(lo, e - b);
@@ -262,7 +311,7 @@ TEST_P(ShmThreads, AllreduceMatchesSerialReference) {
   const auto [size, chunk] = GetParam();
   auto errors = run_threads(
       size,
-      [&, size = size, chunk = chunk](ShmGroup& g) {
+      [&, size = size, chunk = chunk](Calls& g) {
         for (std::size_t count : counts_for(size, chunk == 0)) {
           for (ReduceOp op : {ReduceOp::sum, ReduceOp::min, ReduceOp::max}) {
             for (const std::string& diff :
@@ -282,7 +331,7 @@ TEST_P(ShmThreads, ReduceScatterThenAllgatherEqualsAllreduce) {
   const auto [size, chunk] = GetParam();
   auto errors = run_threads(
       size,
-      [&](ShmGroup& g) {
+      [&](Calls& g) {
         std::mt19937 gen(1234 + g.local_rank());
         std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
         for (std::size_t count :
@@ -292,7 +341,7 @@ TEST_P(ShmThreads, ReduceScatterThenAllgatherEqualsAllreduce) {
           std::vector<float> a = in_data, b = in_data;
           g.allreduce(a.data(), count, DataType::float32, ReduceOp::sum, in(60s));
           g.reduce_scatter(b.data(), count, DataType::float32, ReduceOp::sum, in(60s));
-          auto [first, end] = ShmGroup::shard_range(count, g.local_size(), g.local_rank());
+          auto [first, end] = shard_of(count, g.local_size(), g.local_rank());
           EXPECT_EQ(std::memcmp(a.data() + first, b.data() + first, (end - first) * sizeof(float)),
                     0)
               << "reduce_scatter shard differs, count " << count;
@@ -309,7 +358,7 @@ TEST_P(ShmThreads, BroadcastFromEachRoot) {
   const auto [size, chunk] = GetParam();
   auto errors = run_threads(
       size,
-      [&, size = size](ShmGroup& g) {
+      [&, size = size](Calls& g) {
         for (std::size_t bytes :
              {std::size_t{0}, std::size_t{1}, std::size_t{13}, ShmGroup::kSmallBytes,
               ShmGroup::kSmallBytes + 1, (std::size_t{1} << 20) + 3}) {
@@ -337,7 +386,7 @@ TEST_P(ShmThreads, BarrierOrdersEveryRank) {
   std::atomic<int> arrived{0};
   auto errors = run_threads(
       size,
-      [&, size = size](ShmGroup& g) {
+      [&, size = size](Calls& g) {
         for (int round = 1; round <= 20; ++round) {
           arrived.fetch_add(1);
           g.barrier(in(30s));
@@ -354,7 +403,7 @@ TEST_P(ShmThreads, NoSegmentLeftAfterCreate) {
   std::atomic<int> created{0};
   auto errors = run_threads(
       size,
-      [&, size = size](ShmGroup& g) {
+      [&, size = size](Calls& g) {
         created.fetch_add(1);
         std::string name = g.segment_name();
         // Every rank's create() has returned once the barrier completes.
@@ -382,7 +431,7 @@ INSTANTIATE_TEST_SUITE_P(Sizes, ShmThreads,
                          param_name);
 
 TEST(ShmThreadsLarge, Allreduce16MiB) {
-  auto errors = run_threads(4, [](ShmGroup& g) {
+  auto errors = run_threads(4, [](Calls& g) {
     EXPECT_EQ(check_allreduce<float>(g, std::size_t{4} << 20, ReduceOp::sum), "");
   });
   expect_no_errors(errors);
@@ -393,9 +442,12 @@ TEST(ShmThreadsErrors, MismatchedCountsFailEveryRank) {
   struct Case {
     std::size_t other_count;
     bool other_broadcast;
+    std::string other_call;  // how the message names local rank 1's call
   };
-  for (Case c : {Case{5, false}, Case{std::size_t{1} << 20, false}, Case{4, true}}) {
-    auto errors = run_threads(3, [&](ShmGroup& g) {
+  for (const Case& c : {Case{5, false, "allreduce(count=5, float32, sum)"},
+                        Case{std::size_t{1} << 20, false, "allreduce(count=1048576, float32, sum)"},
+                        Case{4, true, "broadcast(count=16, uint8, root=0)"}}) {
+    auto errors = run_threads(3, [&](Calls& g) {
       std::vector<float> data(std::size_t{1} << 20, 1.0f);
       if (g.local_rank() == 1 && c.other_broadcast) {
         g.broadcast(data.data(), 16, 0, in(10s));
@@ -408,8 +460,68 @@ TEST(ShmThreadsErrors, MismatchedCountsFailEveryRank) {
       ASSERT_TRUE(errors[r]) << "local rank " << r << " did not throw";
       std::string what;
       EXPECT_EQ(code_of(errors[r], &what), ErrorCode::mismatch) << what;
-      EXPECT_NE(what.find("local rank 1 (rank 101) called"), std::string::npos) << what;
+      EXPECT_NE(what.find("local rank 1 (rank 101) called " + c.other_call + " as collective #1"),
+                std::string::npos)
+          << what;
+      EXPECT_NE(what.find("local rank 0 (rank 100) called allreduce(count=4, float32, sum)"),
+                std::string::npos)
+          << what;
     }
+  }
+}
+
+// The hierarchical allreduce runs several steps under one fingerprint of the communicator;
+// the local ranks still compare each step's own arguments.
+TEST(ShmThreadsErrors, SameFingerprintDifferentStepFailsEveryRank) {
+  const Fingerprint fp{7, CollectiveKind::allreduce, DataType::float32, ReduceOp::sum, -1, 1000};
+  std::atomic<int> mismatches{0};
+  auto store = bootstrap::make_hash_store();
+  const std::uint64_t job = unique_job_id();
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 3; ++r) {
+    threads.emplace_back([&, r] {
+      auto g = ShmGroup::create(options_for(r, 3, job, store), in(30s));
+      std::vector<float> data(100, 1.0f);
+      const std::size_t count = r == 1 ? 8 : 9;
+      try {
+        g->reduce_scatter(data.data(), count, DataType::float32, ReduceOp::sum,
+                          exec::host_executor(), fp, in(10s));
+        ADD_FAILURE() << "local rank " << r << " did not throw";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.error_code(), ErrorCode::mismatch) << e.what();
+        const std::string what = e.what();
+        EXPECT_NE(what.find("in shared memory: reduce_scatter(count=8, float32, sum) as call #1 "
+                            "against reduce_scatter(count=9, float32, sum) as call #1"),
+                  std::string::npos)
+            << what;
+        mismatches.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 3);
+}
+
+// Config's spin and yield rounds reach the waits: with none, every wait sleeps on the futex
+// at once, and the results are the same.
+TEST(ShmThreadsWaits, NoSpinNoYieldStillCorrect) {
+  for (bool oversubscribed : {false, true}) {
+    auto errors = run_threads(
+        3,
+        [](Calls& g) {
+          for (std::size_t count : {std::size_t{1}, std::size_t{4099}, std::size_t{300007}}) {
+            EXPECT_EQ(check_allreduce<float>(g, count, ReduceOp::sum), "");
+            EXPECT_EQ(check_allreduce<std::int32_t>(g, count, ReduceOp::max), "");
+          }
+          g.barrier(in(30s));
+        },
+        4096,
+        [&](ShmOptions& o) {
+          o.spin = 0;
+          o.yields = 0;
+          o.oversubscribed = oversubscribed;
+        });
+    expect_no_errors(errors);
   }
 }
 
@@ -419,7 +531,7 @@ TEST(ShmThreadsErrors, AbortFlagWakesWaiter) {
   std::atomic<bool> rank0_done{false};
   auto errors = run_threads(
       2,
-      [&](ShmGroup& g) {
+      [&](Calls& g) {
         if (g.local_rank() == 0) {
           std::thread aborter([&] {
             std::this_thread::sleep_for(200ms);
@@ -442,7 +554,7 @@ TEST(ShmThreadsErrors, AbortFlagWakesWaiter) {
       },
       0,
       [&](ShmOptions& o) {
-        if (o.local_rank == 0) o.abort_flag = &abort_rank0;
+        if (o.local_rank == 0) o.job.abort_flag = &abort_rank0;
       });
   ASSERT_TRUE(errors[0]);
   ASSERT_TRUE(errors[1]);
@@ -453,7 +565,7 @@ TEST(ShmThreadsErrors, AbortFlagWakesWaiter) {
 
 TEST(ShmThreadsErrors, SilentPeerTimesOutNamingIt) {
   std::atomic<bool> rank0_done{false};
-  auto errors = run_threads(2, [&](ShmGroup& g) {
+  auto errors = run_threads(2, [&](Calls& g) {
     if (g.local_rank() == 0) {
       std::vector<float> data(100000, 1.0f);
       auto start = Clock::now();
@@ -480,7 +592,7 @@ TEST(ShmThreadsErrors, SilentPeerTimesOutNamingIt) {
 }
 
 TEST(ShmThreadsErrors, RejectsBadRoot) {
-  auto errors = run_threads(2, [](ShmGroup& g) {
+  auto errors = run_threads(2, [](Calls& g) {
     char c = 0;
     EXPECT_THROW(g.broadcast(&c, 1, 2, in(1s)), Error);
     g.barrier(in(30s));  // the group still works
@@ -490,9 +602,11 @@ TEST(ShmThreadsErrors, RejectsBadRoot) {
 
 // Forked processes: the real deployment, one address space per rank.
 
-int forked_allreduce_body(int r, std::shared_ptr<bootstrap::Store> store, const std::string& job,
+int forked_allreduce_body(int r, std::shared_ptr<bootstrap::Store> store, std::uint64_t job,
                           int size) {
-  auto g = ShmGroup::create(options_for(r, size, job, std::move(store)), in(30s));
+  auto group = ShmGroup::create(options_for(r, size, job, std::move(store)), in(30s));
+  Calls calls(*group);
+  Calls* g = &calls;
   if (!shm_entries(g->segment_name().substr(1)).empty()) return 4;
   for (std::size_t count : {std::size_t{1}, std::size_t{4099}, std::size_t{4} << 20}) {
     if (!check_allreduce<float>(*g, count, ReduceOp::sum).empty()) return kWrongResult;
@@ -506,7 +620,7 @@ TEST(ShmProcesses, AllreduceAcrossProcesses) {
   for (int size : {2, 3, 4}) {
     auto result = run_forked(
         size,
-        [size](int r, std::shared_ptr<bootstrap::Store> s, const std::string& job) {
+        [size](int r, std::shared_ptr<bootstrap::Store> s, std::uint64_t job) {
           return forked_allreduce_body(r, std::move(s), job, size);
         },
         60s);
@@ -519,8 +633,10 @@ TEST(ShmProcesses, KilledRankFailsTheOthers) {
   constexpr auto kTimeout = 5s;
   auto result = run_forked(
       kSize,
-      [&](int r, std::shared_ptr<bootstrap::Store> store, const std::string& job) {
-        auto g = ShmGroup::create(options_for(r, kSize, job, store), in(30s));
+      [&](int r, std::shared_ptr<bootstrap::Store> store, std::uint64_t job) {
+        auto group = ShmGroup::create(options_for(r, kSize, job, store), in(30s));
+        Calls calls(*group);
+        Calls* g = &calls;
         store->set("started/" + std::to_string(r), {});
         std::vector<float> data(std::size_t{1} << 20, 1.0f);
         // Bounded in count and in time, in case the kill never comes.
@@ -550,4 +666,4 @@ TEST(ShmProcesses, KilledRankFailsTheOthers) {
 }
 
 }  // namespace
-}  // namespace ringlet::transport::shm
+}  // namespace ringlet::groups::shm

@@ -1,0 +1,973 @@
+// SPDX-License-Identifier: Apache-2.0
+// ShmGroup: segment set-up, flag waiting (spin, then futex) and the chunked collectives.
+//
+// Cost model for L local ranks and S bytes (large path, per rank): copy S in, reduce S/L over
+// L slots, copy S out: about 3S read and 2S + S/L written, with one publish per stage and
+// chunk. Chunks are double-buffered, so copying chunk k+1 in overlaps the wait for the
+// other ranks' reductions of chunk k. Small messages (<= kSmallBytes) take one publish per
+// rank: each rank copies its data into its slot and reduces all L slots itself.
+#include "groups/shm/group.hpp"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <span>
+#include <string>
+#include <utility>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "src/common/check.hpp"
+#include "src/common/log.hpp"
+#include "src/common/partition.hpp"
+#include "src/common/str_cat.hpp"
+#include "src/common/unique_fd.hpp"
+
+namespace ringlet::groups::shm {
+namespace {
+
+using Word = std::atomic<std::uint32_t>;
+static_assert(Word::is_always_lock_free && sizeof(Word) == sizeof(std::uint32_t));
+
+constexpr std::uint64_t kMagic = 0x72696e676c73686dULL;  // "ringlshm"
+constexpr std::size_t kAlign = 128;  // two cache lines: adjacent-line prefetch stays private
+constexpr auto kSleepSlice = std::chrono::milliseconds(50);
+constexpr auto kPidCheckAfter = std::chrono::seconds(1);
+
+// One round of a spin wait: tells the core that this is a busy loop.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// Which step of the group a call record belongs to: one of the group's own collectives, or
+// `agree` for a collective of the communicator that runs over another path.
+enum class Stage : std::uint8_t {
+  allreduce = 1,
+  reduce_scatter,
+  allgather,
+  broadcast,
+  barrier,
+  agree
+};
+
+const char* stage_name(Stage s) {
+  switch (s) {
+    case Stage::allreduce:
+      return "allreduce";
+    case Stage::reduce_scatter:
+      return "reduce_scatter";
+    case Stage::allgather:
+      return "allgather";
+    case Stage::broadcast:
+      return "broadcast";
+    case Stage::barrier:
+      return "barrier";
+    case Stage::agree:
+      return "agree";
+  }
+  return "?";
+}
+
+// What a rank is calling; compared across local ranks at the start of every call: the
+// communicator's collective, and the step of it that this group runs with its own arguments
+// (the hierarchical allreduce calls reduce_scatter once per pipeline chunk under one
+// fingerprint). No padding, so that records compare with memcmp.
+struct CallRecord {
+  WireFingerprint fp{};     // the communicator's collective (encode())
+  std::uint64_t count = 0;  // the step's count (bytes for broadcast)
+  std::uint32_t call = 0;   // the group's own call counter (compared for equality: may wrap)
+  std::int32_t root = -1;   // broadcast: the local root
+  Stage stage = Stage::barrier;
+  DataType type = DataType::uint8;
+  ReduceOp op = ReduceOp::sum;
+  std::uint8_t reserved[5] = {};
+
+  // "reduce_scatter(count=4096, float32, sum)": the step, for messages.
+  std::string describe_step() const {
+    switch (stage) {
+      case Stage::allreduce:
+      case Stage::reduce_scatter:
+        return str_cat(stage_name(stage), "(count=", count, ", ", to_string(type), ", ",
+                       to_string(op), ")");
+      case Stage::allgather:
+        return str_cat(stage_name(stage), "(count=", count, ", ", to_string(type), ")");
+      case Stage::broadcast:
+        return str_cat(stage_name(stage), "(bytes=", count, ", root=local rank ", root, ")");
+      case Stage::barrier:
+      case Stage::agree:
+        break;
+    }
+    return str_cat(stage_name(stage), "()");
+  }
+};
+static_assert(sizeof(DataType) == 1 && sizeof(ReduceOp) == 1);
+static_assert(sizeof(CallRecord) == sizeof(WireFingerprint) + 24);
+
+// One per local rank, written only by that rank (except `waiters`, which its waiters count).
+struct alignas(kAlign) RankControl {
+  // Progress counter: incremented once per published stage; also the futex word.
+  Word progress{0};
+  // How many threads sleep in FUTEX_WAIT on `progress`; the owner wakes only when non-zero.
+  Word waiters{0};
+  // The records of the calls with odd and even call numbers: a rank can be at most one call
+  // ahead of the slowest local rank, so two are enough. They share the first two cache lines
+  // with `progress`, which every waiter reads anyway.
+  std::array<CallRecord, 2> calls{};
+  std::int32_t pid = 0;  // read only by the liveness check
+  std::uint64_t pid_namespace = 0;
+};
+static_assert(offsetof(RankControl, pid) <= kAlign);
+
+struct alignas(kAlign) Header {
+  std::uint64_t magic = 0;
+  std::uint64_t total_bytes = 0;
+  std::uint64_t chunk_bytes = 0;
+  std::uint32_t local_size = 0;
+  Word mapped{0};    // ranks that have mapped the segment; futex word
+  Word unlinked{0};  // 1 once local rank 0 has unlinked the name; futex word
+  Word failed{0};    // 0, or (ErrorCode << 16) | (1 + the local rank that failed a call)
+};
+
+long futex(Word* word, int op, std::uint32_t value, const timespec* timeout) {
+  return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, value, timeout, nullptr,
+                   0);
+}
+
+void futex_wake_all(Word* word) { futex(word, FUTEX_WAKE, INT_MAX, nullptr); }
+
+// Sleeps while *word == value, at most `ms` milliseconds (shared, not PRIVATE: cross-process).
+void futex_wait(Word* word, std::uint32_t value, int ms) {
+  timespec ts{ms / 1000, static_cast<long>(ms % 1000) * 1000000L};
+  futex(word, FUTEX_WAIT, value, &ts);
+}
+
+// a >= b for counters that may wrap.
+bool reached(std::uint32_t a, std::uint32_t b) { return static_cast<std::int32_t>(a - b) >= 0; }
+
+std::uint64_t pid_namespace_of_self() {
+  char buf[64] = {};
+  ssize_t n = ::readlink("/proc/self/ns/pid", buf, sizeof(buf) - 1);
+  if (n <= 0) return 0;
+  const char* p = std::strchr(buf, '[');
+  return p != nullptr ? std::strtoull(p + 1, nullptr, 10) : 0;
+}
+
+// True when `pid` no longer runs: gone (ESRCH) or a zombie not yet reaped.
+bool process_dead(std::int32_t pid) {
+  if (::kill(pid, 0) == -1 && errno == ESRCH) return true;
+  std::ifstream stat(str_cat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  auto close = line.rfind(')');
+  if (close == std::string::npos || close + 2 >= line.size()) return false;
+  char state = line[close + 2];
+  return state == 'Z' || state == 'X';
+}
+
+std::size_t align_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
+
+// Shard j of `count` elements among `size` local ranks, as [begin, end).
+std::pair<std::size_t, std::size_t> shard(std::size_t count, int size, int j) {
+  const auto l = static_cast<std::size_t>(size), i = static_cast<std::size_t>(j);
+  return {split_begin(count, l, i), split_begin(count, l, i + 1)};
+}
+
+// The mapping of the segment; unmaps on destruction.
+struct Mapping {
+  void* base = MAP_FAILED;
+  std::size_t bytes = 0;
+  Mapping() = default;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    if (base != MAP_FAILED) ::munmap(base, bytes);
+  }
+};
+
+// Unlinks a segment name on destruction unless released (local rank 0's error paths).
+struct NameGuard {
+  std::string name;
+  ~NameGuard() {
+    if (!name.empty()) ::shm_unlink(name.c_str());
+  }
+};
+
+// Byte offsets of the segment's parts; the same on every local rank for equal options.
+struct Layout {
+  std::size_t controls = 0, small = 0, large = 0, total = 0;
+  Layout(int size, std::size_t small_bytes, std::size_t chunk_bytes) {
+    const auto l = static_cast<std::size_t>(size);
+    controls = align_up(align_up(sizeof(Header), kAlign), 4096);
+    small = controls + align_up(sizeof(RankControl) * l, 4096);
+    large = small + 2 * l * small_bytes;
+    total = large + 2 * l * chunk_bytes;
+  }
+};
+
+}  // namespace
+
+class ShmGroup::Impl {
+ public:
+  Impl(const ShmOptions& options, Deadline deadline);
+
+  void allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                 const exec::Executor& exec, const Fingerprint& fp, Deadline deadline);
+  void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                      const exec::Executor& exec, const Fingerprint& fp, Deadline deadline);
+  void allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
+                 const Fingerprint& fp, Deadline deadline);
+  void broadcast(void* data, std::size_t bytes, int root, const exec::Executor& exec,
+                 const Fingerprint& fp, Deadline deadline);
+  void barrier(const Fingerprint& fp, Deadline deadline);
+  void agree(const Fingerprint& fp, Deadline deadline);
+  void mark_failed(ErrorCode code) noexcept;
+  void interrupt() noexcept {
+    if (size_ == 1) return;
+    for (int j = 0; j < size_; ++j) futex_wake_all(&control(j).progress);
+  }
+
+  int rank() const { return me_; }
+  int size() const { return size_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  // Layout of one call over `count` elements, chunked per shard.
+  struct Plan {
+    std::size_t count = 0, esize = 0, piece_elems = 0, chunks = 0;
+    int size = 1;
+    // Elements of shard j in chunk k: [first, first + n) of the caller's buffer.
+    std::pair<std::size_t, std::size_t> piece(int j, std::size_t k) const {
+      auto [begin, end] = shard(count, size, j);
+      std::size_t len = end - begin, lo = std::min(len, k * piece_elems);
+      return {begin + lo, std::min(len, lo + piece_elems) - lo};
+    }
+  };
+
+  // Set-up, in create() order: local rank 0 creates the segment, the others open it; all map
+  // it; local rank 0 initialises the header, the others check it; then all register, and
+  // local rank 0 unlinks the name once every rank has mapped it.
+  UniqueFd create_segment(std::size_t total);
+  UniqueFd open_segment(bootstrap::Store& store, std::size_t total, Deadline deadline);
+  void map_segment(const UniqueFd& fd, const Layout& layout);
+  void init_header(std::size_t total);
+  void check_header() const;
+  void publish_and_unlink(bootstrap::Store& store, Deadline deadline);
+  // Waits until `word` reaches `value` during set-up.
+  void wait_setup(Word& word, std::uint32_t value, const char* what, Deadline deadline);
+
+  RankControl& control(int j) const { return controls_[j]; }
+  std::byte* small_slot(std::size_t parity, int j) const {
+    return small_ + (parity * size_ + j) * small_bytes_;
+  }
+  std::byte* large_slot(std::size_t buf, int j) const {
+    return large_ + (buf * size_ + j) * chunk_bytes_;
+  }
+  std::byte* piece_ptr(std::size_t buf, int slot, int j) const {
+    return large_slot(buf, slot) + j * piece_bytes_;
+  }
+  int global(int j) const { return local_to_global_[j]; }
+  std::string who(int j) const { return str_cat("local rank ", j, " (rank ", global(j), ")"); }
+  // The call in progress, for messages: "allreduce(count=4, float32, sum)", "reduce_scatter
+  // of allreduce(...)", "agreement on broadcast(...)".
+  std::string current() const;
+
+  Plan plan(std::size_t count, DataType type) const;
+  // Runs one call of the group: checks the state, records (stage, fp, call number), and on
+  // failure marks the group failed so that the other local ranks stop waiting for this one.
+  template <class Body>
+  void run_call(Stage stage, const Fingerprint& fp, std::size_t count, DataType type, ReduceOp op,
+                int root, Body&& body);
+  void publish();
+  void wait_rank(int j, std::uint32_t target, Deadline deadline);
+  void wait_all(std::uint32_t target, Deadline deadline);
+  // wait_all for the first stage of a call, then compares every rank's call record.
+  void wait_arrival(std::uint32_t target, Deadline deadline);
+  [[noreturn]] void throw_mismatch(int j, const CallRecord& theirs, const CallRecord& ref) const;
+  void check_abort_and_failure();
+  [[noreturn]] void throw_timeout(std::uint32_t target);
+  void check_alive(int j);
+
+  // The small path of allreduce and reduce_scatter: one publish of the whole buffer, then
+  // this rank folds elements [first, first + n) of all slots itself, in local-rank order.
+  void reduce_small(std::byte* data, std::size_t total, std::size_t first, std::size_t n,
+                    std::size_t esize, const exec::Reducer& reduce, const exec::Executor& exec,
+                    Deadline deadline);
+  void allreduce_large(std::byte* data, const Plan& p, const exec::Reducer& reduce,
+                       const exec::Executor& exec, Deadline deadline);
+  void reduce_scatter_large(std::byte* data, const Plan& p, const exec::Reducer& reduce,
+                            const exec::Executor& exec, Deadline deadline);
+  void allgather_large(std::byte* data, const Plan& p, const exec::Executor& exec,
+                       Deadline deadline);
+  // Copies chunk k's pieces into this rank's slot; skip_own leaves out the piece this rank
+  // reduces itself (it then reads it from the caller's buffer).
+  void copy_in(std::byte* data, const Plan& p, std::size_t k, bool skip_own,
+               const exec::Executor& exec, Deadline deadline);
+  // out = piece j of slots 0..L-1 folded in local-rank order; `own`, if not null, stands in
+  // for this rank's slot.
+  void reduce_piece(std::byte* out, std::size_t buf, int j, std::size_t n, const std::byte* own,
+                    const exec::Reducer& reduce);
+
+  int me_ = 0;
+  int size_ = 1;
+  int self_ = 0;  // global rank, for set-up messages
+  std::vector<int> local_to_global_;
+  const std::atomic<bool>* abort_flag_ = nullptr;
+  std::uint64_t job_id_ = 0;
+  int spin_ = 0;      // pause rounds before yielding
+  int yields_ = 0;    // yield rounds before sleeping
+  std::string key_;   // the store key of the segment name
+  std::string name_;  // the segment's name
+  Mapping map_;
+  Header* header_ = nullptr;
+  RankControl* controls_ = nullptr;
+  std::byte* small_ = nullptr;
+  std::byte* large_ = nullptr;
+  std::size_t small_bytes_ = ShmGroup::kSmallBytes;
+  std::size_t chunk_bytes_ = 0;
+  std::size_t piece_bytes_ = 0;  // chunk_bytes_ / size_, a multiple of 64
+
+  std::uint32_t progress_ = 0;    // this rank's own counter (mirrors control(me_).progress)
+  std::uint64_t call_seq_ = 0;    // calls made, this one included
+  std::uint64_t large_used_ = 0;  // large-buffer uses so far; parity picks the buffer
+  std::array<std::uint32_t, 2> large_free_{};  // all ranks past this: buffer may be rewritten
+  std::array<std::uint32_t, 2> stage_{};       // scratch: targets of the two chunks in flight
+  bool broken_ = false;
+  ErrorCode broken_code_ = ErrorCode::peer_lost;
+  Stage current_stage_ = Stage::barrier;
+  Fingerprint current_fp_{};
+};
+
+ShmGroup::Impl::Impl(const ShmOptions& o, Deadline deadline)
+    : me_(o.local_rank),
+      size_(o.local_size),
+      self_(o.job.rank),
+      abort_flag_(o.job.abort_flag),
+      job_id_(o.job.job_id),
+      spin_(o.oversubscribed ? 0 : std::max(0, o.spin)),
+      yields_(std::max(0, o.yields)) {
+  RINGLET_CHECK(size_ >= 1 && me_ >= 0 && me_ < size_, "shm: local rank ", me_,
+                " out of range for local size ", size_);
+  local_to_global_ = o.local_to_global;
+  if (local_to_global_.empty()) {
+    for (int j = 0; j < size_; ++j) local_to_global_.push_back(j);
+  }
+  RINGLET_CHECK(static_cast<int>(local_to_global_.size()) == size_, "shm: local_to_global has ",
+                local_to_global_.size(), " entries, expected ", size_);
+  if (size_ == 1) return;
+  RINGLET_CHECK(o.store != nullptr, "shm: a store is needed for ", size_, " local ranks");
+  chunk_bytes_ = o.chunk_bytes != 0 ? o.chunk_bytes : ShmGroup::kDefaultChunkBytes;
+  piece_bytes_ = chunk_bytes_ / static_cast<std::size_t>(size_) / 64 * 64;
+  RINGLET_CHECK(piece_bytes_ >= 64, "shm: chunk_bytes ", chunk_bytes_, " is below 64 x ", size_,
+                " local ranks");
+  chunk_bytes_ = piece_bytes_ * static_cast<std::size_t>(size_);
+
+  const Layout layout(size_, small_bytes_, chunk_bytes_);
+  key_ = str_cat("shm/", global(0), "/segment");
+  NameGuard guard;  // local rank 0: unlinks the name if set-up fails before the unlink
+  UniqueFd fd;
+  if (me_ == 0) {
+    fd = create_segment(layout.total);
+    guard.name = name_;
+  } else {
+    fd = open_segment(*o.store, layout.total, deadline);
+  }
+  map_segment(fd, layout);
+  fd.reset();
+  if (me_ == 0) {
+    init_header(layout.total);
+  } else {
+    check_header();
+  }
+  publish_and_unlink(*o.store, deadline);
+  guard.name.clear();
+  RINGLET_LOG(info, "shm: local rank ", me_, "/", size_, " mapped ", name_, " (", layout.total,
+              " bytes, chunk ", chunk_bytes_, ")");
+}
+
+UniqueFd ShmGroup::Impl::create_segment(std::size_t total) {
+  name_ = str_cat("/ringlet-", std::hex, job_id_, std::dec, "-", global(0), "-", ::getpid());
+  UniqueFd fd(::shm_open(name_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600));
+  if (!fd) detail::throw_errno(str_cat("shm_open(", name_, ")"));
+  if (detail::retry_eintr([&] { return ::ftruncate(fd.get(), static_cast<off_t>(total)); }) != 0) {
+    const int err = errno;
+    ::shm_unlink(name_.c_str());
+    detail::throw_errno(str_cat("ftruncate(", name_, ", ", total, ")"), err);
+  }
+  return fd;
+}
+
+UniqueFd ShmGroup::Impl::open_segment(bootstrap::Store& store, std::size_t total,
+                                      Deadline deadline) {
+  auto value = store.get(key_, deadline);
+  name_.assign(reinterpret_cast<const char*>(value.data()), value.size());
+  UniqueFd fd(::shm_open(name_.c_str(), O_RDWR, 0));
+  if (!fd) detail::throw_errno(str_cat("shm_open(", name_, ") by local rank ", me_));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) detail::throw_errno("fstat(" + name_ + ")");
+  if (static_cast<std::size_t>(st.st_size) != total) {
+    throw Error(ErrorCode::mismatch,
+                str_cat("shm: segment ", name_, " has ", st.st_size, " bytes, local rank ", me_,
+                        " (rank ", self_, ") expected ", total,
+                        " (local ranks disagree on local_size or chunk_bytes)"));
+  }
+  return fd;
+}
+
+void ShmGroup::Impl::map_segment(const UniqueFd& fd, const Layout& layout) {
+  // MAP_POPULATE pre-faults every page now (a first touch costs ~10 us per page here).
+  map_.base =
+      ::mmap(nullptr, layout.total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.get(), 0);
+  if (map_.base == MAP_FAILED) detail::throw_errno("mmap(" + name_ + ")");
+  map_.bytes = layout.total;
+  auto* base = static_cast<std::byte*>(map_.base);
+  header_ = reinterpret_cast<Header*>(base);
+  controls_ = reinterpret_cast<RankControl*>(base + layout.controls);
+  small_ = base + layout.small;
+  large_ = base + layout.large;
+}
+
+void ShmGroup::Impl::init_header(std::size_t total) {
+  header_ = new (map_.base) Header();
+  for (int j = 0; j < size_; ++j) new (&controls_[j]) RankControl();
+  header_->total_bytes = total;
+  header_->chunk_bytes = chunk_bytes_;
+  header_->local_size = static_cast<std::uint32_t>(size_);
+  header_->magic = kMagic;
+}
+
+void ShmGroup::Impl::check_header() const {
+  if (header_->magic != kMagic || header_->local_size != static_cast<std::uint32_t>(size_) ||
+      header_->chunk_bytes != chunk_bytes_) {
+    throw Error(ErrorCode::mismatch,
+                str_cat("shm: segment ", name_, " was created for ", header_->local_size,
+                        " local ranks and chunk ", header_->chunk_bytes, " bytes; local rank ", me_,
+                        " expected ", size_, " and ", chunk_bytes_));
+  }
+}
+
+void ShmGroup::Impl::publish_and_unlink(bootstrap::Store& store, Deadline deadline) {
+  control(me_).pid = static_cast<std::int32_t>(::getpid());
+  control(me_).pid_namespace = pid_namespace_of_self();
+  header_->mapped.fetch_add(1, std::memory_order_seq_cst);
+  if (me_ != 0) {
+    futex_wake_all(&header_->mapped);
+    wait_setup(header_->unlinked, 1, "waiting for the unlink", deadline);
+    return;
+  }
+  store.set(key_, std::as_bytes(std::span(name_.data(), name_.size())));
+  // Unlink as soon as every local rank has mapped it: from now on nothing is left behind.
+  wait_setup(header_->mapped, static_cast<std::uint32_t>(size_), "waiting for the mappings",
+             deadline);
+  store.remove(key_);
+  ::shm_unlink(name_.c_str());
+  header_->unlinked.store(1, std::memory_order_release);
+  futex_wake_all(&header_->unlinked);
+}
+
+void ShmGroup::Impl::wait_setup(Word& word, std::uint32_t value, const char* what,
+                                Deadline deadline) {
+  for (;;) {
+    std::uint32_t v = word.load(std::memory_order_acquire);
+    if (v >= value) return;
+    if (abort_flag_ != nullptr && abort_flag_->load(std::memory_order_relaxed)) {
+      throw Error(ErrorCode::aborted, str_cat("shm: aborted while ", what));
+    }
+    if (Clock::now() >= deadline) {
+      throw Error(ErrorCode::timeout,
+                  str_cat("shm: timed out while ", what, " of segment ", name_, " (", v, " of ",
+                          value, ") at local rank ", me_, " (rank ", self_, ")"));
+    }
+    futex_wait(&word, v, ms_until(deadline, 50));
+  }
+}
+
+ShmGroup::Impl::Plan ShmGroup::Impl::plan(std::size_t count, DataType type) const {
+  Plan p;
+  p.count = count;
+  p.size = size_;
+  p.esize = ringlet::size_of(type);
+  p.piece_elems = piece_bytes_ / p.esize;
+  auto [begin, end] = shard(count, size_, 0);  // shard 0 is never shorter than the others
+  p.chunks = (end - begin + p.piece_elems - 1) / p.piece_elems;
+  return p;
+}
+
+std::string ShmGroup::Impl::current() const {
+  if (current_stage_ == Stage::agree) return str_cat("agreement on ", describe(current_fp_));
+  if (stage_name(current_stage_) == to_string(current_fp_.kind)) return describe(current_fp_);
+  return str_cat(stage_name(current_stage_), " of ", describe(current_fp_));
+}
+
+void ShmGroup::Impl::check_abort_and_failure() {
+  if (abort_flag_ != nullptr && abort_flag_->load(std::memory_order_relaxed)) {
+    throw Error(ErrorCode::aborted, str_cat("shm: ", current(), " aborted at ", who(me_)));
+  }
+  std::uint32_t f = header_->failed.load(std::memory_order_acquire);
+  if (f != 0 && static_cast<int>(f & 0xffff) != me_ + 1) {
+    int j = static_cast<int>(f & 0xffff) - 1;
+    // The peer's own code travels (a peer that timed out waited for someone else, and the
+    // same deadline applies here); an aborted peer is a lost peer.
+    std::uint32_t code = f >> 16;
+    ErrorCode ec = code >= static_cast<std::uint32_t>(ErrorCode::mismatch) &&
+                           code <= static_cast<std::uint32_t>(ErrorCode::transport)
+                       ? static_cast<ErrorCode>(code)
+                       : ErrorCode::peer_lost;
+    const char* what = ec == ErrorCode::timeout    ? " timed out"
+                       : ec == ErrorCode::mismatch ? " found ranks disagreeing"
+                                                   : " failed";
+    throw Error(
+        ec, str_cat("shm: ", who(j), what, "; ", current(), " at ", who(me_), " cannot complete"),
+        {global(j)});
+  }
+}
+
+void ShmGroup::Impl::check_alive(int j) {
+  const RankControl& c = control(j);
+  if (c.pid <= 0 || c.pid_namespace == 0 || c.pid_namespace != control(me_).pid_namespace) return;
+  if (process_dead(c.pid)) {
+    throw Error(ErrorCode::peer_lost,
+                str_cat("shm: ", who(j), ", pid ", c.pid, ", died during ", current()),
+                {global(j)});
+  }
+}
+
+void ShmGroup::Impl::throw_timeout(std::uint32_t target) {
+  std::string names;
+  std::vector<int> ranks;
+  for (int j = 0; j < size_; ++j) {
+    if (j == me_ || reached(control(j).progress.load(std::memory_order_acquire), target)) continue;
+    names += (names.empty() ? "" : ", ") + who(j);
+    ranks.push_back(global(j));
+  }
+  throw Error(ErrorCode::timeout,
+              str_cat("shm: ", current(), " at ", who(me_), " timed out waiting for ", names),
+              ranks);
+}
+
+void ShmGroup::Impl::publish() {
+  RankControl& c = control(me_);
+  c.progress.store(++progress_, std::memory_order_seq_cst);
+  if (c.waiters.load(std::memory_order_seq_cst) != 0) futex_wake_all(&c.progress);
+}
+
+void ShmGroup::Impl::wait_rank(int j, std::uint32_t target, Deadline deadline) {
+  RankControl& c = control(j);
+  if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+  // Spin briefly: the peer is usually a few microseconds away.
+  for (int i = spin_; i > 0; --i) {
+    cpu_relax();
+    if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+  }
+  for (int i = yields_; i > 0; --i) {
+    ::sched_yield();
+    if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+  }
+  // Then sleep on the peer's counter, in bounded slices that check abort, failure, deadline.
+  const auto start = Clock::now();
+  auto next_pid_check = start + kPidCheckAfter;
+  for (;;) {
+    check_abort_and_failure();
+    const auto now = Clock::now();
+    if (now >= deadline) throw_timeout(target);
+    if (now >= next_pid_check) {
+      check_alive(j);
+      next_pid_check = now + kPidCheckAfter;
+    }
+    c.waiters.fetch_add(1, std::memory_order_seq_cst);
+    std::uint32_t v = c.progress.load(std::memory_order_seq_cst);
+    if (!reached(v, target)) {
+      auto slice = std::min<Deadline>(deadline, now + kSleepSlice);
+      futex_wait(&c.progress, v, ms_until(slice, 1000));
+    }
+    c.waiters.fetch_sub(1, std::memory_order_seq_cst);
+    if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+  }
+}
+
+void ShmGroup::Impl::wait_all(std::uint32_t target, Deadline deadline) {
+  for (int j = 0; j < size_; ++j) {
+    if (j != me_) wait_rank(j, target, deadline);
+  }
+}
+
+void ShmGroup::Impl::wait_arrival(std::uint32_t target, Deadline deadline) {
+  wait_all(target, deadline);
+  const std::size_t parity = call_seq_ % 2;
+  const CallRecord& ref = control(0).calls[parity];
+  for (int j = 1; j < size_; ++j) {
+    const CallRecord& r = control(j).calls[parity];
+    if (std::memcmp(&r, &ref, sizeof(CallRecord)) != 0) throw_mismatch(j, r, ref);
+  }
+}
+
+void ShmGroup::Impl::throw_mismatch(int j, const CallRecord& theirs, const CallRecord& ref) const {
+  if (theirs.fp.version != ref.fp.version) {
+    throw Error(ErrorCode::mismatch,
+                str_cat("shm: ", who(j), " speaks collective protocol version ", theirs.fp.version,
+                        " while ", who(0), " speaks version ", ref.fp.version),
+                {global(j), global(0)});
+  }
+  const Fingerprint a = decode(theirs.fp), b = decode(ref.fp);
+  std::string what = str_cat("shm: ", who(j), " called ", describe(a), " as collective #", a.seq,
+                             " while ", who(0), " called ", describe(b), " as collective #", b.seq);
+  if (a == b) {
+    // The same collective, but another step of it in shared memory.
+    what += str_cat(" (in shared memory: ", theirs.describe_step(), " as call #", theirs.call,
+                    " against ", ref.describe_step(), " as call #", ref.call, ")");
+  }
+  throw Error(ErrorCode::mismatch, what, {global(j), global(0)});
+}
+
+template <class Body>
+void ShmGroup::Impl::run_call(Stage stage, const Fingerprint& fp, std::size_t count, DataType type,
+                              ReduceOp op, int root, Body&& body) {
+  current_stage_ = stage;
+  current_fp_ = fp;
+  if (broken_) {
+    throw Error(broken_code_, str_cat("shm: ", current(), " at ", who(me_),
+                                      ": the group failed in an earlier call"));
+  }
+  if (size_ == 1) {
+    if (abort_flag_ != nullptr && abort_flag_->load(std::memory_order_relaxed)) {
+      throw Error(ErrorCode::aborted, str_cat("shm: ", current(), " aborted"));
+    }
+    return;
+  }
+  try {
+    check_abort_and_failure();
+    ++call_seq_;
+    CallRecord& r = control(me_).calls[call_seq_ % 2];
+    r.fp = encode(fp);
+    r.call = static_cast<std::uint32_t>(call_seq_);
+    r.count = count;
+    r.root = root;
+    r.stage = stage;
+    r.type = type;
+    r.op = op;
+    body();
+  } catch (const Error& e) {
+    broken_ = true;
+    broken_code_ = e.error_code() == ErrorCode::aborted ? ErrorCode::aborted : ErrorCode::peer_lost;
+    if (e.error_code() != ErrorCode::mismatch) {
+      // Tell the others, so that none waits for this rank until its deadline.
+      mark_failed(e.error_code());
+    }
+    throw;
+  }
+}
+
+void ShmGroup::Impl::reduce_piece(std::byte* out, std::size_t buf, int j, std::size_t n,
+                                  const std::byte* own, const exec::Reducer& reduce) {
+  auto src = [&](int s) -> const std::byte* {
+    return s == me_ && own != nullptr ? own : piece_ptr(buf, s, j);
+  };
+  // out = s0 op s1, then out = out op s2, ...: local-rank order, the same on every rank.
+  reduce(out, src(0), src(1), n);
+  for (int s = 2; s < size_; ++s) reduce(out, out, src(s), n);
+}
+
+void ShmGroup::Impl::reduce_small(std::byte* data, std::size_t total, std::size_t first,
+                                  std::size_t n, std::size_t esize, const exec::Reducer& reduce,
+                                  const exec::Executor& exec, Deadline deadline) {
+  const std::size_t parity = call_seq_ % 2;
+  if (total != 0) exec.copy(small_slot(parity, me_), data, total);
+  publish();
+  wait_arrival(progress_, deadline);
+  if (n == 0) return;
+  const std::size_t off = first * esize;
+  std::byte* out = data + off;
+  reduce(out, small_slot(parity, 0) + off, small_slot(parity, 1) + off, n);
+  for (int s = 2; s < size_; ++s) reduce(out, out, small_slot(parity, s) + off, n);
+}
+
+void ShmGroup::Impl::copy_in(std::byte* data, const Plan& p, std::size_t k, bool skip_own,
+                             const exec::Executor& exec, Deadline deadline) {
+  const std::size_t buf = (large_used_ + k) % 2;
+  // Wait until every rank has finished with this buffer's previous use.
+  wait_all(large_free_[buf], deadline);
+  for (int j = 0; j < size_; ++j) {
+    auto [first, n] = p.piece(j, k);
+    if (n != 0 && !(skip_own && j == me_)) {
+      exec.copy(piece_ptr(buf, me_, j), data + first * p.esize, n * p.esize);
+    }
+  }
+  publish();
+  stage_[k % 2] = progress_;
+}
+
+void ShmGroup::Impl::allreduce_large(std::byte* data, const Plan& p, const exec::Reducer& reduce,
+                                     const exec::Executor& exec, Deadline deadline) {
+  // Copy chunk 0 in; then the call records are compared.
+  copy_in(data, p, 0, true, exec, deadline);
+  wait_arrival(stage_[0], deadline);
+  for (std::size_t k = 0; k < p.chunks; ++k) {
+    const std::size_t buf = (large_used_ + k) % 2;
+    // Wait for every rank's copy of chunk k.
+    if (k > 0) wait_all(stage_[k % 2], deadline);
+    // Reduce this rank's piece over all slots (its own from `data`) into slot 0.
+    auto [mine, n] = p.piece(me_, k);
+    if (n != 0) reduce_piece(piece_ptr(buf, 0, me_), buf, me_, n, data + mine * p.esize, reduce);
+    publish();
+    const std::uint32_t reduced = progress_;
+    // Overlap: copy chunk k+1 into the other buffer while the others reduce chunk k.
+    if (k + 1 < p.chunks) copy_in(data, p, k + 1, true, exec, deadline);
+    // Wait for every piece of chunk k, then copy the whole chunk out.
+    wait_all(reduced, deadline);
+    for (int j = 0; j < size_; ++j) {
+      auto [first, len] = p.piece(j, k);
+      if (len != 0) exec.copy(data + first * p.esize, piece_ptr(buf, 0, j), len * p.esize);
+    }
+    publish();
+    large_free_[buf] = progress_;
+  }
+  large_used_ += p.chunks;
+}
+
+void ShmGroup::Impl::reduce_scatter_large(std::byte* data, const Plan& p,
+                                          const exec::Reducer& reduce, const exec::Executor& exec,
+                                          Deadline deadline) {
+  // The reduction overwrites the caller's shard, so this rank's own piece goes through its
+  // slot like the others.
+  copy_in(data, p, 0, false, exec, deadline);
+  wait_arrival(stage_[0], deadline);
+  for (std::size_t k = 0; k < p.chunks; ++k) {
+    const std::size_t buf = (large_used_ + k) % 2;
+    // Wait for every rank's copy of chunk k.
+    if (k > 0) wait_all(stage_[k % 2], deadline);
+    // Reduce this rank's piece straight into the caller's buffer.
+    auto [first, n] = p.piece(me_, k);
+    if (n != 0) reduce_piece(data + first * p.esize, buf, me_, n, nullptr, reduce);
+    publish();
+    large_free_[buf] = progress_;
+    if (k + 1 < p.chunks) copy_in(data, p, k + 1, false, exec, deadline);
+  }
+  large_used_ += p.chunks;
+}
+
+void ShmGroup::Impl::allgather_large(std::byte* data, const Plan& p, const exec::Executor& exec,
+                                     Deadline deadline) {
+  // Each rank writes its piece of chunk k into slot 0 of the chunk's buffer.
+  auto put = [&](std::size_t k) {
+    const std::size_t buf = (large_used_ + k) % 2;
+    wait_all(large_free_[buf], deadline);
+    auto [first, n] = p.piece(me_, k);
+    if (n != 0) exec.copy(piece_ptr(buf, 0, me_), data + first * p.esize, n * p.esize);
+    publish();
+    stage_[k % 2] = progress_;
+  };
+  put(0);
+  wait_arrival(stage_[0], deadline);
+  for (std::size_t k = 0; k < p.chunks; ++k) {
+    const std::size_t buf = (large_used_ + k) % 2;
+    // Wait for every rank's piece of chunk k.
+    if (k > 0) wait_all(stage_[k % 2], deadline);
+    if (k + 1 < p.chunks) put(k + 1);
+    for (int j = 0; j < size_; ++j) {
+      auto [first, n] = p.piece(j, k);
+      if (j != me_ && n != 0) exec.copy(data + first * p.esize, piece_ptr(buf, 0, j), n * p.esize);
+    }
+    publish();
+    large_free_[buf] = progress_;
+  }
+  large_used_ += p.chunks;
+}
+
+namespace {
+
+void check_data_call(const char* what, const void* data, std::size_t count, DataType type,
+                     const exec::Executor& exec) {
+  RINGLET_CHECK(data != nullptr || count == 0, "shm: ", what, " of ", count, " elements at null");
+  RINGLET_CHECK(ringlet::size_of(type) != 0, "shm: ", what, " of unknown data type ",
+                static_cast<int>(type));
+  RINGLET_CHECK(exec.memory() == MemoryKind::host, "shm: ", what,
+                " needs the host executor (shared memory reduces host buffers)");
+}
+
+}  // namespace
+
+void ShmGroup::Impl::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                               const exec::Executor& exec, const Fingerprint& fp,
+                               Deadline deadline) {
+  check_data_call("allreduce", data, count, type, exec);
+  // Resolved before the call starts: an unsupported (type, op) leaves the group intact.
+  const exec::Reducer reduce = exec.reducer(type, op);
+  run_call(Stage::allreduce, fp, count, type, op, -1, [&] {
+    const Plan p = plan(count, type);
+    auto* bytes = static_cast<std::byte*>(data);
+    const std::size_t total = count * p.esize;
+    if (total <= small_bytes_) {
+      // Low latency: one publish; every rank reduces all slots itself, in local-rank order.
+      reduce_small(bytes, total, 0, count, p.esize, reduce, exec, deadline);
+      return;
+    }
+    allreduce_large(bytes, p, reduce, exec, deadline);
+  });
+}
+
+void ShmGroup::Impl::reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                                    const exec::Executor& exec, const Fingerprint& fp,
+                                    Deadline deadline) {
+  check_data_call("reduce_scatter", data, count, type, exec);
+  // Resolved before the call starts: an unsupported (type, op) leaves the group intact.
+  const exec::Reducer reduce = exec.reducer(type, op);
+  run_call(Stage::reduce_scatter, fp, count, type, op, -1, [&] {
+    const Plan p = plan(count, type);
+    auto* bytes = static_cast<std::byte*>(data);
+    const std::size_t total = count * p.esize;
+    if (total <= small_bytes_) {
+      auto [first, end] = shard(count, size_, me_);
+      reduce_small(bytes, total, first, end - first, p.esize, reduce, exec, deadline);
+      return;
+    }
+    reduce_scatter_large(bytes, p, reduce, exec, deadline);
+  });
+}
+
+void ShmGroup::Impl::allgather(void* data, std::size_t count, DataType type,
+                               const exec::Executor& exec, const Fingerprint& fp,
+                               Deadline deadline) {
+  check_data_call("allgather", data, count, type, exec);
+  run_call(Stage::allgather, fp, count, type, ReduceOp::sum, -1, [&] {
+    const Plan p = plan(count, type);
+    auto* bytes = static_cast<std::byte*>(data);
+    const std::size_t total = count * p.esize;
+    if (total <= small_bytes_) {
+      // Every rank writes its shard into one shared slot at its own offset.
+      const std::size_t parity = call_seq_ % 2;
+      auto [first, end] = shard(count, size_, me_);
+      if (end > first) {
+        exec.copy(small_slot(parity, 0) + first * p.esize, bytes + first * p.esize,
+                  (end - first) * p.esize);
+      }
+      publish();
+      wait_arrival(progress_, deadline);
+      if (first * p.esize != 0) exec.copy(bytes, small_slot(parity, 0), first * p.esize);
+      if (end < count) {
+        exec.copy(bytes + end * p.esize, small_slot(parity, 0) + end * p.esize,
+                  (count - end) * p.esize);
+      }
+      return;
+    }
+    allgather_large(bytes, p, exec, deadline);
+  });
+}
+
+void ShmGroup::Impl::broadcast(void* data, std::size_t bytes, int root, const exec::Executor& exec,
+                               const Fingerprint& fp, Deadline deadline) {
+  RINGLET_CHECK(root >= 0 && root < size_, "shm: broadcast root ", root, " out of range [0, ",
+                size_, ")");
+  check_data_call("broadcast", data, bytes, DataType::uint8, exec);
+  run_call(Stage::broadcast, fp, bytes, DataType::uint8, ReduceOp::sum, root, [&] {
+    auto* b = static_cast<std::byte*>(data);
+    if (bytes <= small_bytes_) {
+      const std::size_t parity = call_seq_ % 2;
+      if (me_ == root && bytes != 0) exec.copy(small_slot(parity, 0), b, bytes);
+      publish();
+      wait_arrival(progress_, deadline);
+      if (me_ != root && bytes != 0) exec.copy(b, small_slot(parity, 0), bytes);
+      return;
+    }
+    // Chunks of a whole buffer (all L slots), double-buffered: the root runs up to two ahead.
+    const std::size_t chunk = chunk_bytes_ * static_cast<std::size_t>(size_);
+    const std::size_t chunks = (bytes + chunk - 1) / chunk;
+    for (std::size_t k = 0; k < chunks; ++k) {
+      const std::size_t buf = (large_used_ + k) % 2;
+      const std::size_t off = k * chunk, n = std::min(chunk, bytes - off);
+      if (me_ == root) {
+        wait_all(large_free_[buf], deadline);
+        exec.copy(large_slot(buf, 0), b + off, n);
+      }
+      publish();
+      const std::uint32_t filled = progress_;
+      if (k == 0) {
+        wait_arrival(filled, deadline);
+      } else if (me_ != root) {
+        wait_rank(root, filled, deadline);
+      }
+      if (me_ != root) exec.copy(b + off, large_slot(buf, 0), n);
+      publish();
+      large_free_[buf] = progress_;
+    }
+    large_used_ += chunks;
+  });
+}
+
+void ShmGroup::Impl::barrier(const Fingerprint& fp, Deadline deadline) {
+  run_call(Stage::barrier, fp, 0, DataType::uint8, ReduceOp::sum, -1, [&] {
+    publish();
+    wait_arrival(progress_, deadline);
+  });
+}
+
+void ShmGroup::Impl::agree(const Fingerprint& fp, Deadline deadline) {
+  run_call(Stage::agree, fp, 0, DataType::uint8, ReduceOp::sum, -1, [&] {
+    publish();
+    wait_arrival(progress_, deadline);
+  });
+}
+
+void ShmGroup::Impl::mark_failed(ErrorCode code) noexcept {
+  if (size_ == 1) return;
+  std::uint32_t none = 0;
+  header_->failed.compare_exchange_strong(
+      none, (static_cast<std::uint32_t>(code) << 16) | static_cast<std::uint32_t>(me_ + 1));
+  interrupt();
+}
+
+ShmGroup::ShmGroup(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ShmGroup::~ShmGroup() = default;
+
+std::unique_ptr<ShmGroup> ShmGroup::create(const ShmOptions& options, Deadline deadline) {
+  return std::unique_ptr<ShmGroup>(new ShmGroup(std::make_unique<Impl>(options, deadline)));
+}
+
+int ShmGroup::local_rank() const noexcept { return impl_->rank(); }
+int ShmGroup::local_size() const noexcept { return impl_->size(); }
+const std::string& ShmGroup::segment_name() const noexcept { return impl_->name(); }
+
+void ShmGroup::agree(const Fingerprint& fp, Deadline deadline) { impl_->agree(fp, deadline); }
+void ShmGroup::mark_failed(ErrorCode code) noexcept { impl_->mark_failed(code); }
+void ShmGroup::interrupt() noexcept { impl_->interrupt(); }
+
+void ShmGroup::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                         const exec::Executor& exec, const Fingerprint& fp, Deadline deadline) {
+  impl_->allreduce(data, count, type, op, exec, fp, deadline);
+}
+void ShmGroup::reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                              const exec::Executor& exec, const Fingerprint& fp,
+                              Deadline deadline) {
+  impl_->reduce_scatter(data, count, type, op, exec, fp, deadline);
+}
+void ShmGroup::allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
+                         const Fingerprint& fp, Deadline deadline) {
+  impl_->allgather(data, count, type, exec, fp, deadline);
+}
+void ShmGroup::broadcast(void* data, std::size_t bytes, int local_root, const exec::Executor& exec,
+                         const Fingerprint& fp, Deadline deadline) {
+  impl_->broadcast(data, bytes, local_root, exec, fp, deadline);
+}
+void ShmGroup::barrier(const Fingerprint& fp, Deadline deadline) { impl_->barrier(fp, deadline); }
+
+}  // namespace ringlet::groups::shm
