@@ -291,8 +291,8 @@ void Communicator::Impl::recursive_doubling(algo::Context& ctx, std::byte* buf, 
   }
 }
 
-algo::Context Communicator::Impl::context(Deadline deadline, const Fingerprint* fp,
-                                          const algo::Plan* plan) {
+algo::Context Communicator::Impl::context(Deadline deadline, MemoryKind memory,
+                                          const Fingerprint* fp, const algo::Plan* plan) {
   algo::Context ctx;
   ctx.rank = rank();
   ctx.size = size();
@@ -308,7 +308,7 @@ algo::Context Communicator::Impl::context(Deadline deadline, const Fingerprint* 
   ctx.max_outstanding = traits_.max_outstanding;
   ctx.small_scratch = small_scratch_;
   ctx.small_scratch_mr = small_scratch_mr_.get();
-  ctx.exec = &exec::host_executor();
+  ctx.exec = &exec::executor_for(memory);
   ctx.local = local_.get();
   ctx.fp = fp;
   if (plan != nullptr) ctx.post_scale = plan->post_scale;
@@ -321,7 +321,7 @@ void Communicator::Impl::execute_allreduce(const algo::Plan& plan, const std::by
                                            std::byte* dst, std::size_t count, DataType type,
                                            const Fingerprint& fp, Deadline deadline) {
   const std::size_t bytes = count * size_of(type);
-  algo::Context ctx = context(deadline, &fp, &plan);
+  algo::Context ctx = context(deadline, plan.memory, &fp, &plan);
   if (size() == 1) {
     ctx.exec->copy(dst, src, bytes);
     return;
@@ -418,7 +418,7 @@ void Communicator::Impl::broadcast(Tensor in, Tensor out, int root) {
   run(
       fp,
       [&](Deadline deadline) {
-        algo::Context ctx = context(deadline, &fp, nullptr);
+        algo::Context ctx = context(deadline, out.memory, &fp, nullptr);
         auto* dst = static_cast<std::byte*>(out.data);
         if (rank() == root) ctx.exec->copy(dst, in.data, out.bytes());
         algo::ring_broadcast(ctx, dst, out.bytes(), root);
@@ -453,7 +453,7 @@ void Communicator::Impl::allgather(Tensor in, Tensor out) {
   run(
       fp,
       [&](Deadline deadline) {
-        algo::Context ctx = context(deadline, &fp, nullptr);
+        algo::Context ctx = context(deadline, out.memory, &fp, nullptr);
         ctx.exec->copy(own, in.data, block);
         algo::ChunkLayout layout{out.count, size()};
         algo::ring_allgather(ctx, static_cast<std::byte*>(out.data), layout, in.type, rank());
@@ -500,7 +500,7 @@ void Communicator::Impl::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
           if (staging_.size() < in.bytes()) staging_.resize(in.bytes());
           acc = staging_.data();
         }
-        algo::Context ctx = context(deadline, &fp, &plan);
+        algo::Context ctx = context(deadline, in.memory, &fp, &plan);
         algo::ChunkLayout layout{in.count, size()};
         algo::ring_reduce_scatter(ctx, src, acc, layout, in.type, plan.op, -1);
         std::byte* mine = acc + static_cast<std::size_t>(rank()) * block;
@@ -525,7 +525,7 @@ void Communicator::Impl::barrier() {
       [&](Deadline deadline) {
         if (size() == 1) return;
         std::byte token{0};
-        algo::Context ctx = context(deadline, &fp, nullptr);
+        algo::Context ctx = context(deadline, MemoryKind::host, &fp, nullptr);
         recursive_doubling(ctx, &token, 1, DataType::uint8, ReduceOp::max, fp);
       },
       Check::in_body);

@@ -2,7 +2,7 @@
 // Communicator::Impl: lifecycle and dispatch. It validates calls, runs each collective
 // through its fingerprint check and the plan the selection table gives, and spreads
 // failures; configuration, job layout, selection and construction of transports and local
-// groups live in their own modules (docs/design/architecture.md).
+// groups live in their own modules (docs/architecture.md).
 #pragma once
 
 #include <atomic>
@@ -91,7 +91,9 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
                          std::size_t count, DataType type, const Fingerprint& fp,
                          Deadline deadline);
   void fail(const Error& e) noexcept;
-  algo::Context context(Deadline deadline, const Fingerprint* fp, const algo::Plan* plan);
+  // The context of one collective on buffers of `memory`: its executor is that kind's.
+  algo::Context context(Deadline deadline, MemoryKind memory, const Fingerprint* fp,
+                        const algo::Plan* plan);
   void check_usable();
   void check_tensor(const Tensor& t, const char* what) const;
   // avg is defined for floating-point types only: invalid_argument otherwise.

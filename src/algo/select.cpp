@@ -224,6 +224,7 @@ std::string describe(const SelectTable& table) {
 
 Plan select(const SelectTable& table, const CollectiveDesc& desc, int world_size) {
   Plan plan;
+  plan.memory = desc.memory;
   plan.op = desc.op == ReduceOp::avg ? ReduceOp::sum : desc.op;
   if (desc.op == ReduceOp::avg) plan.post_scale.divisor = world_size;
   switch (desc.kind) {

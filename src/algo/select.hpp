@@ -89,6 +89,7 @@ struct Plan {
   Algorithm algorithm = Algorithm::ring;
   ReduceOp op = ReduceOp::sum;
   PostScale post_scale;
+  MemoryKind memory = MemoryKind::host;  // the executor the algorithm runs on
 };
 
 struct CollectiveDesc {
