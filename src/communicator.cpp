@@ -73,6 +73,15 @@ Communicator::Impl::Impl(const Identity& id, const Config& config,
               transport_ ? transport_->name() : std::string_view("none"), ", local group ",
               local_ ? local_->name() : std::string_view("none"), ", ring slice ", slice_bytes_,
               " bytes x ", config_.ring_slots, " slots, reduce kernels ", reduce::host_isa());
+  if (local_) {
+    const bool hier_used = std::any_of(
+        table_.allreduce_ranges().begin(), table_.allreduce_ranges().end(),
+        [](const algo::Range& r) { return r.algorithm == algo::Algorithm::hierarchical; });
+    RINGLET_LOG(info, "local group ", local_->name(), " of ", local_->local_size(), " ranks: ",
+                table_.agree_locally() ? "allreduce and barrier run in shared memory"
+                : hier_used            ? "large allreduces are hierarchical"
+                                       : "not used by allreduce");
+  }
   RINGLET_LOG(info, "config: ", describe(config_));
   RINGLET_LOG(info, describe(table_));
   for (const auto& note : table_.fallbacks()) RINGLET_LOG(info, note);

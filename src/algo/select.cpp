@@ -187,10 +187,11 @@ SelectTable SelectTable::build(const SelectInputs& in) {
     if (r.algorithm == Algorithm::hierarchical && !hier_ok) {
       // On one node the hierarchical allreduce is the local one; elsewhere the flat ring.
       r.algorithm = one_node_local ? Algorithm::local : Algorithm::ring;
-      t.fallbacks_.push_back(str_cat("hier requested for ", format_size(r.lo), "-",
-                                     format_size(r.hi), ": the job's shape (",
-                                     in.local_group ? "" : "no local group, ", to_string(in.shape),
-                                     ") does not allow it; using ", to_string(r.algorithm)));
+      t.fallbacks_.push_back(
+          str_cat("hier requested for ", format_size(r.lo), "-", format_size(r.hi),
+                  ": the job's shape (", in.local_group ? "" : "no local group, ",
+                  to_string(in.shape), ") does not allow it; using ",
+                  r.algorithm == Algorithm::ring ? "the flat ring" : "the local allreduce"));
     }
     if (r.algorithm == Algorithm::local && !one_node_local) {
       t.fallbacks_.push_back(str_cat("local requested for ", format_size(r.lo), "-",
