@@ -133,9 +133,9 @@ int io_all(int fd, void* buf, size_t n, bool out, const std::function<bool()>& a
 }
 
 // The IB encodings of the RNR timer in microseconds (index 0 is the longest).
-constexpr uint32_t kRnrMicros[32] = {655360, 10,    20,    30,    40,    60,    80,    120,
-                                     160,    240,   320,   480,   640,   960,   1280,  1920,
-                                     2560,   3840,  5120,  7680,  10240, 15360, 20480, 30720,
+constexpr uint32_t kRnrMicros[32] = {655360, 10,    20,    30,     40,     60,     80,     120,
+                                     160,    240,   320,   480,    640,    960,    1280,   1920,
+                                     2560,   3840,  5120,  7680,   10240,  15360,  20480,  30720,
                                      40960,  61440, 81920, 122880, 163840, 245760, 327680, 491520};
 // Emulated waits are capped so that a test of a retry path stays short.
 constexpr auto kMaxEmulatedWait = std::chrono::milliseconds(100);
@@ -283,7 +283,8 @@ void record_access(const std::shared_ptr<MrLog>& log, int kind, const void* addr
       ++log->after_dereg;
       a.after_dereg = 1;
     }
-    if (log->ranges.size() < 65536) log->ranges.emplace_back(reinterpret_cast<uintptr_t>(addr), len);
+    if (log->ranges.size() < 65536)
+      log->ranges.emplace_back(reinterpret_cast<uintptr_t>(addr), len);
   }
   ringlet_emu_access_hook hook;
   void* user;
@@ -465,7 +466,8 @@ struct Outcome {
 
 bool source_matches(const Qp& qp, const WireReq& m) {
   if (qp.attr.dest_qp_num != m.src_qpn) return false;
-  if (qp.attr.ah_attr.is_global) return std::memcmp(qp.attr.ah_attr.grh.dgid.raw, m.src_gid, 16) == 0;
+  if (qp.attr.ah_attr.is_global)
+    return std::memcmp(qp.attr.ah_attr.grh.dgid.raw, m.src_gid, 16) == 0;
   return qp.attr.ah_attr.dlid == m.src_lid;
 }
 
@@ -494,8 +496,13 @@ Outcome execute(Qp& qp, const WireReq& m, const uint8_t* payload) {
   uint32_t diff = (m.psn - qp.rq_psn) & 0xffffff;
   if (diff != 0) {
     // An older PSN is a retransmission of something already executed: acknowledge it again.
-    // A newer one is a sequence error, which the requester sees as a lost packet.
-    return {diff >= 0x800000 ? kAck : kDrop, 0};
+    // A newer one is a sequence error, which the requester sees as a lost packet. Stricter than
+    // a NIC: an "older" PSN that this QP never received (before its RTR rq_psn) is a
+    // misconfigured PSN pair, and is dropped rather than silently acknowledged.
+    uint32_t executed = (qp.rq_psn - qp.rq_psn_start) & 0xffffff;
+    uint32_t since_start = (m.psn - qp.rq_psn_start) & 0xffffff;
+    bool duplicate = diff >= 0x800000 && since_start < executed;
+    return {duplicate ? kAck : kDrop, 0};
   }
   bool needs_recv = m.op != kWrite;
   if (needs_recv && qp.rq.empty()) return {kRnr, qp.attr.min_rnr_timer};

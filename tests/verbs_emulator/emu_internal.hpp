@@ -184,9 +184,10 @@ struct Qp : std::enable_shared_from_this<Qp> {
   std::deque<SendWr> sq;
   std::deque<RecvWr> rq;
   uint64_t sq_posted = 0, sq_retired = 0, rq_posted = 0, rq_retired = 0;
-  uint32_t epoch = 0;                      // changes on RESET: older CQ entries free no slot
-  std::atomic<uint64_t> flush_gen{0};      // changes whenever the queues are flushed or reset
-  uint32_t sq_psn = 0, rq_psn = 0;         // next PSN to send, next PSN expected
+  uint32_t epoch = 0;                  // changes on RESET: older CQ entries free no slot
+  std::atomic<uint64_t> flush_gen{0};  // changes whenever the queues are flushed or reset
+  uint32_t sq_psn = 0, rq_psn = 0;     // next PSN to send, next PSN expected
+  uint32_t rq_psn_start = 0;           // rq_psn as set by RTR
   bool dead = false;
   std::atomic<bool> stop{false};
   std::thread worker;

@@ -21,12 +21,12 @@ enum ringlet_emu_access_kind {
 
 // One access, as passed to the access hook.
 struct ringlet_emu_access {
-  int kind;             // enum ringlet_emu_access_kind
-  uint32_t lkey;        // the MR's lkey (also for remote writes, which arrive by rkey)
-  uint32_t rkey;        // the MR's rkey
-  const void* addr;     // first byte touched, a process address
-  uint64_t length;      // bytes touched
-  int after_dereg;      // 1 if the MR was already deregistered: never happens unless a bug
+  int kind;          // enum ringlet_emu_access_kind
+  uint32_t lkey;     // the MR's lkey (also for remote writes, which arrive by rkey)
+  uint32_t rkey;     // the MR's rkey
+  const void* addr;  // first byte touched, a process address
+  uint64_t length;   // bytes touched
+  int after_dereg;   // 1 if the MR was already deregistered: never happens unless a bug
 };
 
 // Counters of one MR since its registration; they stay readable after ibv_dereg_mr.
