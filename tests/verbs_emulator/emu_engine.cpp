@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -216,6 +217,40 @@ bool stale_socket(const std::string& path) {
 
 uint32_t current_gen() { return G().gen.load(); }
 
+void* Thread::trampoline(void* self) {
+  static_cast<Thread*>(self)->fn_();
+  return nullptr;
+}
+
+void Thread::start(std::function<void()> fn) {
+  fn_ = std::move(fn);
+  size_ = 1 << 20;
+  stack_ = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (stack_ == MAP_FAILED) std::abort();
+  ::mprotect(stack_, 4096, PROT_NONE);  // a guard page below the stack
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstack(&attr, stack_, size_);
+  if (pthread_create(&tid_, &attr, trampoline, this) != 0) std::abort();
+  pthread_attr_destroy(&attr);
+  started_ = true;
+}
+
+void Thread::join() {
+  if (!started_) return;
+  pthread_join(tid_, nullptr);
+  started_ = false;
+  ::munmap(stack_, size_);
+  stack_ = nullptr;
+}
+
+Thread::~Thread() {
+  // Only reached in the generation that started the thread, after join(); a parent's objects
+  // are never destroyed in a child.
+  if (started_) std::abort();
+}
+
 void track_fd(int fd) {
   Global& g = G();
   std::lock_guard<std::mutex> l(g.fd_mu);
@@ -391,7 +426,7 @@ int Nic::start() {
     ::unlink(sock_path.c_str());
     return ENOSPC;
   }
-  acceptor = std::thread([this] { accept_loop(); });
+  acceptor.start([this] { accept_loop(); });
   return 0;
 }
 
@@ -434,7 +469,7 @@ void Nic::accept_loop() {
         ++it;
       }
     }
-    raw->th = std::thread([this, raw] { serve(raw); });
+    raw->th.start([this, raw] { serve(raw); });
     conns.push_back(std::move(c));
   }
 }

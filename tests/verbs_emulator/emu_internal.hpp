@@ -10,10 +10,13 @@
 #include "ringlet_verbs_emu.h"
 #pragma GCC visibility pop
 
+#include <pthread.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -37,6 +40,28 @@ constexpr uint32_t kMaxMsg = 1U << 31;
 struct Nic;
 struct Context;
 struct Qp;
+
+// A thread on a stack of its own mapping rather than glibc's stack cache. A child after fork()
+// then never gets a parent thread's stack (and so its thread id) for a new thread, which would
+// confuse ThreadSanitizer, and the parent's stacks stay untouched in the child.
+class Thread {
+ public:
+  Thread() = default;
+  Thread(const Thread&) = delete;
+  Thread& operator=(const Thread&) = delete;
+  ~Thread();
+  void start(std::function<void()> fn);
+  void join();
+  bool joinable() const { return started_; }
+
+ private:
+  static void* trampoline(void* self);
+  pthread_t tid_{};
+  void* stack_ = nullptr;
+  size_t size_ = 0;
+  bool started_ = false;
+  std::function<void()> fn_;
+};
 
 // The generation changes in a child after fork(): objects of an older generation belong to the
 // parent, whose threads do not exist in the child, so they are left alone (leaked) there.
@@ -190,7 +215,7 @@ struct Qp : std::enable_shared_from_this<Qp> {
   uint32_t rq_psn_start = 0;           // rq_psn as set by RTR
   bool dead = false;
   std::atomic<bool> stop{false};
-  std::thread worker;
+  Thread worker;
   int conn = -1;  // the worker's connection to the peer NIC
 
   ibv_qp_state state() const { return box.qp.state; }
@@ -210,7 +235,7 @@ struct Nic {
   ibv_gid gid{};
   std::string sock_path, lid_link;
   int listen_fd = -1;
-  std::thread acceptor;
+  Thread acceptor;
   std::atomic<bool> stop{false};
   std::atomic<int> port_state{IBV_PORT_ACTIVE};
 
@@ -219,7 +244,7 @@ struct Nic {
   std::vector<Context*> contexts;
   struct Conn {
     int fd = -1;
-    std::thread th;
+    Thread th;
     std::atomic<bool> done{false};
   };
   std::list<std::unique_ptr<Conn>> conns;

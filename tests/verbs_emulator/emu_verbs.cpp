@@ -931,7 +931,7 @@ ibv_qp* ibv_create_qp(ibv_pd* p, ibv_qp_init_attr* init) {
   rcq->users++;
   pd->users++;
   Qp* raw = qp.get();
-  raw->worker = std::thread([raw] { raw->run_worker(); });
+  raw->worker.start([raw] { raw->run_worker(); });
   {
     std::lock_guard<std::mutex> l(ctx->nic->mu);
     ctx->nic->qps[q.qp_num] = qp;
