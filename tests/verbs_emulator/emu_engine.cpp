@@ -270,7 +270,8 @@ void close_fd(int fd) {
 std::string socket_dir() {
   const char* d = std::getenv("RINGLET_VERBS_EMU_DIR");
   if (d && *d) return d;
-  return "/tmp/ringlet-verbs-emu";
+  // Per user, so that one user's folder never blocks another's.
+  return "/tmp/ringlet-verbs-emu-" + std::to_string(::getuid());
 }
 
 std::string gid_path(const uint8_t* gid) { return socket_dir() + "/g-" + hex(gid, 16) + ".sock"; }
@@ -381,7 +382,7 @@ std::shared_ptr<Nic> nic_for_device(int index, int* err) {
 
 int Nic::start() {
   std::string dir = socket_dir();
-  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST) return errno;
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errno;
   sock_path = gid_path(gid.raw);
   sockaddr_un a;
   if (!fill_addr(&a, sock_path)) return ENAMETOOLONG;
@@ -414,11 +415,7 @@ int Nic::start() {
       break;
     }
     if (errno != EEXIST) break;
-    if (stale_socket(p)) {
-      ::unlink(p.c_str());
-      --i;  // the same LID again, now free
-      continue;
-    }
+    if (stale_socket(p) && ::unlink(p.c_str()) == 0) --i;  // the same LID again, now free
   }
   if (lid == 0) {
     close_fd(listen_fd);

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <filesystem>
 #include <future>
 #include <mutex>
 #include <set>
@@ -60,6 +61,29 @@ bool wait_async(ibv_context* ctx, ibv_async_event* ev, int timeout_ms = 5000) {
   if (::poll(&p, 1, timeout_ms) != 1) return false;
   return ibv_get_async_event(ctx, ev) == 0;
 }
+
+// Every run gets a socket folder of its own, removed at the end: a test that kills a rank
+// leaves that rank's socket behind, as a crashed process would.
+class SocketDirEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    char tmpl[] = "/tmp/rlemu-test.XXXXXX";
+    if (!::mkdtemp(tmpl)) return;
+    dir_ = tmpl;
+    ::setenv("RINGLET_VERBS_EMU_DIR", dir_.c_str(), 1);
+  }
+  void TearDown() override {
+    if (dir_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+    EXPECT_FALSE(ec) << ec.message();
+  }
+
+ private:
+  std::string dir_;
+};
+[[maybe_unused]] ::testing::Environment* const g_env =
+    ::testing::AddGlobalTestEnvironment(new SocketDirEnvironment);
 
 }  // namespace
 
