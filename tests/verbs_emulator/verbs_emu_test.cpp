@@ -796,7 +796,9 @@ TEST(ChannelTest, WakesAThreadBlockedInGetCqEvent) {
     int rc = ibv_get_cq_event(p.b.channel, &cq, &cq_ctx);  // blocks: nothing has arrived
     return rc == 0 ? cq : nullptr;
   });
-  while (!blocked) std::this_thread::yield();
+  auto started = Clock::now();
+  while (!blocked && Clock::now() - started < std::chrono::seconds(10)) std::this_thread::yield();
+  ASSERT_TRUE(blocked);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(fut.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
   ASSERT_EQ(p.a.post(IBV_WR_SEND, 1, 0, 8, IBV_SEND_SIGNALED), 0);
