@@ -1048,3 +1048,53 @@ TEST(AsyncTest, CqOverrunRaisesCqError) {
   drain(p.a.scq, &got, 50);
   EXPECT_EQ(got.size(), 2u) << "the third completion had no room";
 }
+
+TEST(ErrorExtraTest, ForeignPdRkeyIsRemoteAccessErrorAndZeroLengthWriteChecksNothing) {
+  Pair p;
+  ASSERT_TRUE(p.up()) << p.error();
+  // An MR of another PD of the responder's context: a valid rkey, but not for this QP.
+  ibv_pd* other = ibv_alloc_pd(p.b.ctx);
+  ASSERT_NE(other, nullptr);
+  std::vector<uint8_t> mem(256);
+  ibv_mr* m = ibv_reg_mr(other, mem.data(), mem.size(),
+                         static_cast<int>(IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE));
+  ASSERT_NE(m, nullptr);
+  // A zero-length write carries no data, so no rkey is checked (as on hardware).
+  ASSERT_EQ(p.a.post(IBV_WR_RDMA_WRITE, 1, 0, 0, IBV_SEND_SIGNALED, 0, 0, 0xbad), 0);
+  EXPECT_EQ(wait_status(p.a.scq), IBV_WC_SUCCESS);
+  ASSERT_EQ(p.a.post(IBV_WR_RDMA_WRITE, 2, 0, 16, IBV_SEND_SIGNALED, 0,
+                     reinterpret_cast<uintptr_t>(mem.data()), m->rkey),
+            0);
+  EXPECT_EQ(wait_status(p.a.scq), IBV_WC_REM_ACCESS_ERR);
+  ASSERT_EQ(ibv_destroy_qp(p.b.qp), 0);
+  p.b.qp = nullptr;
+  EXPECT_EQ(ibv_dereg_mr(m), 0);
+  EXPECT_EQ(ibv_dealloc_pd(other), 0);
+}
+
+// Several QP pairs of one process at once, each in its own pair of threads: RC order holds
+// per QP while the NIC serves them all.
+TEST(StressTest, ManyQpPairsConcurrently) {
+  constexpr int kPairs = 4;
+  std::vector<std::unique_ptr<Pair>> pairs;
+  for (int i = 0; i < kPairs; ++i) {
+    pairs.push_back(std::make_unique<Pair>());
+    ASSERT_TRUE(pairs.back()->up()) << pairs.back()->error();
+  }
+  const ibv_wr_opcode ops[kPairs] = {IBV_WR_SEND, IBV_WR_SEND_WITH_IMM, IBV_WR_RDMA_WRITE,
+                                     IBV_WR_RDMA_WRITE_WITH_IMM};
+  std::vector<std::string> errs(2 * kPairs);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kPairs; ++i) {
+    Pair* p = pairs[static_cast<size_t>(i)].get();
+    ibv_wr_opcode op = ops[i];
+    threads.emplace_back([p, op, &errs, i] {
+      errs[2 * static_cast<size_t>(i)] = pingpong(p->a, p->eb, 0, op, false, 80, 5000);
+    });
+    threads.emplace_back([p, op, &errs, i] {
+      errs[2 * static_cast<size_t>(i) + 1] = pingpong(p->b, p->ea, 1, op, false, 80, 5000);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < errs.size(); ++i) EXPECT_EQ(errs[i], "") << "rank " << i;
+}
