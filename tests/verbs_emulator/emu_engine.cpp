@@ -274,12 +274,14 @@ std::string socket_dir() {
   return "/tmp/ringlet-verbs-emu-" + std::to_string(::getuid());
 }
 
-std::string gid_path(const uint8_t* gid) { return socket_dir() + "/g-" + hex(gid, 16) + ".sock"; }
+std::string gid_path(const std::string& dir, const uint8_t* gid) {
+  return dir + "/g-" + hex(gid, 16) + ".sock";
+}
 
-std::string lid_path(uint16_t lid) {
+std::string lid_path(const std::string& dir, uint16_t lid) {
   char b[16];
   std::snprintf(b, sizeof(b), "/lid-%04x", lid);
-  return socket_dir() + b;
+  return dir + b;
 }
 
 uint32_t next_qpn() {
@@ -381,9 +383,10 @@ std::shared_ptr<Nic> nic_for_device(int index, int* err) {
 }
 
 int Nic::start() {
-  std::string dir = socket_dir();
+  // The folder is read once, here: the NIC's threads never call getenv().
+  dir = socket_dir();
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errno;
-  sock_path = gid_path(gid.raw);
+  sock_path = gid_path(dir, gid.raw);
   sockaddr_un a;
   if (!fill_addr(&a, sock_path)) return ENAMETOOLONG;
   int fd = unix_socket();
@@ -408,7 +411,7 @@ int Nic::start() {
   uint32_t start_lid = (guid * 2654435761ULL) % 0xbffe;
   for (uint32_t i = 0; i < 0xbffe; ++i) {
     uint16_t l = static_cast<uint16_t>((start_lid + i) % 0xbffe + 1);
-    std::string p = rlemu::lid_path(l);
+    std::string p = rlemu::lid_path(dir, l);
     if (::symlink(target.c_str(), p.c_str()) == 0) {
       lid = l;
       lid_link = p;
@@ -792,8 +795,8 @@ void Qp::run_worker() {
     m.remote_addr = wr.remote_addr;
     m.length = data.size();
 
-    std::string path =
-        a.ah_attr.is_global ? gid_path(a.ah_attr.grh.dgid.raw) : lid_path(a.ah_attr.dlid);
+    std::string path = a.ah_attr.is_global ? gid_path(nic->dir, a.ah_attr.grh.dgid.raw)
+                                           : lid_path(nic->dir, a.ah_attr.dlid);
     int retries = a.retry_cnt;
     int rnr_retries = a.rnr_retry;  // 7 means retry for ever
     ibv_wc_status result = IBV_WC_SUCCESS;

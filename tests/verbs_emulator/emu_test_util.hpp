@@ -109,12 +109,15 @@ struct Rank {
     return false;
   }
 
-  bool open(const QpOpts& o = QpOpts(), bool with_channel = false) {
+  bool open(const QpOpts& o = QpOpts(), bool with_channel = false, int device = 0) {
     opts = o;
     int n = 0;
     ibv_device** list = ibv_get_device_list(&n);
-    if (!list || n < 1) return fail("no device");
-    ctx = ibv_open_device(list[0]);
+    if (!list || n <= device) {
+      if (list) ibv_free_device_list(list);
+      return fail("no device");
+    }
+    ctx = ibv_open_device(list[device]);
     ibv_free_device_list(list);
     if (!ctx) return fail("open");
     pd = ibv_alloc_pd(ctx);

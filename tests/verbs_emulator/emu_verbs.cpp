@@ -25,14 +25,11 @@ struct DevBox {
 };
 DevBox g_devs[kMaxDevices];
 std::once_flag g_devs_once;
-int g_ndevs = 1;
 std::mutex g_lists_mu;
 std::map<ibv_device**, std::vector<std::shared_ptr<Nic>>> g_lists;
 
 void init_devices() {
   std::call_once(g_devs_once, [] {
-    if (const char* n = std::getenv("RINGLET_VERBS_EMU_DEVICES"))
-      g_ndevs = std::clamp(std::atoi(n), 1, kMaxDevices);
     for (int i = 0; i < kMaxDevices; ++i) {
       DevBox& d = g_devs[i];
       d.index = i;
@@ -45,6 +42,12 @@ void init_devices() {
       std::snprintf(d.dev.ibdev_path, sizeof(d.dev.ibdev_path), "/sys/class/infiniband/rlemu%d", i);
     }
   });
+}
+
+// Read at every listing, as the real library rescans sysfs, so a test may change it.
+int device_count() {
+  const char* n = std::getenv("RINGLET_VERBS_EMU_DEVICES");
+  return n && *n ? std::clamp(std::atoi(n), 1, kMaxDevices) : 1;
 }
 
 DevBox* dev_box(ibv_device* d) {
@@ -376,8 +379,9 @@ extern "C" {
 
 ibv_device** ibv_get_device_list(int* num_devices) {
   init_devices();
+  const int ndevs = device_count();
   std::vector<std::shared_ptr<Nic>> refs;
-  for (int i = 0; i < g_ndevs; ++i) {
+  for (int i = 0; i < ndevs; ++i) {
     int err = 0;
     auto n = nic_for_device(i, &err);
     if (!n) {
@@ -387,14 +391,14 @@ ibv_device** ibv_get_device_list(int* num_devices) {
     }
     refs.push_back(std::move(n));
   }
-  auto** list = static_cast<ibv_device**>(std::calloc(g_ndevs + 1, sizeof(ibv_device*)));
+  auto** list = static_cast<ibv_device**>(std::calloc(ndevs + 1, sizeof(ibv_device*)));
   if (!list) return fail<ibv_device*>(ENOMEM);
-  for (int i = 0; i < g_ndevs; ++i) list[i] = &g_devs[i].dev;
+  for (int i = 0; i < ndevs; ++i) list[i] = &g_devs[i].dev;
   {
     std::lock_guard<std::mutex> l(g_lists_mu);
     g_lists[list] = std::move(refs);
   }
-  if (num_devices) *num_devices = g_ndevs;
+  if (num_devices) *num_devices = ndevs;
   return list;
 }
 

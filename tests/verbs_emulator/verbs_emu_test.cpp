@@ -1098,3 +1098,29 @@ TEST(StressTest, ManyQpPairsConcurrently) {
   for (auto& t : threads) t.join();
   for (size_t i = 0; i < errs.size(); ++i) EXPECT_EQ(errs[i], "") << "rank " << i;
 }
+
+// Two emulated devices in one process are two NICs: two GIDs and LIDs, and QPs on them talk as
+// ranks on two hosts would.
+TEST(DeviceTest, TwoDevicesAreTwoNics) {
+  ::setenv("RINGLET_VERBS_EMU_DEVICES", "2", 1);
+  int n = 0;
+  ibv_device** list = ibv_get_device_list(&n);
+  ASSERT_NE(list, nullptr);
+  EXPECT_EQ(n, 2);
+  EXPECT_STREQ(ibv_get_device_name(list[1]), "rlemu1");
+  EXPECT_NE(ibv_get_device_guid(list[0]), ibv_get_device_guid(list[1]));
+  ibv_free_device_list(list);
+  Rank a, b;
+  bool ok = a.open(QpOpts(), false, 0) && b.open(QpOpts(), false, 1);
+  ::unsetenv("RINGLET_VERBS_EMU_DEVICES");
+  ASSERT_TRUE(ok) << a.error << b.error;
+  Endpoint ea = a.local(), eb = b.local();
+  EXPECT_NE(std::memcmp(ea.gid, eb.gid, 16), 0);
+  EXPECT_NE(ea.lid, eb.lid);
+  ASSERT_TRUE(a.connect(eb) && b.connect(ea)) << a.error << b.error;
+  std::string e1;
+  std::thread t([&] { e1 = pingpong(b, ea, 1, IBV_WR_RDMA_WRITE_WITH_IMM, true, 20, 64); });
+  EXPECT_EQ(pingpong(a, eb, 0, IBV_WR_RDMA_WRITE_WITH_IMM, true, 20, 64), "");
+  t.join();
+  EXPECT_EQ(e1, "");
+}
