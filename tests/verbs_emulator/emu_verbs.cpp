@@ -78,16 +78,16 @@ T* fail(int e) {
 // The eventfd of a queue that is readable exactly while the queue is not empty.
 void raise_fd(int fd, bool& signalled) {
   if (signalled) return;
+  // An eventfd write of 1 cannot fail short of a counter overflow, which one bit never reaches.
   uint64_t one = 1;
-  ssize_t r = ::write(fd, &one, sizeof(one));
-  (void)r;
+  [[maybe_unused]] ssize_t r = ::write(fd, &one, sizeof(one));
   signalled = true;
 }
 void lower_fd(int fd, bool& signalled) {
   if (!signalled) return;
+  // The counter is non-zero while signalled, so this read neither blocks nor fails.
   uint64_t v;
-  ssize_t r = ::read(fd, &v, sizeof(v));
-  (void)r;
+  [[maybe_unused]] ssize_t r = ::read(fd, &v, sizeof(v));
   signalled = false;
 }
 

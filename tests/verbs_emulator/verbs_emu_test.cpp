@@ -590,12 +590,11 @@ TEST_F(ErrorTest, PsnMismatchAndWrongDestinationAreRetryExceeded) {
   Pair q;
   Rank third;
   ASSERT_TRUE(q.a.open() && q.b.open() && third.open());
-  Endpoint qa = q.a.local(), qb = q.b.local(), qt = third.local();
+  Endpoint qb = q.b.local(), qt = third.local();
   ASSERT_TRUE(q.a.connect(qb) && q.b.connect(qt));
   ASSERT_EQ(q.b.post_recv(1, 0, 64), 0);
   ASSERT_EQ(q.a.post(IBV_WR_SEND, 1, 0, 8, IBV_SEND_SIGNALED), 0);
   EXPECT_EQ(wait_status(q.a.scq), IBV_WC_RETRY_EXC_ERR);
-  (void)qa;
 }
 
 TEST_F(ErrorTest, BadLkeyIsLocalProtectionError) {
