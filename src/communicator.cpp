@@ -330,15 +330,19 @@ void Communicator::Impl::execute_allreduce(const algo::Plan& plan, const std::by
                                            std::byte* dst, std::size_t count, DataType type,
                                            const Fingerprint& fp, Deadline deadline) {
   const std::size_t bytes = count * size_of(type);
+  if (plan.algorithm == algo::Algorithm::local && size() > 1) {
+    algo::local_allreduce(*local_, exec::executor_for(plan.memory), fp, plan.post_scale, src, dst,
+                          count, type, plan.op, deadline);
+    return;
+  }
   algo::Context ctx = context(deadline, plan.memory, &fp, &plan);
   if (size() == 1) {
     ctx.exec->copy(dst, src, bytes);
     return;
   }
   switch (plan.algorithm) {
-    case algo::Algorithm::local:
-      algo::local_allreduce(ctx, src, dst, count, type, plan.op);
-      return;
+    case algo::Algorithm::local:  // served above
+      break;
     case algo::Algorithm::recursive_doubling:
       ctx.exec->copy(dst, src, bytes);
       recursive_doubling(ctx, dst, count, type, plan.op, fp);

@@ -7,7 +7,7 @@
 namespace ringlet {
 namespace {
 
-constexpr std::uint32_t kMagic = 0x524c4348;  // "RLCH"
+constexpr std::uint32_t kMagic = kFingerprintMagic;
 
 }  // namespace
 
@@ -44,18 +44,6 @@ std::string describe(const Fingerprint& f) {
       break;
   }
   return s + ")";
-}
-
-WireFingerprint encode(const Fingerprint& fp) noexcept {
-  return WireFingerprint{kMagic,
-                         kCollectiveProtocolVersion,
-                         static_cast<std::uint8_t>(fp.kind),
-                         static_cast<std::uint8_t>(fp.type),
-                         static_cast<std::uint8_t>(fp.op),
-                         0,
-                         fp.root,
-                         fp.seq,
-                         fp.count};
 }
 
 Fingerprint decode(const WireFingerprint& w) noexcept {

@@ -54,7 +54,20 @@ static_assert(sizeof(WireFingerprint) == 32);
 // The version of the collective protocol; also checked at the rendezvous.
 inline constexpr std::uint32_t kCollectiveProtocolVersion = 1;
 
-WireFingerprint encode(const Fingerprint& fp) noexcept;
+inline constexpr std::uint32_t kFingerprintMagic = 0x524c4348;  // "RLCH"
+
+// Inline: every collective encodes its fingerprint on the latency path.
+inline WireFingerprint encode(const Fingerprint& fp) noexcept {
+  return WireFingerprint{kFingerprintMagic,
+                         kCollectiveProtocolVersion,
+                         static_cast<std::uint8_t>(fp.kind),
+                         static_cast<std::uint8_t>(fp.type),
+                         static_cast<std::uint8_t>(fp.op),
+                         0,
+                         fp.root,
+                         fp.seq,
+                         fp.count};
+}
 // The inverse of encode() (magic and version are not checked: see check_agreement).
 Fingerprint decode(const WireFingerprint& w) noexcept;
 // True when `w` carries the magic of a fingerprint (whatever its version).

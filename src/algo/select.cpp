@@ -205,13 +205,6 @@ SelectTable SelectTable::build(const SelectInputs& in) {
   return t;
 }
 
-Algorithm SelectTable::allreduce(std::size_t bytes) const noexcept {
-  for (const Range& r : ranges_) {
-    if (bytes <= r.hi) return r.algorithm;
-  }
-  return ranges_.empty() ? Algorithm::ring : ranges_.back().algorithm;
-}
-
 std::string describe(const SelectTable& table) {
   std::string s = "allreduce: ";
   for (std::size_t i = 0; i < table.allreduce_ranges().size(); ++i) {
@@ -221,28 +214,6 @@ std::string describe(const SelectTable& table) {
   }
   return str_cat(s, "; barrier: ", to_string(table.barrier()),
                  table.agree_locally() ? "; every collective agrees in the local group first" : "");
-}
-
-Plan select(const SelectTable& table, const CollectiveDesc& desc, int world_size) {
-  Plan plan;
-  plan.memory = desc.memory;
-  plan.op = desc.op == ReduceOp::avg ? ReduceOp::sum : desc.op;
-  if (desc.op == ReduceOp::avg) plan.post_scale.divisor = world_size;
-  switch (desc.kind) {
-    case CollectiveKind::allreduce:
-      plan.algorithm = table.allreduce(desc.bytes);
-      break;
-    case CollectiveKind::barrier:
-      plan.algorithm = table.barrier();
-      break;
-    case CollectiveKind::broadcast:
-    case CollectiveKind::allgather:
-    case CollectiveKind::reduce_scatter:
-    case CollectiveKind::dup:
-      plan.algorithm = Algorithm::ring;
-      break;
-  }
-  return plan;
 }
 
 }  // namespace ringlet::algo

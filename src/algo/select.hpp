@@ -62,7 +62,12 @@ struct SelectInputs {
 class SelectTable {
  public:
   static SelectTable build(const SelectInputs& in);
-  Algorithm allreduce(std::size_t bytes) const noexcept;
+  Algorithm allreduce(std::size_t bytes) const noexcept {
+    for (const Range& r : ranges_) {
+      if (bytes <= r.hi) return r.algorithm;
+    }
+    return ranges_.empty() ? Algorithm::ring : ranges_.back().algorithm;
+  }
   // barrier: through the local group on one node, recursive doubling otherwise.
   Algorithm barrier() const noexcept { return barrier_; }
   // Whether the ranks of one node agree through their local group before every collective
@@ -99,7 +104,28 @@ struct CollectiveDesc {
   MemoryKind memory = MemoryKind::host;
 };
 
-// The plan for `desc` in a job of `world_size` ranks.
-Plan select(const SelectTable& table, const CollectiveDesc& desc, int world_size);
+// The plan for `desc` in a job of `world_size` ranks. Inline: it is on every collective's
+// latency path.
+inline Plan select(const SelectTable& table, const CollectiveDesc& desc, int world_size) {
+  Plan plan;
+  plan.memory = desc.memory;
+  plan.op = desc.op == ReduceOp::avg ? ReduceOp::sum : desc.op;
+  if (desc.op == ReduceOp::avg) plan.post_scale.divisor = world_size;
+  switch (desc.kind) {
+    case CollectiveKind::allreduce:
+      plan.algorithm = table.allreduce(desc.bytes);
+      break;
+    case CollectiveKind::barrier:
+      plan.algorithm = table.barrier();
+      break;
+    case CollectiveKind::broadcast:
+    case CollectiveKind::allgather:
+    case CollectiveKind::reduce_scatter:
+    case CollectiveKind::dup:
+      plan.algorithm = Algorithm::ring;
+      break;
+  }
+  return plan;
+}
 
 }  // namespace ringlet::algo

@@ -48,7 +48,13 @@ class Executor {
 // The executor of host memory: the CPU kernels of src/reduce (AVX-512, AVX2 or generic).
 const Executor& host_executor() noexcept;
 
+// The executor of a kind this build has no executor for: throws Error(invalid_argument).
+[[noreturn]] void no_executor_for(MemoryKind kind);
+
 // The executor for `kind`; throws Error(invalid_argument) for a kind this build cannot run.
-const Executor& executor_for(MemoryKind kind);
+inline const Executor& executor_for(MemoryKind kind) {
+  if (kind == MemoryKind::host) return host_executor();
+  no_executor_for(kind);
+}
 
 }  // namespace ringlet::exec

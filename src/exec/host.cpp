@@ -30,8 +30,7 @@ const Executor& host_executor() noexcept {
   return executor;
 }
 
-const Executor& executor_for(MemoryKind kind) {
-  if (kind == MemoryKind::host) return host_executor();
+void no_executor_for(MemoryKind) {
   throw Error(ErrorCode::invalid_argument,
               "CUDA memory: this build reduces host memory only (the CUDA executor comes with "
               "GPU support)");
