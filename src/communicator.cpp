@@ -227,41 +227,56 @@ void Communicator::Impl::explain_with_fingerprints(FingerprintExchange& x, const
   if (e.error_code() != ErrorCode::mismatch) check_fingerprints(x, fp, deadline, true);
 }
 
+void Communicator::Impl::fail_and_throw(const Error& e, const Fingerprint& fp) {
+  fail(e);
+  Error out = e;
+  throw std::move(out.in_collective(to_string(fp.kind), fp.seq));
+}
+
+void Communicator::Impl::fail_out_of_memory(const Fingerprint& fp) {
+  fail_and_throw(Error(ErrorCode::transport, str_cat("rank ", rank(), ": out of memory"), {rank()}),
+                 fp);
+}
+
 template <class Body>
 void Communicator::Impl::run(Fingerprint& fp, Body&& body, Check check) {
   check_usable();
   fp.seq = ++seq_;
   const Deadline deadline = Clock::now() + config_.timeout;
-  FingerprintExchange x;
-  const bool exchange = size() > 1 && check == Check::before;
-  try {
-    // On one node, allreduce runs in the local group and checks fingerprints there; agreeing
-    // there first makes a rank in such an allreduce and a rank here disagree there too, so
-    // both get mismatch.
-    if (size() > 1 && check != Check::none && table_.agree_locally()) local_->agree(fp, deadline);
-    if (exchange) {
-      post_fingerprints(x, fp);
-      check_fingerprints(x, fp, deadline, false);
+  if (size() == 1 || check != Check::before) {
+    // No exchange with the neighbours here (the body or the local group compares the
+    // fingerprints): the latency path of small and one-node collectives, without its state.
+    try {
+      // On one node, allreduce runs in the local group and checks fingerprints there;
+      // agreeing there first makes a rank in such an allreduce and a rank in another
+      // collective disagree there too, so both get mismatch.
+      if (size() > 1 && check != Check::none && table_.agree_locally()) {
+        local_->agree(fp, deadline);
+      }
+      body(deadline);
+    } catch (const Error& e) {
+      fail_and_throw(e, fp);
+    } catch (const std::bad_alloc&) {
+      fail_out_of_memory(fp);
     }
+    return;
+  }
+  FingerprintExchange x;
+  try {
+    if (table_.agree_locally()) local_->agree(fp, deadline);
+    post_fingerprints(x, fp);
+    check_fingerprints(x, fp, deadline, false);
     body(deadline);
   } catch (const Error& e) {
     // A neighbour's fingerprint that has arrived explains a failure better than the failure.
-    if (exchange) {
-      try {
-        explain_with_fingerprints(x, fp, deadline, e);
-      } catch (const Error& m) {
-        fail(m);
-        Error out = m;
-        throw std::move(out.in_collective(to_string(fp.kind), fp.seq));
-      }
+    try {
+      explain_with_fingerprints(x, fp, deadline, e);
+    } catch (const Error& m) {
+      fail_and_throw(m, fp);
     }
-    fail(e);
-    Error out = e;
-    throw std::move(out.in_collective(to_string(fp.kind), fp.seq));
+    fail_and_throw(e, fp);
   } catch (const std::bad_alloc&) {
-    Error e(ErrorCode::transport, str_cat("rank ", rank(), ": out of memory"), {rank()});
-    fail(e);
-    throw std::move(e.in_collective(to_string(fp.kind), fp.seq));
+    fail_out_of_memory(fp);
   }
 }
 

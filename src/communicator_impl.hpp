@@ -91,6 +91,9 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
                          std::size_t count, DataType type, const Fingerprint& fp,
                          Deadline deadline);
   void fail(const Error& e) noexcept;
+  // fail(e), then throws e with the collective's name and sequence number.
+  [[noreturn]] void fail_and_throw(const Error& e, const Fingerprint& fp);
+  [[noreturn]] void fail_out_of_memory(const Fingerprint& fp);
   // The context of one collective on buffers of `memory`: its executor is that kind's.
   algo::Context context(Deadline deadline, MemoryKind memory, const Fingerprint* fp,
                         const algo::Plan* plan);
