@@ -4,8 +4,6 @@
 // src/bootstrap/launch_env.cpp, which resolves who the rank is, not how it runs).
 #include "src/config.hpp"
 
-#include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 
@@ -14,12 +12,6 @@
 
 namespace ringlet {
 namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
 
 class Reader {
  public:
@@ -84,10 +76,10 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
     }
   };
   if (!options.transport.empty()) {
-    c.transport = lower(options.transport);
+    c.transport = ascii_lower(options.transport);
     check_transport(c.transport, "Options::transport");
   } else if (auto v = read.text("RINGLET_TRANSPORT")) {
-    c.transport = lower(*v);
+    c.transport = ascii_lower(*v);
     check_transport(c.transport, "RINGLET_TRANSPORT");
   }
   if (options.timeout.count() > 0) {

@@ -12,13 +12,6 @@
 namespace ringlet::algo {
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
 std::string_view trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
@@ -121,7 +114,7 @@ std::string_view to_string(Algorithm a) noexcept {
 }
 
 AlgorithmSpec parse_algorithm_spec(std::string_view text, std::string_view what) {
-  const std::string s = lower(trim(text));
+  const std::string s = ascii_lower(trim(text));
   AlgorithmSpec spec;
   if (s.empty() || s == "auto") return spec;
   auto bad = [&](std::string_view why) {

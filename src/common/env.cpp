@@ -1,23 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// Tunables read from the environment, with their defaults.
+// Raw environment lookups and RINGLET_DEBUG (the tunables are resolved in src/config.cpp).
 #include "src/common/env.hpp"
 
-#include <algorithm>
-#include <cctype>
 #include <cstdlib>
 
 #include "src/common/check.hpp"
 
 namespace ringlet::env {
-namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-}  // namespace
 
 std::optional<std::string> get(std::string_view name) {
   const char* v = std::getenv(std::string(name).c_str());
@@ -40,7 +29,7 @@ std::optional<long long> get_int(std::string_view name) {
 log::Level debug_level() {
   auto v = get("RINGLET_DEBUG");
   if (!v || v->empty()) return log::Level::warn;
-  std::string s = lower(*v);
+  std::string s = ascii_lower(*v);
   if (s == "warn" || s == "warning") return log::Level::warn;
   if (s == "info") return log::Level::info;
   if (s == "trace") return log::Level::trace;
