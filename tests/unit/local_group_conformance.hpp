@@ -32,6 +32,7 @@
 #include "src/common/partition.hpp"
 #include "src/exec/executor.hpp"
 #include "src/fingerprint.hpp"
+#include "tests/multirank/reference.hpp"
 
 namespace ringlet::groups::testing {
 
@@ -96,29 +97,8 @@ inline std::pair<std::size_t, std::size_t> shard_of(std::size_t count, int size,
   return {split_begin(count, l, k), split_begin(count, l, k + 1)};
 }
 
-// Exact small values as element bytes, and back. 16-bit floats hold every integer used here
-// exactly, so float32 bit manipulation is enough.
-inline std::uint16_t half_bits(float f) {
-  std::uint32_t b;
-  std::memcpy(&b, &f, 4);
-  const std::uint32_t sign = (b >> 16) & 0x8000u;
-  if ((b & 0x7fffffffu) == 0) return static_cast<std::uint16_t>(sign);
-  const int exp = static_cast<int>((b >> 23) & 0xff) - 127 + 15;
-  return static_cast<std::uint16_t>(sign | (static_cast<std::uint32_t>(exp) << 10) |
-                                    ((b >> 13) & 0x3ffu));
-}
-inline float half_value(std::uint16_t h) {
-  const std::uint32_t sign = (h & 0x8000u) << 16;
-  std::uint32_t b = sign;
-  if ((h & 0x7fffu) != 0) {
-    const std::uint32_t exp = ((h >> 10) & 0x1fu) - 15 + 127;
-    b |= (exp << 23) | ((h & 0x3ffu) << 13);
-  }
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
-
+// Exact small values as element bytes, and back, through the test suite's own 16-bit float
+// conversions (tests/multirank/reference.hpp), independent of the library's kernels.
 inline void store_value(DataType t, std::byte* p, long double v) {
   auto put = [&](auto x) { std::memcpy(p, &x, sizeof(x)); };
   switch (t) {
@@ -127,13 +107,9 @@ inline void store_value(DataType t, std::byte* p, long double v) {
     case DataType::float64:
       return put(static_cast<double>(v));
     case DataType::float16:
-      return put(half_bits(static_cast<float>(v)));
-    case DataType::bfloat16: {
-      const float f = static_cast<float>(v);
-      std::uint32_t b;
-      std::memcpy(&b, &f, 4);
-      return put(static_cast<std::uint16_t>(b >> 16));
-    }
+      return put(ringlet::testing::float_to_half_bits(static_cast<float>(v)));
+    case DataType::bfloat16:
+      return put(ringlet::testing::float_to_bf16_bits(static_cast<float>(v)));
     case DataType::int8:
       return put(static_cast<std::int8_t>(v));
     case DataType::uint8:
@@ -156,13 +132,9 @@ inline long double load_value(DataType t, const std::byte* p) {
     case DataType::float64:
       return get(double{});
     case DataType::float16:
-      return half_value(get(std::uint16_t{}));
-    case DataType::bfloat16: {
-      const std::uint32_t b = static_cast<std::uint32_t>(get(std::uint16_t{})) << 16;
-      float f;
-      std::memcpy(&f, &b, 4);
-      return f;
-    }
+      return ringlet::testing::half_bits_to_float(get(std::uint16_t{}));
+    case DataType::bfloat16:
+      return ringlet::testing::bf16_bits_to_float(get(std::uint16_t{}));
     case DataType::int8:
       return get(std::int8_t{});
     case DataType::uint8:
@@ -389,9 +361,10 @@ TEST_P(LocalGroupConformance, AllreduceRandomFloatsBitwiseIdenticalOnEveryRank) 
             // Any bit pattern of a finite value will do: truncate float32's.
             std::uint32_t b;
             std::memcpy(&b, &f, 4);
-            const std::uint16_t h = t == DataType::bfloat16
-                                        ? static_cast<std::uint16_t>(b >> 16)
-                                        : detail::half_bits(std::ldexp(std::round(f * 1024), -10));
+            const std::uint16_t h =
+                t == DataType::bfloat16
+                    ? static_cast<std::uint16_t>(b >> 16)
+                    : ringlet::testing::float_to_half_bits(std::ldexp(std::round(f * 1024), -10));
             std::memcpy(buf->host() + i * es, &h, 2);
           }
         }
