@@ -12,6 +12,7 @@
 #include "src/algo/recursive_doubling.hpp"
 #include "src/algo/ring.hpp"
 #include "src/bootstrap/launch_env.hpp"
+#include "src/bootstrap/launcher_kvs.hpp"
 #include "src/common/check.hpp"
 #include "src/common/log.hpp"
 #include "src/communicator_impl.hpp"
@@ -675,22 +676,16 @@ Communicator::Impl::Identity identity_of(int rank, int size, int local_rank, int
 }  // namespace
 
 Communicator Communicator::create(const Options& options) {
-  bootstrap::LaunchInfo info = bootstrap::resolve_launch(options, bootstrap::process_env());
+  bootstrap::Launch launch = bootstrap::start_launch(options, bootstrap::process_env());
+  const bootstrap::LaunchInfo& info = launch.info;
   log::set_thread_rank(info.rank);
   const Config config = resolve_config(options, info.size, process_env_lookup());
-  std::shared_ptr<bootstrap::Store> store;
-  if (info.size == 1 && info.store_host.empty()) {
-    store = bootstrap::make_hash_store();
-  } else {
-    bootstrap::TcpStoreOptions so;
-    so.host = info.store_host;
-    so.port = info.store_port;
-    so.is_server = info.rank == 0;
-    so.deadline = Clock::now() + config.timeout;
-    store = bootstrap::make_tcp_store(so);
-  }
+  std::shared_ptr<bootstrap::Store> store =
+      bootstrap::connect_store(launch, Clock::now() + config.timeout);
   RINGLET_LOG(info, "rank ", info.rank, " of ", info.size, " from ", info.source,
-              " environment, rendezvous at ", info.store_host, ":", info.store_port);
+              " environment, wire-up ", bootstrap::wireup_name(info.wireup), ", rendezvous at ",
+              launch.rendezvous, ", job ", info.job_identity, " (from ", info.job_identity_source,
+              ")");
   return Communicator(std::make_unique<Impl>(
       identity_of(info.rank, info.size, info.local_rank, info.local_size, info.node_id), config,
       std::move(store), "c"));

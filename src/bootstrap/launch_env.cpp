@@ -85,7 +85,7 @@ struct Field {
 };
 
 Field resolve_int(int option, const char* option_name, const EnvLookup& env,
-                  const char* Launcher::*member, int min) {
+                  const char* Launcher::*member, int min, int pmix_value) {
   Field f;
   if (option != -1) {
     if (option < min) {
@@ -100,6 +100,18 @@ Field resolve_int(int option, const char* option_name, const EnvLookup& env,
     return f;
   }
   for (const Launcher& l : kLaunchers) {
+    if (&l == &kLaunchers[1] && pmix_value >= 0) {  // PMIx: after RINGLET_*, before torchrun
+      if (pmix_value < min) {
+        throw Error(ErrorCode::invalid_argument,
+                    str_cat("PMIx gave ", option_name, " = ", pmix_value, " (at least ", min,
+                            " expected)"));
+      }
+      f.value = pmix_value;
+      f.from = "PMIx";
+      f.source = "pmix";
+      f.launcher = "PMIx";
+      return f;
+    }
     const char* var = l.*member;
     if (var == nullptr) continue;
     if (auto v = lookup(env, var)) {
@@ -316,15 +328,87 @@ std::vector<std::string> expand_slurm_nodelist(std::string_view nodelist) {
   return hosts;
 }
 
-LaunchInfo resolve_launch(const Options& options, const EnvLookup& env) {
-  LaunchInfo info;
+const char* wireup_name(Wireup w) {
+  switch (w) {
+    case Wireup::pmix:
+      return "PMIx";
+    case Wireup::pmi1:
+      return "PMI-1";
+    case Wireup::address:
+      break;
+  }
+  return "address";
+}
 
-  Field rank = resolve_int(options.rank, "Options::rank", env, &Launcher::rank, 0);
-  Field size = resolve_int(options.size, "Options::size", env, &Launcher::size, 1);
-  Field local_rank =
-      resolve_int(options.local_rank, "Options::local_rank", env, &Launcher::local_rank, 0);
-  Field local_size =
-      resolve_int(options.local_size, "Options::local_size", env, &Launcher::local_size, 1);
+bool pmix_announced(const EnvLookup& env) {
+  if (!lookup(env, "PMIX_NAMESPACE") || !lookup(env, "PMIX_RANK")) return false;
+  for (const char* uri : {"PMIX_SERVER_URI41", "PMIX_SERVER_URI4", "PMIX_SERVER_URI3",
+                          "PMIX_SERVER_URI21", "PMIX_SERVER_URI2", "PMIX_SERVER_URI"}) {
+    if (lookup(env, uri)) return true;
+  }
+  return false;
+}
+
+Wireup choose_wireup(const Options& options, const EnvLookup& env) {
+  if (!options.store.empty() || lookup(env, "RINGLET_ADDR")) return Wireup::address;
+  if (pmix_announced(env)) return Wireup::pmix;
+  if (lookup(env, "PMI_FD") && lookup(env, "PMI_RANK")) return Wireup::pmi1;
+  return Wireup::address;
+}
+
+int slurm_store_port(std::uint64_t job_id, std::uint64_t step_id) {
+  return 29501 + static_cast<int>((job_id * 16 + step_id % 16) % 1024);
+}
+
+void resolve_job_identity(LaunchInfo& info, const EnvLookup& env, const PmixView* pmix) {
+  auto set = [&](std::string identity, std::string from) {
+    info.job_identity = std::move(identity);
+    info.job_identity_source = std::move(from);
+  };
+  if (auto v = lookup(env, "RINGLET_JOB_ID")) return set(*v, "RINGLET_JOB_ID");
+  if (pmix != nullptr && !pmix->nspace.empty()) return set("pmix:" + pmix->nspace, "PMIx");
+  if (auto v = lookup(env, "PMIX_NAMESPACE")) return set("pmix:" + *v, "PMIX_NAMESPACE");
+  if (auto job = lookup(env, "SLURM_JOB_ID")) {
+    if (auto step = lookup(env, "SLURM_STEP_ID")) {
+      return set(str_cat("slurm:", *job, ".", *step), "SLURM_JOB_ID.SLURM_STEP_ID");
+    }
+    return set("slurm:" + *job, "SLURM_JOB_ID");
+  }
+  if (auto v = lookup(env, "TORCHELASTIC_RUN_ID"))
+    return set("torchrun:" + *v, "TORCHELASTIC_RUN_ID");
+  if (auto v = lookup(env, "OMPI_MCA_ess_base_jobid")) {
+    return set("openmpi:" + *v, "OMPI_MCA_ess_base_jobid");
+  }
+  // FNV-1a over the rendezvous parameters: equal for every rank of the job, and for any
+  // other job on the same host, port and size (documented).
+  std::string text = str_cat(net::join_host_port(info.store_host, info.store_port), "/", info.size);
+  std::uint64_t h = 1469598103934665603ULL;
+  for (char c : text) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ULL;
+  }
+  char hex[17];
+  for (int i = 15; i >= 0; --i, h >>= 4) hex[i] = "0123456789abcdef"[h & 15];
+  hex[16] = '\0';
+  set(str_cat("hash:", hex), "hash of " + text);
+}
+
+LaunchInfo resolve_launch(const Options& options, const EnvLookup& env, const PmixView* pmix) {
+  LaunchInfo info;
+  info.wireup = choose_wireup(options, env);
+  if (info.wireup != Wireup::pmix) pmix = nullptr;
+  // Announced but not connected (a build without PMIx): the launcher's variables instead.
+  if (info.wireup == Wireup::pmix && pmix == nullptr) info.wireup = Wireup::address;
+  auto pv = [&](int PmixView::*m) { return pmix != nullptr ? pmix->*m : -1; };
+
+  Field rank =
+      resolve_int(options.rank, "Options::rank", env, &Launcher::rank, 0, pv(&PmixView::rank));
+  Field size =
+      resolve_int(options.size, "Options::size", env, &Launcher::size, 1, pv(&PmixView::size));
+  Field local_rank = resolve_int(options.local_rank, "Options::local_rank", env,
+                                 &Launcher::local_rank, 0, pv(&PmixView::local_rank));
+  Field local_size = resolve_int(options.local_size, "Options::local_size", env,
+                                 &Launcher::local_size, 1, pv(&PmixView::local_size));
   if (local_size.value < 0) {
     // SLURM: the count for this node (SLURM_NODEID indexes "4(x2),3"), else the first one.
     for (const char* var : kSlurmTasksPerNode) {
@@ -379,6 +463,23 @@ LaunchInfo resolve_launch(const Options& options, const EnvLookup& env) {
   // The store address: Options::store, RINGLET_ADDR, MASTER_ADDR, then the first SLURM host.
   // The port: one written in the address, else RINGLET_PORT, MASTER_PORT, 29500.
   std::optional<int> port;
+  bool from_slurm = false;
+  info.serves_store = info.rank == 0;
+  if (info.wireup == Wireup::pmi1) {
+    info.pmi_fd = parse_int(*lookup(env, "PMI_FD"), "PMI_FD", 0);
+  }
+  if (info.wireup != Wireup::address) {
+    // The store's address comes from PMIx or PMI-1 once rank 0 has bound an ephemeral port.
+    info.store_port = 0;
+    info.port_from = wireup_name(info.wireup);
+    resolve_job_identity(info, env, pmix);
+    if (!options.node_id.empty()) {
+      info.node_id = options.node_id;
+    } else if (auto id = lookup(env, "RINGLET_NODE_ID")) {
+      info.node_id = *id;
+    }
+    return info;
+  }
   if (!options.store.empty()) {
     auto [host, p] = split_address(options.store, "Options::store");
     info.store_host = host;
@@ -394,24 +495,65 @@ LaunchInfo resolve_launch(const Options& options, const EnvLookup& env) {
       if (auto list = lookup(env, var)) {
         std::vector<std::string> hosts = expand_slurm_nodelist(*list);
         if (!hosts.empty()) info.store_host = hosts.front();
+        from_slurm = !hosts.empty();
         break;
       }
     }
   }
+  if (port) info.port_from = "the address";
   if (!port) {
     if (auto v = lookup(env, "RINGLET_PORT")) {
       port = parse_port(*v, "RINGLET_PORT");
+      info.port_from = "RINGLET_PORT";
     } else if (auto m = lookup(env, "MASTER_PORT")) {
       port = parse_port(*m, "MASTER_PORT");
+      if (auto run = lookup(env, "TORCHELASTIC_RUN_ID")) {
+        throw Error(ErrorCode::invalid_argument,
+                    str_cat("rank ", info.rank, " runs under torchrun (TORCHELASTIC_RUN_ID=", *run,
+                            "), whose own store holds MASTER_PORT=", *port,
+                            ": ringlet cannot serve its store there; set RINGLET_PORT to a free "
+                            "port on MASTER_ADDR's host (the same on every rank)"));
+      }
+      info.port_from = "MASTER_PORT";
     }
   }
+  if (!port && from_slurm) {
+    // SLURM without PMIx: a port per job and step, served by the step's first task on its
+    // first node (rank 0 may be elsewhere under -m arbitrary or cyclic layouts).
+    auto id = [&](const char* var) -> std::uint64_t {
+      auto v = lookup(env, var);
+      if (!v) return 0;
+      std::uint64_t x = 0;
+      auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), x);
+      if (ec != std::errc() || p != v->data() + v->size()) {
+        // Not a number ("batch", "extern", ...): a stable hash instead.
+        for (char c : *v) x = x * 131 + static_cast<unsigned char>(c);
+      }
+      return x;
+    };
+    auto job = lookup(env, "SLURM_JOB_ID");
+    if (job) {
+      port = slurm_store_port(id("SLURM_JOB_ID"), id("SLURM_STEP_ID"));
+      info.port_from = "SLURM_JOB_ID and SLURM_STEP_ID";
+    }
+    auto node = lookup(env, "SLURM_NODEID");
+    auto local = lookup(env, "SLURM_LOCALID");
+    if (rank.source == "slurm" && node && local) {
+      info.serves_store =
+          parse_int(*node, "SLURM_NODEID", 0) == 0 && parse_int(*local, "SLURM_LOCALID", 0) == 0;
+    }
+  }
+  if (!port) info.port_from = "the default";
   info.store_port = port.value_or(kDefaultPort);
   if (info.store_host.empty() && info.size > 1) {
     throw Error(ErrorCode::invalid_argument,
                 str_cat("rank ", info.rank, " of ", info.size, " came from ", rank.launcher, " (",
                         rank.from, ") but no rendezvous address is known: set ",
                         rank.source == "options" ? "Options::store, " : "",
-                        "RINGLET_ADDR=", "host:port (rank 0's host) or MASTER_ADDR/MASTER_PORT"));
+                        "RINGLET_ADDR=", "host:port (rank 0's host) or MASTER_ADDR/MASTER_PORT",
+                        pmix_announced(env) ? " (a PMIx server is announced, but this build of "
+                                              "ringlet has no PMIx: rebuild with -Dpmix=enabled)"
+                                            : ""));
   }
 
   if (!options.node_id.empty()) {
@@ -419,6 +561,7 @@ LaunchInfo resolve_launch(const Options& options, const EnvLookup& env) {
   } else if (auto id = lookup(env, "RINGLET_NODE_ID")) {
     info.node_id = *id;
   }
+  resolve_job_identity(info, env, pmix);
   return info;
 }
 
