@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <climits>
+#include <cstdio>
 #include <fstream>
 
 #include "src/common/check.hpp"
@@ -20,6 +21,7 @@ namespace ringlet::bootstrap {
 namespace {
 
 constexpr int kDefaultPort = 29500;
+constexpr std::size_t kMaxJobIdentityBytes = 256;  // the store hello's limit
 constexpr std::size_t kMaxNodelistHosts = std::size_t{1} << 20;
 
 // One launcher's variable names, in the order resolve_launch() consults launchers.
@@ -362,10 +364,18 @@ int slurm_store_port(std::uint64_t job_id, std::uint64_t step_id) {
 
 void resolve_job_identity(LaunchInfo& info, const EnvLookup& env, const PmixView* pmix) {
   auto set = [&](std::string identity, std::string from) {
+    if (identity.size() > kMaxJobIdentityBytes) identity.resize(kMaxJobIdentityBytes);
     info.job_identity = std::move(identity);
     info.job_identity_source = std::move(from);
   };
-  if (auto v = lookup(env, "RINGLET_JOB_ID")) return set(*v, "RINGLET_JOB_ID");
+  if (auto v = lookup(env, "RINGLET_JOB_ID")) {
+    if (v->size() > kMaxJobIdentityBytes) {
+      throw Error(ErrorCode::invalid_argument,
+                  str_cat("RINGLET_JOB_ID is ", v->size(), " bytes long; at most ",
+                          kMaxJobIdentityBytes, " are allowed"));
+    }
+    return set(*v, "RINGLET_JOB_ID");
+  }
   if (pmix != nullptr && !pmix->nspace.empty()) return set("pmix:" + pmix->nspace, "PMIx");
   if (auto v = lookup(env, "PMIX_NAMESPACE")) return set("pmix:" + *v, "PMIX_NAMESPACE");
   if (auto job = lookup(env, "SLURM_JOB_ID")) {
@@ -374,23 +384,20 @@ void resolve_job_identity(LaunchInfo& info, const EnvLookup& env, const PmixView
     }
     return set("slurm:" + *job, "SLURM_JOB_ID");
   }
-  if (auto v = lookup(env, "TORCHELASTIC_RUN_ID"))
+  if (auto v = lookup(env, "TORCHELASTIC_RUN_ID")) {
     return set("torchrun:" + *v, "TORCHELASTIC_RUN_ID");
+  }
   if (auto v = lookup(env, "OMPI_MCA_ess_base_jobid")) {
     return set("openmpi:" + *v, "OMPI_MCA_ess_base_jobid");
   }
-  // FNV-1a over the rendezvous parameters: equal for every rank of the job, and for any
-  // other job on the same host, port and size (documented).
-  std::string text = str_cat(net::join_host_port(info.store_host, info.store_port), "/", info.size);
-  std::uint64_t h = 1469598103934665603ULL;
-  for (char c : text) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 1099511628211ULL;
-  }
+  // FNV-1a over the rendezvous parameters: the same on every rank of the job, and for any
+  // other job of that size on the same host and port (documented).
+  std::string params = str_cat(info.store_host, ":", info.store_port, "/", info.size);
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (char ch : params) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ULL;
   char hex[17];
-  for (int i = 15; i >= 0; --i, h >>= 4) hex[i] = "0123456789abcdef"[h & 15];
-  hex[16] = '\0';
-  set(str_cat("hash:", hex), "hash of " + text);
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  set(str_cat("rdv-", hex), "rendezvous parameters");
 }
 
 LaunchInfo resolve_launch(const Options& options, const EnvLookup& env, const PmixView* pmix) {

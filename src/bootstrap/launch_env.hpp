@@ -48,9 +48,11 @@ struct LaunchInfo {
   bool serves_store = false;  // this process serves the store (rank 0, or SLURM's first task)
   std::string port_from;      // where store_port came from, for logs and errors
   int pmi_fd = -1;            // Wireup::pmi1: Hydra's PMI_FD
-  // The job's identity, carried in the store hello so that a rank of another job is refused.
+  // The job's identity, sent in the clear in the store's hello so that a rank of another
+  // job that reaches this store is refused (Error(mismatch) naming both); see
+  // resolve_job_identity(). job_identity_source names where it came from, for logs.
   std::string job_identity;
-  std::string job_identity_source;  // the variable it came from, or "hash of host:port/size"
+  std::string job_identity_source;
 };
 
 // Whether a PMIx server announces itself: PMIX_NAMESPACE, PMIX_RANK and a PMIX_SERVER_URI*.
@@ -67,8 +69,9 @@ int slurm_store_port(std::uint64_t job_id, std::uint64_t step_id);
 
 // The job's identity: RINGLET_JOB_ID, else the PMIx namespace ("pmix:NS"), else
 // SLURM_JOB_ID.SLURM_STEP_ID ("slurm:J.S"), else TORCHELASTIC_RUN_ID ("torchrun:ID"), else
-// Open MPI's job id ("openmpi:ID"), else a hash of host:port/size ("hash:HEX", which cannot
-// tell apart two jobs that use the same host, port and size). Sets both identity fields.
+// Open MPI's job id ("openmpi:ID"), else a hash of the rendezvous parameters ("rdv-HEX" of
+// host:port/size, which cannot tell apart two jobs of one size on one host and port). At
+// most 256 bytes (RINGLET_JOB_ID longer: Error(invalid_argument)). Sets both fields.
 void resolve_job_identity(LaunchInfo& info, const EnvLookup& env, const PmixView* pmix);
 
 // Resolves, per field: Options first, then RINGLET_*, then PMIx (when `pmix` is given), then

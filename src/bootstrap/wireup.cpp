@@ -142,6 +142,7 @@ std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline) {
     so.port = info.store_port;
     so.is_server = info.serves_store;
     so.deadline = deadline;
+    so.job_identity = info.job_identity;
     launch.rendezvous = str_cat(net::join_host_port(info.store_host, info.store_port),
                                 " (port from ", info.port_from, ", served by ",
                                 info.serves_store ? "this rank" : "another rank", ")");
@@ -164,6 +165,7 @@ std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline) {
     so.port = 0;  // ephemeral: no collision with another job
     so.is_server = true;
     so.deadline = deadline;
+    so.job_identity = info.job_identity;
     store = make_tcp_store(so);
     address = net::join_host_port(host, tcp_store_port(*store));
     kvs.put("ringlet.store", address);
@@ -179,6 +181,7 @@ std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline) {
     so.port = std::atoi(address.c_str() + colon + 1);
     so.is_server = false;
     so.deadline = deadline;
+    so.job_identity = info.job_identity;
     store = make_tcp_store(so);
   }
   auto ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
