@@ -464,5 +464,111 @@ TEST(JobIdentityTest, RingletJobIdWinsElseEveryRankHashesTheSameRendezvous) {
   EXPECT_NE(error_of({}, named).find("RINGLET_JOB_ID"), std::string::npos);
 }
 
+// Issue 20 (Launch): PMIx precedence, SLURM's store server and port, torchrun, identity.
+Vars pmix_vars(int rank) {
+  return {{"PMIX_NAMESPACE", "ns7"},
+          {"PMIX_RANK", std::to_string(rank)},
+          {"PMIX_SERVER_URI41", "ns7.0;tcp4://127.0.0.1:5000"},
+          {"OMPI_COMM_WORLD_RANK", std::to_string(rank)},
+          {"OMPI_COMM_WORLD_SIZE", "2"}};
+}
+
+TEST(PmixLaunchTest, AnnouncedOnlyWithNamespaceRankAndServerUri) {
+  EXPECT_TRUE(pmix_announced(env_of(pmix_vars(0))));
+  Vars no_uri = pmix_vars(0);
+  no_uri.erase("PMIX_SERVER_URI41");
+  EXPECT_FALSE(pmix_announced(env_of(no_uri)));
+  EXPECT_EQ(choose_wireup({}, env_of(pmix_vars(0))), Wireup::pmix);
+  Vars addr = pmix_vars(0);
+  addr["RINGLET_ADDR"] = "h:1";  // an explicit address bypasses PMIx
+  EXPECT_EQ(choose_wireup({}, env_of(addr)), Wireup::address);
+  Vars hydra{{"PMI_RANK", "1"}, {"PMI_SIZE", "2"}, {"PMI_FD", "5"}};
+  EXPECT_EQ(choose_wireup({}, env_of(hydra)), Wireup::pmi1);
+}
+
+TEST(PmixLaunchTest, PmixComesAfterRingletAndBeforeOpenMpi) {
+  PmixView view{1, 4, 1, 2, "ns7"};
+  Vars vars = pmix_vars(1);  // OMPI says size 2; PMIx says 4 and wins
+  LaunchInfo info = resolve_launch({}, env_of(vars), &view);
+  EXPECT_EQ(info.wireup, Wireup::pmix);
+  EXPECT_EQ(info.size, 4);
+  EXPECT_EQ(info.local_size, 2);
+  EXPECT_EQ(info.source, "pmix");
+  EXPECT_EQ(info.job_identity, "pmix:ns7");
+  vars["RINGLET_SIZE"] = "4";
+  vars["RINGLET_RANK"] = "3";  // RINGLET_* before PMIx
+  EXPECT_EQ(resolve_launch({}, env_of(vars), &view).rank, 3);
+  // Announced but not connected (a build without PMIx): Open MPI's variables, and the error
+  // says why there is no address.
+  std::string e = error_of({}, pmix_vars(1));
+  EXPECT_NE(e.find("-Dpmix=enabled"), std::string::npos) << e;
+}
+
+TEST(SlurmLaunchTest, FirstTaskOfFirstNodeServesOnAPortPerJobAndStep) {
+  Vars v{{"SLURM_PROCID", "0"},
+         {"SLURM_NTASKS", "2"},
+         {"SLURM_LOCALID", "0"},
+         {"SLURM_NODEID", "1"},
+         {"SLURM_JOB_ID", "41"},
+         {"SLURM_STEP_ID", "3"},
+         {"SLURM_STEP_NODELIST", "n[1-2]"},
+         {"SLURM_TASKS_PER_NODE", "1(x2)"}};
+  LaunchInfo r0 = resolve_launch({}, env_of(v));  // task 0 on the second node (-m arbitrary)
+  EXPECT_EQ(r0.store_host, "n1");
+  EXPECT_FALSE(r0.serves_store);
+  EXPECT_EQ(r0.store_port, slurm_store_port(41, 3));
+  EXPECT_EQ(r0.job_identity, "slurm:41.3");
+  v["SLURM_PROCID"] = "1";
+  v["SLURM_NODEID"] = "0";
+  LaunchInfo r1 = resolve_launch({}, env_of(v));
+  EXPECT_TRUE(r1.serves_store);
+  EXPECT_EQ(r1.store_port, r0.store_port);
+  // Steps of one job and neighbouring jobs differ; every port is in [29501, 30524].
+  EXPECT_NE(slurm_store_port(41, 3), slurm_store_port(41, 4));
+  EXPECT_NE(slurm_store_port(41, 3), slurm_store_port(42, 3));
+  for (std::uint64_t j : {0ULL, 1ULL, 63ULL, 99999ULL, 4294967294ULL}) {
+    for (std::uint64_t s : {0ULL, 15ULL, 4294967294ULL}) {
+      int p = slurm_store_port(j, s);
+      EXPECT_GE(p, 29501);
+      EXPECT_LE(p, 30524);
+    }
+  }
+  v["RINGLET_PORT"] = "5555";  // an explicit port wins
+  EXPECT_EQ(resolve_launch({}, env_of(v)).store_port, 5555);
+}
+
+TEST(TorchrunLaunchTest, MasterPortBelongsToTorchsStore) {
+  Vars v{{"RANK", "0"},
+         {"WORLD_SIZE", "2"},
+         {"MASTER_ADDR", "h"},
+         {"MASTER_PORT", "29400"},
+         {"TORCHELASTIC_RUN_ID", "r1"}};
+  std::string e = error_of({}, v);
+  EXPECT_NE(e.find("RINGLET_PORT"), std::string::npos) << e;
+  EXPECT_NE(e.find("MASTER_PORT=29400"), std::string::npos) << e;
+  v["RINGLET_PORT"] = "29600";
+  LaunchInfo info = resolve_launch({}, env_of(v));
+  EXPECT_EQ(info.store_port, 29600);
+  EXPECT_EQ(info.job_identity, "torchrun:r1");
+}
+
+TEST(JobIdentityTest, Order) {
+  Vars v{{"RINGLET_ADDR", "h:1"},
+         {"RINGLET_RANK", "0"},
+         {"RINGLET_SIZE", "2"},
+         {"OMPI_MCA_ess_base_jobid", "77"}};
+  EXPECT_EQ(resolve_launch({}, env_of(v)).job_identity, "openmpi:77");
+  v["TORCHELASTIC_RUN_ID"] = "t";
+  EXPECT_EQ(resolve_launch({}, env_of(v)).job_identity, "torchrun:t");
+  v["SLURM_JOB_ID"] = "5";
+  EXPECT_EQ(resolve_launch({}, env_of(v)).job_identity, "slurm:5");
+  v["SLURM_STEP_ID"] = "0";
+  EXPECT_EQ(resolve_launch({}, env_of(v)).job_identity, "slurm:5.0");
+  v["PMIX_NAMESPACE"] = "ns";
+  EXPECT_EQ(resolve_launch({}, env_of(v)).job_identity, "pmix:ns");
+  v["RINGLET_JOB_ID"] = "mine";
+  EXPECT_EQ(resolve_launch({}, env_of(v)).job_identity, "mine");
+}
+
 }  // namespace
 }  // namespace ringlet::bootstrap
