@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A rank program for launcher tests: Communicator::create() from the environment, a few
 // checked collectives, "OK" and exit 0, or a message and exit 1. Links only the public library.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -33,7 +34,10 @@ int main(int argc, char** argv) {
   try {
     ringlet::Options options;
     if (std::getenv("RINGLET_TIMEOUT") == nullptr) options.timeout = std::chrono::seconds(60);
+    const auto t0 = std::chrono::steady_clock::now();
     ringlet::Communicator comm = ringlet::Communicator::create(options);
+    const double create_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     rank = comm.rank();
     const int n = comm.size();
     bool ok = true;
@@ -67,8 +71,8 @@ int main(int argc, char** argv) {
     for (auto x : b) ok &= check(x == 42, rank, "broadcast");
     comm.barrier();
     if (!ok) return 1;
-    std::printf("allreduce_check rank %d/%d local %d/%d nodes %d: OK\n", rank, n, comm.local_rank(),
-                comm.local_size(), comm.node_count());
+    std::printf("allreduce_check rank %d/%d local %d/%d nodes %d create_ms %.1f: OK\n", rank, n,
+                comm.local_rank(), comm.local_size(), comm.node_count(), create_ms);
     std::fflush(stdout);
     return 0;
   } catch (const std::exception& e) {
