@@ -34,14 +34,16 @@ wait_for() {
   return 1
 }
 
-# Runs a command in namespace NS with hostname HOST and STATE's /etc/hosts. nsenter and
+# Runs a command in namespace NS with hostname HOST, STATE's /etc/hosts and its own /tmp
+# (slurmstepd's PMIx folders are named by job and step only, so nodes must not share /tmp;
+# hence STATE must not be under /tmp). nsenter and
 # unshare exec (no fork), so $! of a background call is the daemon's pid.
 in_node() {
   local state="$1" ns="$2" host="$3"
   shift 3
   exec nsenter --net="/run/netns/$ns" unshare --mount --uts --propagation private \
-    bash -c 'mount --bind "$1" /etc/hosts && hostname "$2" && shift 2 && exec "$@"' \
-    in_node "$state/etc/hosts" "$host" "$@"
+    bash -c 'mount --bind "$1" /etc/hosts && mount --bind "$2" /tmp && hostname "$3" &&
+             shift 3 && exec "$@"' in_node "$state/etc/hosts" "$state/tmp/$host" "$host" "$@"
 }
 
 down() {
@@ -110,7 +112,9 @@ up() {
   done
   down "$state"
   trap 'echo "cluster.sh: up failed; logs:" >&2; tail -n 5 "$state"/log/* >&2 2>/dev/null; down "$state"' ERR
-  mkdir -p "$state"/{etc,run,log,spool,ctld,munge}
+  case "$(realpath -m "$state")/" in /tmp/*) die "STATE must not be under /tmp (each node mounts its own /tmp)" ;; esac
+  mkdir -p "$state"/{etc,run,log,spool,ctld,munge} "$state/tmp/rlsctl"
+  chmod 1777 "$state/tmp/rlsctl"
   touch "$state/.rls-state"
   chmod 0755 "$state" "$state/run"
   chmod 0700 "$state/munge"
@@ -130,7 +134,11 @@ up() {
     echo "$net.2 rlsctl"
     for ((i = 1; i <= n; i++)); do echo "$net.$((10 + i)) rlsn$i"; done
   } >"$state/etc/hosts"
-  for ((i = 1; i <= n; i++)); do add_host "rls-n$i" "$net.$((10 + i))"; done
+  for ((i = 1; i <= n; i++)); do
+    add_host "rls-n$i" "$net.$((10 + i))"
+    mkdir -p "$state/tmp/rlsn$i"
+    chmod 1777 "$state/tmp/rlsn$i"
+  done
 
   cat >"$state/etc/slurm.conf" <<CONF
 ClusterName=rlstest

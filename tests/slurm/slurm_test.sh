@@ -40,7 +40,7 @@ fail() {
   failures=$((failures + 1))
 }
 start=$SECONDS
-state="$(mktemp -d /tmp/rls-slurm.XXXXXX)"
+state="$(mktemp -d /var/tmp/rls-slurm.XXXXXX)"  # not /tmp: every node mounts its own
 trap 'bash "$cluster" down "$state"' EXIT
 out="$(bash "$cluster" up "$state" 3 6)" || { echo "FAIL: cluster bring-up"; exit 1; }
 eval "$out"
@@ -61,13 +61,13 @@ expect_ok() {
 }
 
 # 1. Plain srun, block distribution, 2 tasks per node.
-o="$(RINGLET_DEBUG=info run -N2 -n4 "$check" --expect-size 4 --expect-local-size 2)"
+o="$(RINGLET_DEBUG=info run -N2 -n4 --ntasks-per-node=2 "$check" --expect-size 4 --expect-local-size 2)"
 expect_ok "srun -N2 -n4" 4 "$o"
 [[ "$(count 'wire-up address, rendezvous at rlsn1:' "$o")" == 4 ]] || fail "srun -N2 -n4: not served on rlsn1 by address"
 [[ "$(count 'served by this rank' "$o")" == 1 ]] || fail "srun -N2 -n4: not exactly one store server"
 
 # 2. srun --mpi=pmix.
-o="$(RINGLET_DEBUG=info run --mpi=pmix -N2 -n4 "$check" --expect-size 4 --expect-local-size 2)"
+o="$(RINGLET_DEBUG=info run --mpi=pmix -N2 -n4 --ntasks-per-node=2 "$check" --expect-size 4 --expect-local-size 2)"
 expect_ok "srun --mpi=pmix -N2 -n4" 4 "$o"
 [[ "$(count 'wire-up PMIx' "$o")" == 4 ]] || fail "srun --mpi=pmix: the wire-up was not PMIx"
 [[ "$(count 'job pmix:slurm.pmix.' "$o")" == 4 ]] || fail "srun --mpi=pmix: job identity not the PMIx namespace"
@@ -89,8 +89,8 @@ wait "$a"
 wait "$b"
 expect_ok "concurrent job A" 2 "$(cat "$state/a.out")"
 expect_ok "concurrent job B" 2 "$(cat "$state/b.out")"
-o="$(timeout 60 salloc --time=2 -N2 -n4 bash -c "
-  srun --exact -N2 -n2 '$check' --expect-size 2 & srun --exact -N2 -n2 '$check' --expect-size 2 & wait" 2>&1)"
+o="$(timeout 60 salloc --time=2 -N2 --ntasks-per-node=2 bash -c "
+  srun --exact -N2 -n2 --ntasks-per-node=1 '$check' --expect-size 2 & srun --exact -N2 -n2 --ntasks-per-node=1 '$check' --expect-size 2 & wait" 2>&1)"
 expect_ok "two concurrent steps of one allocation" 4 "$o"
 
 # 5. sbatch of the example training.
@@ -116,11 +116,12 @@ else
 fi
 
 # 6. SIGKILL one task of a running step.
-RINGLET_TIMEOUT=10 timeout 90 srun --time=2 -N2 -n4 "$perf" -b 1M -e 1M -n 1000000 -w 0 \
+RINGLET_TIMEOUT=10 timeout 90 srun --time=2 -N2 -n4 --ntasks-per-node=2 "$perf" -b 1M -e 1M -n 1000000 -w 0 \
   >"$state/kill.out" 2>&1 &
 step=$!
 victim=""
-for ((i = 0; i < 100 && -z "$victim"; i++)); do
+for ((i = 0; i < 100; i++)); do
+  [[ -z "$victim" ]] || break
   sleep 0.1
   victim="$(bash "$cluster" node "$state" rlsn2 scontrol listpids 2>/dev/null |
             awk '$5 == 3 {print $1}' | head -n 1)"
