@@ -27,6 +27,8 @@ run || status=$?
 if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
   # Multi-host tests across network namespaces need root; they skip themselves otherwise.
   run --suite net || status=$?
+  # A real SLURM in network namespaces (tests/slurm); skips itself without slurmd or munge.
+  run --suite slurm || status=$?
 fi
 if grep -q "No tests defined" "$log"; then
   echo "run_all: no tests are defined in $build (was -Dtests disabled?)" >&2

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A rank program for launcher tests: Communicator::create() from the environment, a few
 // checked collectives, "OK" and exit 0, or a message and exit 1. Links only the public library.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,14 +22,17 @@ bool check(bool ok, int rank, const std::string& what) {
 
 }  // namespace
 
-// Usage: allreduce_check [--expect-size N] [--expect-local-size N]
+// Usage: allreduce_check [--expect-size N] [--expect-local-size N] [--seconds S]
+// --seconds: afterwards, checked 1 MiB allreduces for S seconds (a step to kill in tests).
 int main(int argc, char** argv) {
   int expect_size = -1;
   int expect_local_size = -1;
+  int seconds = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--expect-size") == 0) expect_size = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--expect-local-size") == 0)
       expect_local_size = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--seconds") == 0) seconds = std::atoi(argv[i + 1]);
   }
   int rank = -1;
   try {
@@ -70,6 +74,16 @@ int main(int argc, char** argv) {
     comm.broadcast(std::span<std::int32_t>(b), 0);
     for (auto x : b) ok &= check(x == 42, rank, "broadcast");
     comm.barrier();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    std::vector<float> big(std::size_t{1} << 18);
+    while (ok && seconds > 0) {
+      std::fill(big.begin(), big.end(), 1.0f);
+      comm.allreduce(std::span<float>(big));
+      ok &= check(big[big.size() - 1] == static_cast<float>(n), rank, "loop sum");
+      int more = std::chrono::steady_clock::now() < until ? 1 : 0;  // rank 0 decides for all
+      comm.broadcast(std::span<int>(&more, 1), 0);
+      if (more == 0) break;
+    }
     if (!ok) return 1;
     std::printf("allreduce_check rank %d/%d local %d/%d nodes %d create_ms %.1f: OK\n", rank, n,
                 comm.local_rank(), comm.local_size(), comm.node_count(), create_ms);
