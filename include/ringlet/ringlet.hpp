@@ -165,8 +165,10 @@ class [[gnu::visibility("default")]] Error : public std::system_error {
 // ringlet::Options
 //
 // What a rank knows about its job. Every field left at its default comes from the
-// environment (docs/guide/env.md): RINGLET_* first, then torchrun, Open MPI, MPICH/PMI and SLURM
-// variables. Fields set here win over the environment.
+// environment (docs/guide/env.md, docs/launch.md): RINGLET_* first, then PMIx (under mpirun or
+// srun --mpi=pmix, when no store address is given: rank 0 publishes an ephemeral store port
+// through it), then torchrun, Open MPI, MPICH/PMI (Hydra's PMI_FD carries the store address)
+// and SLURM variables. Fields set here win over the environment.
 struct Options {
   int rank = -1;        // -1: from the environment
   int size = -1;        // -1: from the environment
@@ -195,7 +197,8 @@ class [[gnu::visibility("default")]] Communicator {
  public:
   // Rendezvous with all ranks and connect to the peers. Blocks until connected.
   // Throws invalid_argument (bad options or environment), timeout, transport, mismatch
-  // (another rank speaks a different protocol version or disagrees on the job size).
+  // (another rank speaks a different protocol version, disagrees on the job size, or the
+  // store reached belongs to another job).
   [[nodiscard]] static Communicator create(const Options& options = {});
 
   Communicator(Communicator &&) noexcept;

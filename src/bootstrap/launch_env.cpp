@@ -538,8 +538,10 @@ LaunchInfo resolve_launch(const Options& options, const EnvLookup& env, const Pm
       }
       return x;
     };
+    // Only for ranks that SLURM numbered: under mpirun inside an allocation, ranks on
+    // mpirun's node and on its daemons' nodes see different SLURM_STEP_IDs.
     auto job = lookup(env, "SLURM_JOB_ID");
-    if (job) {
+    if (job && rank.source == "slurm") {
       port = slurm_store_port(id("SLURM_JOB_ID"), id("SLURM_STEP_ID"));
       info.port_from = "SLURM_JOB_ID and SLURM_STEP_ID";
     }
