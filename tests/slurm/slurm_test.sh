@@ -13,7 +13,8 @@
 #  5. sbatch of a job script that runs the example training (when SGD and the data exist).
 #  6. One task SIGKILLed (pid from `scontrol listpids` in its node's namespaces): the others
 #     report errors and the step exits non-zero within RINGLET_TIMEOUT + 10 s.
-#  7. srun --mpi=pmix -N3 -n16: exact results; create() times are printed for the record.
+#  7. srun --mpi=pmix -N3 -n16 and plain srun -N3 -n16: exact results; create() times printed.
+#  8. Open MPI's mpirun inside salloc (daemons started through srun): PMIx, no variable.
 set -uo pipefail
 
 check="${1:?usage: slurm_test.sh ALLREDUCE_CHECK [SGD]}"
@@ -153,6 +154,18 @@ expect_ok "srun --mpi=pmix -N3 -n16" 16 "$o"
 echo "create() ms, srun --mpi=pmix -N3 -n16: $(sed -n 's/.*create_ms \([0-9.]*\).*/\1/p' <<<"$o" | sort -n | tr '\n' ' ')"
 o="$(run -N3 -n16 "$check" --expect-size 16)"
 expect_ok "srun -N3 -n16" 16 "$o"
+
+# 8. Open MPI's mpirun inside an allocation (its daemons started through srun): PMIx, no variable.
+if command -v mpirun.openmpi >/dev/null; then
+  o="$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 RINGLET_DEBUG=info \
+        timeout 90 salloc --time=2 -N2 --ntasks-per-node=2 mpirun.openmpi --bind-to none \
+        --mca oob_tcp_if_include 198.19.42.0/24 -np 4 "$check" --expect-size 4 \
+        --expect-local-size 2 2>&1)"
+  expect_ok "salloc -N2 mpirun -np 4" 4 "$(grep -v INFO <<<"$o")"
+  [[ "$(count 'wire-up PMIx' "$o")" == 4 ]] || fail "salloc mpirun: the wire-up was not PMIx"
+else
+  echo "note: mpirun.openmpi not found; salloc + mpirun skipped"
+fi
 
 echo "slurm suite: $failures failure(s) in $((SECONDS - start)) s"
 ((failures == 0))
