@@ -57,7 +57,7 @@ fi
 
 # 3. Two jobs on one address: job b's rank is refused, job a is undisturbed.
 port=$((30600 + RANDOM % 2000))
-a_env=(RINGLET_ADDR=127.0.0.1:$port RINGLET_SIZE=2 RINGLET_JOB_ID=job-a)
+a_env=("RINGLET_ADDR=127.0.0.1:$port" RINGLET_SIZE=2 RINGLET_JOB_ID=job-a)
 env "${a_env[@]}" RINGLET_RANK=0 timeout 60 "$check" --expect-size 2 >"${TMPDIR:-/tmp}/rl-iso.$$" 2>&1 &
 a0=$!
 sleep 0.5

@@ -16,7 +16,6 @@ set -euo pipefail
 
 net=198.19.42
 bridge=rls-br0
-here="$(cd "$(dirname "$0")" && pwd)"
 
 die() {
   echo "cluster.sh: $*" >&2
