@@ -23,6 +23,8 @@ class LauncherKvs {
   // `rank`'s value for `key` (published before the last fence); Error(timeout) or
   // Error(transport) when the process manager has none.
   virtual std::string get(int rank, const std::string& key, Deadline deadline) = 0;
+  // A name of this job that the process manager gives every rank ("" if none): PMI-1's KVS.
+  virtual std::string job_name() const { return ""; }
 };
 
 // PMIx (src/bootstrap/pmix.cpp): Init, the job's sizes and this rank's position. Throws
@@ -48,6 +50,8 @@ Launch start_launch(const Options& options, const EnvLookup& env);
 // on an address every node can reach (the one sharing a subnet with the other nodes'
 // addresses, exchanged in a first fence) and publishes it; the others read it after a second
 // fence. Then closes the process manager's connection. Size-1 jobs get an in-process store.
+// When the identity is only the rendezvous hash and the process manager names the job
+// (PMI-1's KVS), that name becomes the identity.
 std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline);
 
 }  // namespace ringlet::bootstrap

@@ -57,6 +57,8 @@ class Pmi1Client final : public LauncherKvs {
     }
   }
 
+  std::string job_name() const override { return kvsname_; }
+
   void fence(Deadline deadline) override { command("cmd=barrier_in", "barrier_out", deadline); }
 
   std::string get(int rank, const std::string& key, Deadline deadline) override {

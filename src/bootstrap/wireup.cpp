@@ -130,7 +130,7 @@ Launch start_launch(const Options& options, const EnvLookup& env) {
 }
 
 std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline) {
-  const LaunchInfo& info = launch.info;
+  LaunchInfo& info = launch.info;
   if (info.size == 1 && info.store_host.empty()) {
     launch.kvs.reset();
     launch.rendezvous = "none (one rank)";
@@ -151,6 +151,11 @@ std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline) {
   if (info.wireup == Wireup::pmi1) launch.kvs = pmi1_connect(info.pmi_fd, info.rank, deadline);
   RINGLET_CHECK(launch.kvs != nullptr, "connect_store: no process manager connection");
   LauncherKvs& kvs = *launch.kvs;
+  if (info.job_identity_source == "rendezvous parameters" && !kvs.job_name().empty()) {
+    // Hydra sets no job id variable, but its KVS name is one per job.
+    info.job_identity = str_cat("pmi1:", kvs.job_name());
+    info.job_identity_source = "the PMI-1 KVS name";
+  }
   const std::string node = detect_node_identity();
   const std::vector<Ipv4> mine = local_ipv4();
   const auto start = Clock::now();

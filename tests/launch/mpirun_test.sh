@@ -51,6 +51,7 @@ fi
 if command -v mpiexec.hydra >/dev/null; then
   o="$(RINGLET_DEBUG=info timeout 60 mpiexec.hydra -np 4 "$check" --expect-size 4 2>&1)"
   expect_ok "mpiexec.hydra -np 4" 4 "$o" PMI-1
+  [[ "$(grep -c 'job pmi1:kvs_' <<<"$o")" == 4 ]] || fail "mpiexec.hydra: identity not the KVS name"
 else
   echo "note: mpiexec.hydra not found (apt-get install mpich); part 2 skipped"
 fi
