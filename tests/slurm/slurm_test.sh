@@ -9,7 +9,8 @@
 #  2. srun --mpi=pmix -N2 -n4: the PMIx wire-up, exact results.
 #  3. -m arbitrary with task 0 on the second node; uneven cyclic -N2 -n3.
 #  4. Two concurrent jobs whose steps share the first node, and two concurrent steps of one
-#     allocation: all correct (different ports, and the job identity would catch a collision).
+#     allocation: all correct (different ports); a forced port collision is refused by the
+#     job identity and the first job completes.
 #  5. sbatch of a job script that runs the example training (when SGD and the data exist).
 #  6. One task SIGKILLed (pid from `scontrol listpids` in its node's namespaces): the others
 #     report errors and the step exits non-zero within RINGLET_TIMEOUT + 10 s.
@@ -89,6 +90,21 @@ wait "$a"
 wait "$b"
 expect_ok "concurrent job A" 2 "$(cat "$state/a.out")"
 expect_ok "concurrent job B" 2 "$(cat "$state/b.out")"
+# A forced collision (both jobs on RINGLET_PORT=30777): job B's server cannot bind and its
+# other rank reaches job A's store, which refuses it by identity; A still completes.
+RINGLET_PORT=30777 run -N2 -n2 -w rlsn1,rlsn2 "$check" --expect-size 2 --seconds 4 >"$state/a2.out" &
+a=$!
+sleep 2
+o="$(RINGLET_PORT=30777 RINGLET_TIMEOUT=5 run -N2 -n2 -w rlsn1,rlsn2 "$check" --expect-size 2)"
+b_rc=$?
+wait "$a"
+expect_ok "collision: job A completes" 2 "$(cat "$state/a2.out")"
+if [[ $b_rc == 0 ]] || ! grep -q "serves job 'slurm:.*belongs to job 'slurm:" <<<"$o"; then
+  fail "collision: job B was not refused by the job identity (rc $b_rc)"
+  tail -n 6 <<<"$o"
+else
+  echo "ok: collision refused: $(grep -m 1 -o "serves job .*belongs to job '[^']*'" <<<"$o")"
+fi
 o="$(timeout 60 salloc --time=2 -N2 --ntasks-per-node=2 bash -c "
   srun --exact -N2 -n2 --ntasks-per-node=1 '$check' --expect-size 2 & srun --exact -N2 -n2 --ntasks-per-node=1 '$check' --expect-size 2 & wait" 2>&1)"
 expect_ok "two concurrent steps of one allocation" 4 "$o"
