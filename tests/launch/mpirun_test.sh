@@ -3,7 +3,8 @@
 # mpirun_test.sh: zero-configuration launches and job isolation.
 # Usage: mpirun_test.sh ALLREDUCE_CHECK TESTHOSTS_SH
 #
-#  1. Open MPI's `mpirun -np 4` with no RINGLET_* variable: PMIx wire-up, exact results.
+#  1. Open MPI's `mpirun -np 4` with no RINGLET_* variable: PMIx wire-up, exact results
+#     (RINGLET_TEST_PMIX=0, a build without PMIx: the error names -Dpmix=enabled).
 #  2. MPICH's `mpiexec.hydra -np 4`: PMI-1 wire-up on PMI_FD, exact results.
 #  3. Job isolation: a rank of another job that reaches a job's store is refused with a
 #     mismatch naming both identities, and the job it reached still completes.
@@ -16,6 +17,7 @@ set -uo pipefail
 check="${1:?usage: mpirun_test.sh ALLREDUCE_CHECK TESTHOSTS_SH}"
 testhosts="${2:?usage: mpirun_test.sh ALLREDUCE_CHECK TESTHOSTS_SH}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+pmix="${RINGLET_TEST_PMIX:-1}"  # read before the RINGLET_* variables are cleared
 for v in $(env | sed -n 's/^\(RINGLET_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 export RINGLET_TIMEOUT=30
 
@@ -39,8 +41,16 @@ expect_ok() {  # expect_ok NAME N OUTPUT [WIREUP]
   fi
 }
 
-# 1. mpirun on this machine.
-if command -v mpirun.openmpi >/dev/null; then
+# 1. mpirun on this machine (without PMIx in the build: the error must say how to fix it).
+if command -v mpirun.openmpi >/dev/null && [[ "$pmix" != 1 ]]; then
+  o="$(timeout 60 mpirun.openmpi -np 2 "$check" 2>&1)"
+  ran=$((ran + 1))
+  if grep -q -- '-Dpmix=enabled' <<<"$o"; then
+    echo "ok: mpirun without PMIx in the build names -Dpmix=enabled"
+  else
+    fail "mpirun without PMIx: no clear error: $(tail -n 3 <<<"$o")"
+  fi
+elif command -v mpirun.openmpi >/dev/null; then
   o="$(RINGLET_DEBUG=info timeout 60 mpirun.openmpi -np 4 "$check" --expect-size 4 --expect-local-size 4 2>&1)"
   expect_ok "mpirun -np 4" 4 "$o" PMIx
 else
@@ -79,7 +89,8 @@ fi
 rm -f "${TMPDIR:-/tmp}/rl-iso.$$"
 
 # 4. mpirun across 2 namespaced hosts.
-if [[ "$(id -u)" == 0 ]] && command -v mpirun.openmpi >/dev/null && ip netns list >/dev/null 2>&1; then
+if [[ "$(id -u)" == 0 && "$pmix" == 1 ]] && command -v mpirun.openmpi >/dev/null &&
+   ip netns list >/dev/null 2>&1; then
   export RL_TESTHOSTS_PREFIX=rlm RL_TESTHOSTS_NET=198.18.249
   trap 'bash "$testhosts" down >/dev/null 2>&1' EXIT
   if bash "$testhosts" up 2 none >/dev/null; then
@@ -104,7 +115,7 @@ AGENT
     fail "could not bring up the test hosts"
   fi
 else
-  echo "note: part 4 (2 namespaced hosts) needs root, mpirun.openmpi and ip netns; skipped"
+  echo "note: part 4 (2 namespaced hosts) needs root, PMIx, mpirun.openmpi and ip netns; skipped"
 fi
 
 ((ran > 0)) || { echo "SKIP: nothing could run"; exit 77; }
