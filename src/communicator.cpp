@@ -687,10 +687,12 @@ Communicator Communicator::create(const Options& options) {
     so.port = info.store_port;
     so.is_server = info.rank == 0;
     so.deadline = Clock::now() + config.timeout;
+    so.job_identity = info.job_identity;
     store = bootstrap::make_tcp_store(so);
   }
   RINGLET_LOG(info, "rank ", info.rank, " of ", info.size, " from ", info.source,
-              " environment, rendezvous at ", info.store_host, ":", info.store_port);
+              " environment, rendezvous at ", info.store_host, ":", info.store_port, ", job ",
+              info.job_identity, " (from ", info.job_identity_source, ")");
   return Communicator(std::make_unique<Impl>(
       identity_of(info.rank, info.size, info.local_rank, info.local_size, info.node_id), config,
       std::move(store), "c"));

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <climits>
+#include <cstdio>
 #include <fstream>
 
 #include "src/common/check.hpp"
@@ -20,6 +21,7 @@ namespace ringlet::bootstrap {
 namespace {
 
 constexpr int kDefaultPort = 29500;
+constexpr std::size_t kMaxJobIdentityBytes = 256;  // the store hello's limit
 constexpr std::size_t kMaxNodelistHosts = std::size_t{1} << 20;
 
 // One launcher's variable names, in the order resolve_launch() consults launchers.
@@ -412,6 +414,27 @@ LaunchInfo resolve_launch(const Options& options, const EnvLookup& env) {
                         rank.from, ") but no rendezvous address is known: set ",
                         rank.source == "options" ? "Options::store, " : "",
                         "RINGLET_ADDR=", "host:port (rank 0's host) or MASTER_ADDR/MASTER_PORT"));
+  }
+
+  if (auto id = lookup(env, "RINGLET_JOB_ID"); id && !id->empty()) {
+    if (id->size() > kMaxJobIdentityBytes) {
+      throw Error(ErrorCode::invalid_argument,
+                  str_cat("RINGLET_JOB_ID is ", id->size(), " bytes long; at most ",
+                          kMaxJobIdentityBytes, " are allowed"));
+    }
+    info.job_identity = *id;
+    info.job_identity_source = "RINGLET_JOB_ID";
+  } else {
+    // FNV-1a over the rendezvous parameters: the same on every rank of the job.
+    std::string params = str_cat(info.store_host, ":", info.store_port, "/", info.size);
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (char ch : params) {
+      h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ULL;
+    }
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    info.job_identity = str_cat("rdv-", hex);
+    info.job_identity_source = "rendezvous parameters";
   }
 
   if (!options.node_id.empty()) {

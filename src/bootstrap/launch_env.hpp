@@ -25,6 +25,13 @@ struct LaunchInfo {
   int store_port = 29500;
   std::string node_id;  // RINGLET_NODE_ID or Options::node_id; empty: detect
   std::string source;   // which launcher the rank came from, for logs: "ringlet", "torchrun", ...
+  // The job's identity, sent in the clear in the store's hello so that a rank of another
+  // job that reaches this store is refused (Error(mismatch) naming both): RINGLET_JOB_ID,
+  // else a hash of the rendezvous parameters (store host, port and size), which cannot
+  // tell apart two jobs of one size on one host and port. job_identity_source names where
+  // it came from, for logs.
+  std::string job_identity;
+  std::string job_identity_source;
 };
 
 // Resolves, per field: Options first, then RINGLET_*, then torchrun (MASTER_ADDR,

@@ -62,6 +62,10 @@ struct TcpStoreOptions {
   int port = 29500;  // the server may pass 0 for a free port; see tcp_store_port()
   bool is_server = false;
   Deadline deadline;  // for the initial connection
+  // The job this store belongs to (LaunchInfo::job_identity; at most 256 bytes), sent in
+  // the clear in every hello. A server refuses clients of another job: their create()
+  // fails with Error(mismatch) naming both identities, and the store is not disturbed.
+  std::string job_identity;
 };
 std::shared_ptr<Store> make_tcp_store(const TcpStoreOptions& options);
 

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <unordered_map>
 
@@ -31,16 +33,22 @@
 namespace ringlet::bootstrap {
 namespace {
 
+using detail::get_u16;
 using detail::get_u32;
 using detail::get_u64;
+using detail::HelloStatus;
 using detail::kFrameHeaderBytes;
 using detail::kHelloBytes;
+using detail::kHelloPrefixBytes;
 using detail::kHelloReplyBytes;
+using detail::kMaxJobIdentityBytes;
 using detail::kMaxKeyBytes;
 using detail::kMaxValueBytes;
+using detail::kNonceBytes;
 using detail::kStoreMagic0;
 using detail::kStoreMagic1;
 using detail::kStoreProtocolVersion;
+using detail::put_u16;
 using detail::put_u32;
 using detail::put_u64;
 using detail::StoreOp;
@@ -81,6 +89,20 @@ AddrInfoPtr resolve(const std::string& host, int port, bool passive, std::string
   return AddrInfoPtr(out);
 }
 
+// Fills `out` from the kernel's random source (getrandom(2); blocks only before the pool is
+// initialised at boot).
+void fill_random(std::span<std::byte> out) {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::getrandom(out.data() + done, out.size() - done, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ringlet::detail::throw_errno("tcp store: getrandom");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
 // Waits until `fd` is ready for `events` or the deadline passes; returns whether it is ready.
 bool wait_fd(int fd, short events, Deadline deadline) {
   for (;;) {
@@ -101,7 +123,8 @@ bool wait_fd(int fd, short events, Deadline deadline) {
 // the listener, the clients and wake_ (an eventfd written by the destructor).
 class TcpStoreServer {
  public:
-  TcpStoreServer(const std::string& host, int port) {
+  TcpStoreServer(const std::string& host, int port, std::string job_identity)
+      : job_identity_(std::move(job_identity)) {
     std::string error;
     AddrInfoPtr addrs = resolve(host, port, true, error);
     if (!addrs) {
@@ -161,6 +184,8 @@ class TcpStoreServer {
     std::vector<std::byte> out;
     std::size_t out_off = 0;
     bool greeted = false;
+    std::array<std::byte, kNonceBytes> client_nonce{};
+    std::array<std::byte, kNonceBytes> server_nonce{};
     bool close_after_flush = false;
     bool dead = false;
     bool waiting = false;  // a get is pending on waiting_key
@@ -316,15 +341,43 @@ class TcpStoreServer {
           drop(c);  // not a ringlet store client: dropped as soon as its magic is wrong
           break;
         }
+        if (avail < kHelloPrefixBytes) break;
+        if (get_u32(p + 8) != kStoreProtocolVersion) {
+          // Another version: answer with magic and version only (what every version reads).
+          std::array<std::byte, kHelloPrefixBytes> r{};
+          put_u32(r.data(), kStoreMagic0);
+          put_u32(r.data() + 4, kStoreMagic1);
+          put_u32(r.data() + 8, kStoreProtocolVersion);
+          c.out.insert(c.out.end(), r.begin(), r.end());
+          c.in_off = c.in.size();
+          c.close_after_flush = true;
+          break;
+        }
         if (avail < kHelloBytes) break;
-        std::uint32_t version = get_u32(p + 8);
+        std::size_t id_len = get_u16(p + 12);
+        if (id_len > kMaxJobIdentityBytes || get_u16(p + 14) != 0) {
+          drop(c);
+          break;
+        }
+        if (avail < kHelloBytes + id_len) break;
+        std::memcpy(c.client_nonce.data(), p + 16, kNonceBytes);
+        std::string_view identity(reinterpret_cast<const char*>(p + kHelloBytes), id_len);
+        bool same_job = identity == job_identity_;
+        fill_random(c.server_nonce);
         std::array<std::byte, kHelloReplyBytes> r{};
         put_u32(r.data(), kStoreMagic0);
         put_u32(r.data() + 4, kStoreMagic1);
         put_u32(r.data() + 8, kStoreProtocolVersion);
+        r[12] = static_cast<std::byte>(same_job ? HelloStatus::ok : HelloStatus::job_mismatch);
+        put_u16(r.data() + 14, static_cast<std::uint16_t>(job_identity_.size()));
+        std::memcpy(r.data() + 16, c.server_nonce.data(), kNonceBytes);
         c.out.insert(c.out.end(), r.begin(), r.end());
-        c.in_off += kHelloBytes;
-        if (version != kStoreProtocolVersion) {
+        const auto* id = reinterpret_cast<const std::byte*>(job_identity_.data());
+        c.out.insert(c.out.end(), id, id + job_identity_.size());
+        c.in_off += kHelloBytes + id_len;
+        if (!same_job) {
+          // Another job's client: told whose store this is, then closed; nothing else changes.
+          c.in_off = c.in.size();
           c.close_after_flush = true;
           break;
         }
@@ -452,6 +505,7 @@ class TcpStoreServer {
   UniqueFd listener_;
   UniqueFd wake_;
   int port_ = 0;
+  std::string job_identity_;
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, Client> clients_;  // node-based: Client* stay valid
   std::map<std::string, std::vector<std::byte>, std::less<>> data_;
@@ -552,10 +606,14 @@ std::vector<std::byte> request_frame(StoreOp op, std::string_view key,
 // is owned here and declared first, so that it outlives the connections.
 class TcpStore final : public Store, public detail::TcpStoreInfo {
  public:
-  explicit TcpStore(const TcpStoreOptions& options) : host_(strip_brackets(options.host)) {
+  explicit TcpStore(const TcpStoreOptions& options)
+      : host_(strip_brackets(options.host)), job_identity_(options.job_identity) {
+    RINGLET_CHECK(job_identity_.size() <= detail::kMaxJobIdentityBytes,
+                  "make_tcp_store: the job identity is longer than ", detail::kMaxJobIdentityBytes,
+                  " bytes");
     port_ = options.port;
     if (options.is_server) {
-      server_ = std::make_unique<TcpStoreServer>(host_, options.port);
+      server_ = std::make_unique<TcpStoreServer>(host_, options.port, options.job_identity);
       port_ = server_->port();
       if (host_.empty()) host_ = "localhost";
     }
@@ -728,13 +786,18 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   }
 
   void handshake(int fd, Deadline deadline) {
-    std::array<std::byte, kHelloBytes> hello{};  // token: zeros
+    std::vector<std::byte> hello(kHelloBytes + job_identity_.size());
     put_u32(hello.data(), kStoreMagic0);
     put_u32(hello.data() + 4, kStoreMagic1);
     put_u32(hello.data() + 8, kStoreProtocolVersion);
+    put_u16(hello.data() + 12, static_cast<std::uint16_t>(job_identity_.size()));
+    std::array<std::byte, detail::kNonceBytes> nonce{};
+    fill_random(nonce);
+    std::memcpy(hello.data() + 16, nonce.data(), nonce.size());
+    std::memcpy(hello.data() + kHelloBytes, job_identity_.data(), job_identity_.size());
     send_all(fd, hello, deadline, where_);
     std::array<std::byte, kHelloReplyBytes> r{};
-    recv_all(fd, r, deadline, where_);
+    recv_all(fd, std::span(r).first(detail::kHelloPrefixBytes), deadline, where_);
     if (get_u32(r.data()) != kStoreMagic0 || get_u32(r.data() + 4) != kStoreMagic1) {
       throw Error(ErrorCode::mismatch,
                   str_cat("the server at ", where_, " is not a ringlet rendezvous store"));
@@ -745,10 +808,26 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
                   str_cat("store at ", where_, " speaks protocol version ", version,
                           ", this rank speaks ", kStoreProtocolVersion));
     }
+    recv_all(fd, std::span(r).subspan(detail::kHelloPrefixBytes), deadline, where_);
+    std::size_t id_len = get_u16(r.data() + 14);
+    if (id_len > detail::kMaxJobIdentityBytes) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("the server at ", where_, " sent a malformed store greeting"));
+    }
+    std::string server_identity(id_len, '\0');
+    recv_all(fd, std::as_writable_bytes(std::span(server_identity)), deadline, where_);
+    if (static_cast<HelloStatus>(r[12]) != HelloStatus::ok || server_identity != job_identity_) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("the rendezvous store at ", where_, " serves job '", server_identity,
+                          "', but this rank belongs to job '", job_identity_,
+                          "': two jobs share this address and port (set RINGLET_PORT or "
+                          "RINGLET_ADDR apart, or RINGLET_JOB_ID alike)"));
+    }
   }
 
   std::unique_ptr<TcpStoreServer> server_;  // first: destroyed after the connections
   std::string host_;
+  std::string job_identity_;
   int port_ = 0;
   std::string where_;
   std::string local_address_;

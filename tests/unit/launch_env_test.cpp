@@ -442,5 +442,27 @@ TEST(NodeIdentityTest, HasHostBootIdAndNamespacesAndIsStable) {
   EXPECT_EQ(id.rfind(std::string(host) + "/", 0), 0u) << id;
 }
 
+TEST(JobIdentityTest, RingletJobIdWinsElseEveryRankHashesTheSameRendezvous) {
+  Vars base{{"RINGLET_ADDR", "10.1.2.3:4000"}, {"RINGLET_SIZE", "4"}};
+  Vars r0 = base, r3 = base;
+  r0["RINGLET_RANK"] = "0";
+  r3["RINGLET_RANK"] = "3";
+  LaunchInfo a = resolve_launch({}, env_of(r0));
+  LaunchInfo b = resolve_launch({}, env_of(r3));
+  EXPECT_EQ(a.job_identity, b.job_identity);
+  EXPECT_EQ(a.job_identity_source, "rendezvous parameters");
+  EXPECT_EQ(a.job_identity.rfind("rdv-", 0), 0u) << a.job_identity;
+  Vars other_port = r0;
+  other_port["RINGLET_ADDR"] = "10.1.2.3:4001";
+  EXPECT_NE(resolve_launch({}, env_of(other_port)).job_identity, a.job_identity);
+  Vars named = r0;
+  named["RINGLET_JOB_ID"] = "train-7";
+  LaunchInfo n = resolve_launch({}, env_of(named));
+  EXPECT_EQ(n.job_identity, "train-7");
+  EXPECT_EQ(n.job_identity_source, "RINGLET_JOB_ID");
+  named["RINGLET_JOB_ID"] = std::string(257, 'j');
+  EXPECT_NE(error_of({}, named).find("RINGLET_JOB_ID"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ringlet::bootstrap

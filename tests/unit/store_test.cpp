@@ -46,6 +46,17 @@ bool have_ipv6_loopback() {
   return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
 }
 
+TcpStoreOptions topts(std::string host, int port, bool server, Deadline deadline,
+                      std::string job = {}) {
+  TcpStoreOptions o;
+  o.host = std::move(host);
+  o.port = port;
+  o.is_server = server;
+  o.deadline = deadline;
+  o.job_identity = std::move(job);
+  return o;
+}
+
 std::string temp_dir() {
   static std::atomic<int> counter{0};
   auto dir =
@@ -78,9 +89,9 @@ Backend make_backend(const std::string& kind) {
     b.peer = [base] { return make_prefix_store("job7", base); };
   } else {
     std::string host = kind == "tcp4" ? "127.0.0.1" : "[::1]";
-    b.store = make_tcp_store({host, 0, true, in(5s)});
+    b.store = make_tcp_store(topts(host, 0, true, in(5s)));
     int port = tcp_store_port(*b.store);
-    b.peer = [host, port] { return make_tcp_store({host, port, false, in(5s)}); };
+    b.peer = [host, port] { return make_tcp_store(topts(host, port, false, in(5s))); };
   }
   return b;
 }
@@ -276,6 +287,7 @@ bool closed_by_peer(int fd, std::chrono::milliseconds wait) {
   return false;
 }
 
+// A version-2 hello of the job with the empty identity (the default of TcpStoreOptions).
 std::array<std::byte, detail::kHelloBytes> hello(std::uint32_t version) {
   std::array<std::byte, detail::kHelloBytes> h{};
   detail::put_u32(h.data(), kStoreMagic0);
@@ -285,11 +297,11 @@ std::array<std::byte, detail::kHelloBytes> hello(std::uint32_t version) {
 }
 
 TEST(TcpStoreTest, EphemeralPortAndLocalAddress) {
-  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
   int port = tcp_store_port(*server);
   EXPECT_GT(port, 0);
   EXPECT_EQ(local_address_of(*server), "127.0.0.1");
-  auto client = make_tcp_store({"localhost", port, false, in(5s)});
+  auto client = make_tcp_store(topts("localhost", port, false, in(5s)));
   EXPECT_FALSE(local_address_of(*client).empty());
   auto prefixed = make_prefix_store("p", client);
   EXPECT_EQ(local_address_of(*prefixed), local_address_of(*client));
@@ -298,7 +310,7 @@ TEST(TcpStoreTest, EphemeralPortAndLocalAddress) {
 }
 
 TEST(TcpStoreTest, LargeValuesRoundTripAndOversizedOnesAreRejected) {
-  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
   std::vector<std::byte> big(8 << 20);
   for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::byte>(i * 31 + (i >> 13));
   server->set("big", big);
@@ -313,9 +325,9 @@ TEST(TcpStoreTest, LargeValuesRoundTripAndOversizedOnesAreRejected) {
 }
 
 TEST(TcpStoreTest, GarbageClientsAreDroppedWhileRealClientsWork) {
-  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
   int port = tcp_store_port(*server);
-  auto client = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+  auto client = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
 
   UniqueFd idle = raw_connect(port);  // connects and says nothing: must not stall anyone
   UniqueFd half = raw_connect(port);  // half a handshake
@@ -361,7 +373,7 @@ TEST(TcpStoreTest, GarbageClientsAreDroppedWhileRealClientsWork) {
 }
 
 TEST(TcpStoreTest, AClientThatNeverReadsRepliesDoesNotStallOthers) {
-  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
   int port = tcp_store_port(*server);
   server->set("big", std::vector<std::byte>(4 << 20, std::byte{7}));
   UniqueFd greedy = raw_connect(port);
@@ -372,17 +384,17 @@ TEST(TcpStoreTest, AClientThatNeverReadsRepliesDoesNotStallOthers) {
   detail::put_u32(get.data() + 4, 3);
   std::memcpy(get.data() + detail::kFrameHeaderBytes, "big", 3);
   for (int i = 0; i < 64; ++i) raw_send(greedy.get(), get);
-  auto client = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+  auto client = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
   auto start = Clock::now();
   for (int i = 0; i < 20; ++i) EXPECT_EQ(client->add("n", 1), i + 1);
   EXPECT_LT(Clock::now() - start, 5s);  // a stall would last until the greedy client reads
 }
 
 TEST(TcpStoreTest, ServerRepliesToAnOtherVersionClientAndCloses) {
-  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
   UniqueFd fd = raw_connect(tcp_store_port(*server));
   raw_send(fd.get(), hello(kStoreProtocolVersion + 1));
-  std::array<std::byte, detail::kHelloReplyBytes> r{};
+  std::array<std::byte, detail::kHelloPrefixBytes> r{};  // magic and version only
   std::size_t got = 0;
   auto deadline = in(2s);
   while (got < r.size() && Clock::now() < deadline) {
@@ -399,7 +411,7 @@ TEST(TcpStoreTest, ServerRepliesToAnOtherVersionClientAndCloses) {
 }
 
 TEST(TcpStoreTest, ClientOfAnOtherVersionServerGetsMismatchNamingBothVersions) {
-  // A fake server that speaks protocol version 2.
+  // A fake server that speaks the next protocol version.
   UniqueFd listener(::socket(AF_INET, SOCK_STREAM, 0));
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -420,22 +432,57 @@ TEST(TcpStoreTest, ClientOfAnOtherVersionServerGetsMismatchNamingBothVersions) {
       if (n <= 0) return;
       got += static_cast<std::size_t>(n);
     }
-    std::array<std::byte, detail::kHelloReplyBytes> r{};
+    std::array<std::byte, detail::kHelloPrefixBytes> r{};
     detail::put_u32(r.data(), kStoreMagic0);
     detail::put_u32(r.data() + 4, kStoreMagic1);
-    detail::put_u32(r.data() + 8, 2);
+    detail::put_u32(r.data() + 8, kStoreProtocolVersion + 1);
     raw_send(c.get(), r);
     std::this_thread::sleep_for(200ms);
   });
   try {
-    make_tcp_store({"127.0.0.1", port, false, in(5s)});
-    FAIL() << "a version-2 server was accepted";
+    make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
+    FAIL() << "a server of another version was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::mismatch);
     std::string what = e.what();
-    EXPECT_NE(what.find("speaks protocol version 2"), std::string::npos) << what;
-    EXPECT_NE(what.find("this rank speaks 1"), std::string::npos) << what;
+    EXPECT_NE(what.find("speaks protocol version " + std::to_string(kStoreProtocolVersion + 1)),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("this rank speaks " + std::to_string(kStoreProtocolVersion)),
+              std::string::npos)
+        << what;
   }
+}
+
+TEST(TcpStoreTest, AClientOfAnotherJobIsRefusedNamingBothAndTheStoreIsUndisturbed) {
+  auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s), "slurm-41.0"));
+  int port = tcp_store_port(*server);
+  auto mine = make_tcp_store(topts("127.0.0.1", port, false, in(5s), "slurm-41.0"));
+  mine->set_string("addr/1", "10.0.0.1:4000");
+  EXPECT_EQ(mine->add("arrived", 1), 1);
+  auto start = Clock::now();
+  try {
+    make_tcp_store(topts("127.0.0.1", port, false, in(5s), "slurm-42.0"));
+    FAIL() << "a client of another job was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::mismatch);
+    std::string what = e.what();
+    EXPECT_NE(what.find("'slurm-41.0'"), std::string::npos) << what;
+    EXPECT_NE(what.find("'slurm-42.0'"), std::string::npos) << what;
+  }
+  EXPECT_LT(Clock::now() - start, 2s);  // refused at once, not after the connect deadline
+  EXPECT_EQ(server->get_string("addr/1", in(2s)), "10.0.0.1:4000");
+  EXPECT_EQ(mine->add("arrived", 1), 2);
+}
+
+TEST(TcpStoreTest, AnOverlongJobIdentityInAHelloIsDropped) {
+  auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
+  UniqueFd fd = raw_connect(tcp_store_port(*server));
+  auto h = hello(kStoreProtocolVersion);
+  detail::put_u16(h.data() + 12, static_cast<std::uint16_t>(detail::kMaxJobIdentityBytes + 1));
+  raw_send(fd.get(), h);
+  EXPECT_TRUE(closed_by_peer(fd.get(), 2s));
+  EXPECT_EQ(server->add("n", 1), 1);
 }
 
 TEST(TcpStoreTest, ConnectingToADeadPortTimesOut) {
@@ -450,7 +497,7 @@ TEST(TcpStoreTest, ConnectingToADeadPortTimesOut) {
   int port = ntohs(a.sin_port);
   auto start = Clock::now();
   try {
-    make_tcp_store({"127.0.0.1", port, false, in(300ms)});
+    make_tcp_store(topts("127.0.0.1", port, false, in(300ms)));
     FAIL() << "connected to a dead port";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::timeout);
@@ -476,17 +523,17 @@ TEST(TcpStoreTest, ClientWaitsForAServerThatStartsLate) {
   std::jthread late([&] {
     std::this_thread::sleep_for(200ms);
     holder.reset();
-    server = make_tcp_store({"127.0.0.1", port, true, in(5s)});
+    server = make_tcp_store(topts("127.0.0.1", port, true, in(5s)));
   });
-  auto client = make_tcp_store({"127.0.0.1", port, false, in(10s)});
+  auto client = make_tcp_store(topts("127.0.0.1", port, false, in(10s)));
   EXPECT_EQ(client->add("x", 1), 1);
   late.join();
   client.reset();
 }
 
 TEST(TcpStoreTest, LostServerGivesPeerLost) {
-  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
-  auto client = make_tcp_store({"127.0.0.1", tcp_store_port(*server), false, in(5s)});
+  auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
+  auto client = make_tcp_store(topts("127.0.0.1", tcp_store_port(*server), false, in(5s)));
   client->set_string("k", "v");
   server.reset();
   try {
