@@ -688,6 +688,7 @@ Communicator Communicator::create(const Options& options) {
     so.is_server = info.rank == 0;
     so.deadline = Clock::now() + config.timeout;
     so.job_identity = info.job_identity;
+    so.secret = config.secret;
     store = bootstrap::make_tcp_store(so);
   }
   RINGLET_LOG(info, "rank ", info.rank, " of ", info.size, " from ", info.source,
