@@ -358,7 +358,7 @@ class TcpStoreServer {
     while (!c.dead) {
       std::size_t avail = c.in.size() - c.in_off;
       const std::byte* p = c.in.data() + c.in_off;
-      if (!c.greeted) {
+      if (!c.greeted && !c.authenticating) {
         if (avail >= 8 && (get_u32(p) != kStoreMagic0 || get_u32(p + 4) != kStoreMagic1)) {
           drop(c);  // not a ringlet store client: dropped as soon as its magic is wrong
           break;

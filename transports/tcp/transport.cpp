@@ -552,6 +552,12 @@ void TcpTransport::service_listener(int timeout_ms) {
         }
       } else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
         RINGLET_LOG(info, "tcp: dropped ", p.from, ": closed during its handshake");
+        if (p.proof_phase) {
+          // It gave up on this rank's proof: it holds another secret (or is not a rank).
+          Hello h = Hello::decode(p.hello);
+          note_refusal(h.from_rank, p.from,
+                       "it could not verify this rank's proof (another RINGLET_SECRET?)");
+        }
         p.fd.reset();
       }
     }
