@@ -338,7 +338,7 @@ TEST(LauncherTest, EveryJobGetsItsOwnSecretInTheEnvironment) {
   Result c = run({"-np", "1", probe(), "env"}, 30, {{"RINGLET_SECRET", "mine-mine-mine-mine"}});
   EXPECT_EQ(fields(c.out)["secret"], "mine-mine-mine-mine");
   Result d = run({"-np", "1", probe(), "env"}, 30, {{"RINGLET_SECRET_FILE", "/some/file"}});
-  EXPECT_EQ(fields(d.out)["secret"], "");
+  EXPECT_EQ(fields(d.out)["secret"], "(unset)");
   EXPECT_EQ(fields(d.out)["secret_file"], "/some/file");
 }
 
