@@ -44,7 +44,12 @@ std::int64_t sum_over_ranks(Communicator& comm, std::int64_t value) {
 int run(const perf::PerfArgs& args) {
   ringlet::Options options;
   options.algorithm = args.algo;  // empty: RINGLET_ALGO, else auto
+  const auto create_start = std::chrono::steady_clock::now();
   Communicator comm = Communicator::create(options);
+  // Set-up time (rendezvous, connections and their handshakes), the slowest rank's.
+  const double create_ms = max_over_ranks(comm, std::chrono::duration<double, std::milli>(
+                                                    std::chrono::steady_clock::now() - create_start)
+                                                    .count());
   const int rank = comm.rank();
   const int ranks = comm.size();
   const bool printer = rank == 0;
@@ -68,6 +73,7 @@ int run(const perf::PerfArgs& args) {
       info.algo = "auto";
     }
     perf::print_header(stdout, args, info);
+    std::printf("# create: %.2f ms (slowest rank)\n", create_ms);
   }
 
   double busbw_sum = 0.0;

@@ -99,8 +99,17 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
     std::random_device rd;
     job_.job_id = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
     store_->set_string("job", std::to_string(job_.job_id));
+    store_->set_string("encrypt", config_.encrypt ? "1" : "0");
   } else {
     job_.job_id = std::stoull(store_->get_string("job", deadline));
+    // Sealed and clear frames cannot meet: every rank agrees with rank 0 before connecting.
+    const std::string theirs = store_->get_string("encrypt", deadline);
+    if (theirs != (config_.encrypt ? "1" : "0")) {
+      throw Error(ErrorCode::mismatch,
+                  str_cat("RINGLET_ENCRYPT=", config_.encrypt ? 1 : 0, " on rank ", id.rank,
+                          " but RINGLET_ENCRYPT=", theirs, " on rank 0"),
+                  {0, id.rank});
+    }
   }
   // Every rank states its protocol version, its idea of the job size, and its node.
   store_->set_string(str_cat("info/", id.rank),
@@ -681,7 +690,7 @@ Communicator Communicator::create(const Options& options) {
   log::set_thread_rank(info.rank);
   const Config config = resolve_config(options, info.size, process_env_lookup());
   std::shared_ptr<bootstrap::Store> store =
-      bootstrap::connect_store(launch, Clock::now() + config.timeout);
+      bootstrap::connect_store(launch, Clock::now() + config.timeout, config.secret);
   RINGLET_LOG(info, "rank ", info.rank, " of ", info.size, " from ", info.source,
               " environment, wire-up ", bootstrap::wireup_name(info.wireup), ", rendezvous at ",
               launch.rendezvous, ", job ", info.job_identity, " (from ", info.job_identity_source,

@@ -4,8 +4,13 @@
 // src/bootstrap/launch_env.cpp, which resolves who the rank is, not how it runs).
 #include "src/config.hpp"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "src/algo/select.hpp"
 #include "src/common/check.hpp"
@@ -47,6 +52,34 @@ class Reader {
 // doubling still wins at 128 KiB.
 std::size_t default_crossover_bytes(int size) {
   return size <= 4 ? std::size_t{64} << 10 : std::size_t{128} << 10;
+}
+
+// The contents of RINGLET_SECRET_FILE, which must be a regular file that only its owner may
+// read (like ssh's keys); one trailing newline is not part of the secret.
+std::string read_secret_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("RINGLET_SECRET_FILE=", path, ": ", std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("RINGLET_SECRET_FILE=", path, " is not a regular file"));
+  }
+  if ((st.st_mode & 077) != 0) {
+    throw Error(
+        ErrorCode::invalid_argument,
+        str_cat("RINGLET_SECRET_FILE=", path, " may be read by other users (mode 0",
+                (st.st_mode >> 6) & 7, (st.st_mode >> 3) & 7, st.st_mode & 7, "); chmod 600 it"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    throw Error(ErrorCode::invalid_argument, str_cat("RINGLET_SECRET_FILE=", path, ": unreadable"));
+  }
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  if (!text.empty() && text.back() == '\r') text.pop_back();
+  return text;
 }
 
 }  // namespace
@@ -105,6 +138,39 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
   if (auto v = read.integer("RINGLET_SHM_YIELDS", 0, 1 << 30)) c.shm_yields = static_cast<int>(*v);
   if (auto v = read.integer("RINGLET_SOCKETS", 1, 64)) c.tcp_sockets = static_cast<int>(*v);
   if (auto v = read.text("RINGLET_SOCKET_IFNAME")) c.socket_ifname = *v;
+  if (!options.secret.empty()) {
+    c.secret = options.secret;
+    c.secret_source = "Options::secret";
+  } else if (auto v = read.text("RINGLET_SECRET")) {
+    c.secret = *v;
+    c.secret_source = "RINGLET_SECRET";
+  } else if (auto f = read.text("RINGLET_SECRET_FILE")) {
+    c.secret = read_secret_file(*f);
+    c.secret_source = str_cat("RINGLET_SECRET_FILE=", *f);
+  }
+  if (!c.secret_source.empty() && c.secret.size() < kMinSecretBytes) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("the secret from ", c.secret_source, " has ", c.secret.size(),
+                        " bytes; at least ", kMinSecretBytes, " are needed (RINGLET_SECRET)"));
+  }
+  if (options.encrypt == 0 || options.encrypt == 1) {
+    c.encrypt = options.encrypt == 1;
+  } else if (options.encrypt != -1) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("Options::encrypt=", options.encrypt, " is not -1, 0 or 1"));
+  } else if (auto v = read.integer("RINGLET_ENCRYPT", 0, 1)) {
+    c.encrypt = *v == 1;
+  }
+  if (c.encrypt && c.secret.empty()) {
+    throw Error(ErrorCode::invalid_argument,
+                "RINGLET_ENCRYPT=1 needs the job's secret (RINGLET_SECRET or RINGLET_SECRET_FILE): "
+                "the keys are derived from it");
+  }
+  if (c.encrypt && c.transport == "rdma") {
+    throw Error(ErrorCode::invalid_argument,
+                "RINGLET_ENCRYPT=1 is not available with RINGLET_TRANSPORT=rdma (RDMA writes "
+                "bypass the CPU); use tcp or leave RINGLET_ENCRYPT unset");
+  }
   return c;
 }
 
@@ -118,7 +184,9 @@ std::string describe(const Config& c) {
       c.shm_chunk_bytes == 0 ? std::string("default") : std::to_string(c.shm_chunk_bytes),
       " shm_spin=", c.shm_spin, " shm_yields=", c.shm_yields,
       " tcp_sockets=", c.tcp_sockets == 0 ? std::string("default") : std::to_string(c.tcp_sockets),
-      " socket_ifname=", c.socket_ifname.empty() ? std::string("auto") : c.socket_ifname);
+      " socket_ifname=", c.socket_ifname.empty() ? std::string("auto") : c.socket_ifname,
+      " secret=", c.secret.empty() ? std::string("none") : str_cat("set (", c.secret_source, ")"),
+      " encrypt=", c.encrypt ? 1 : 0);
 }
 
 }  // namespace ringlet

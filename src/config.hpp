@@ -44,7 +44,17 @@ struct Config {
   int tcp_sockets = 0;
   // Interface selection as NCCL_SOCKET_IFNAME (RINGLET_SOCKET_IFNAME); empty: automatic.
   std::string socket_ifname;
+  // The job's shared secret (Options::secret, RINGLET_SECRET, RINGLET_SECRET_FILE); empty:
+  // unauthenticated. Never printed.
+  std::string secret;
+  // Where the secret came from, for messages: "Options::secret", "RINGLET_SECRET", the file.
+  std::string secret_source;
+  // Encrypt and authenticate every TCP frame (RINGLET_ENCRYPT); needs a secret.
+  bool encrypt = false;
 };
+
+// Secrets shorter than this are refused (ringlet-run generates 64 hexadecimal digits).
+inline constexpr std::size_t kMinSecretBytes = 16;
 
 // How a variable is looked up: the process environment in production, a map in tests.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

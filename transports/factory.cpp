@@ -73,6 +73,8 @@ NetworkChoice make_network_transport(const Config& config, const JobLayout& layo
   options.sockets = config.tcp_sockets;
   options.socket_ifname = config.socket_ifname;
   options.oversubscribed = oversubscribed(layout.local_size);
+  options.secret = config.secret;
+  options.encrypt = config.encrypt;
   options.bind_address = choose_bind_address(config, layout, store_route, &choice.numa_node);
   choice.transport = make_tcp_transport(options);
   return choice;

@@ -183,6 +183,11 @@ struct Options {
   std::string algorithm;
   // Network transport: "auto" or "tcp". Empty: RINGLET_TRANSPORT, else auto.
   std::string transport;
+  // The job's shared secret (docs/security.md). Empty: RINGLET_SECRET, else the contents of
+  // the file RINGLET_SECRET_FILE, else none (unauthenticated; rank 0 warns once).
+  std::string secret;
+  // Encrypt every TCP frame (AES-256-GCM): 1 on, 0 off, -1: RINGLET_ENCRYPT, else off.
+  int encrypt = -1;
 };
 
 // ringlet::Communicator

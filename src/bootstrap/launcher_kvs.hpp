@@ -52,6 +52,6 @@ Launch start_launch(const Options& options, const EnvLookup& env);
 // fence. Then closes the process manager's connection. Size-1 jobs get an in-process store.
 // When the identity is only the rendezvous hash and the process manager names the job
 // (PMI-1's KVS), that name becomes the identity.
-std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline);
+std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline, const std::string& secret);
 
 }  // namespace ringlet::bootstrap

@@ -66,6 +66,11 @@ struct TcpStoreOptions {
   // the clear in every hello. A server refuses clients of another job: their create()
   // fails with Error(mismatch) naming both identities, and the store is not disturbed.
   std::string job_identity;
+  // The job's secret (Config::secret). Non-empty: client and server prove it to each other
+  // (HMAC-SHA-256 over both nonces and the job identity) before any request; a client with
+  // another secret fails at once with Error(transport) naming RINGLET_SECRET. Empty: no
+  // authentication (the server logs one warning); both sides must agree.
+  std::string secret;
 };
 std::shared_ptr<Store> make_tcp_store(const TcpStoreOptions& options);
 

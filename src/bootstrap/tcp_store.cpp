@@ -25,6 +25,7 @@
 #include "src/bootstrap/store_value.hpp"
 #include "src/bootstrap/tcp_store_protocol.hpp"
 #include "src/common/check.hpp"
+#include "src/common/crypto.hpp"
 #include "src/common/log.hpp"
 #include "src/common/net_address.hpp"
 #include "src/common/socket.hpp"
@@ -33,18 +34,23 @@
 namespace ringlet::bootstrap {
 namespace {
 
+using detail::AuthStatus;
 using detail::get_u16;
 using detail::get_u32;
 using detail::get_u64;
 using detail::HelloStatus;
+using detail::kAuthFailuresKey;
+using detail::kAuthVerdictBytes;
 using detail::kFrameHeaderBytes;
 using detail::kHelloBytes;
+using detail::kHelloFlagSecret;
 using detail::kHelloPrefixBytes;
 using detail::kHelloReplyBytes;
 using detail::kMaxJobIdentityBytes;
 using detail::kMaxKeyBytes;
 using detail::kMaxValueBytes;
 using detail::kNonceBytes;
+using detail::kProofBytes;
 using detail::kStoreMagic0;
 using detail::kStoreMagic1;
 using detail::kStoreProtocolVersion;
@@ -103,6 +109,19 @@ void fill_random(std::span<std::byte> out) {
   }
 }
 
+// The two proofs of the store handshake (tcp_store_protocol.hpp), over the client's whole
+// hello and the server's nonce.
+crypto::Mac store_proof(std::string_view label, std::string_view secret,
+                        std::span<const std::byte> hello, std::span<const std::byte> server_nonce) {
+  auto u = [](std::span<const std::byte> b) {
+    return std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(b.data()),
+                                          b.size());
+  };
+  return crypto::hmac_sha256(secret, {crypto::bytes(label), u(hello), u(server_nonce)});
+}
+constexpr std::string_view kClientProofLabel = "ringlet store v2 client";
+constexpr std::string_view kServerProofLabel = "ringlet store v2 server";
+
 // Waits until `fd` is ready for `events` or the deadline passes; returns whether it is ready.
 bool wait_fd(int fd, short events, Deadline deadline) {
   for (;;) {
@@ -123,8 +142,8 @@ bool wait_fd(int fd, short events, Deadline deadline) {
 // the listener, the clients and wake_ (an eventfd written by the destructor).
 class TcpStoreServer {
  public:
-  TcpStoreServer(const std::string& host, int port, std::string job_identity)
-      : job_identity_(std::move(job_identity)) {
+  TcpStoreServer(const std::string& host, int port, std::string job_identity, std::string secret)
+      : job_identity_(std::move(job_identity)), secret_(std::move(secret)) {
     std::string error;
     AddrInfoPtr addrs = resolve(host, port, true, error);
     if (!addrs) {
@@ -184,6 +203,9 @@ class TcpStoreServer {
     std::vector<std::byte> out;
     std::size_t out_off = 0;
     bool greeted = false;
+    bool authenticating = false;   // hello answered; the client's proof is awaited
+    std::vector<std::byte> hello;  // the client's whole hello, which both proofs cover
+    std::string peer;              // the client's address, for the failure record
     std::array<std::byte, kNonceBytes> client_nonce{};
     std::array<std::byte, kNonceBytes> server_nonce{};
     bool close_after_flush = false;
@@ -336,7 +358,7 @@ class TcpStoreServer {
     while (!c.dead) {
       std::size_t avail = c.in.size() - c.in_off;
       const std::byte* p = c.in.data() + c.in_off;
-      if (!c.greeted) {
+      if (!c.greeted && !c.authenticating) {
         if (avail >= 8 && (get_u32(p) != kStoreMagic0 || get_u32(p + 4) != kStoreMagic1)) {
           drop(c);  // not a ringlet store client: dropped as soon as its magic is wrong
           break;
@@ -355,7 +377,8 @@ class TcpStoreServer {
         }
         if (avail < kHelloBytes) break;
         std::size_t id_len = get_u16(p + 12);
-        if (id_len > kMaxJobIdentityBytes || get_u16(p + 14) != 0) {
+        const std::uint16_t flags = get_u16(p + 14);
+        if (id_len > kMaxJobIdentityBytes || (flags & ~kHelloFlagSecret) != 0) {
           drop(c);
           break;
         }
@@ -363,24 +386,61 @@ class TcpStoreServer {
         std::memcpy(c.client_nonce.data(), p + 16, kNonceBytes);
         std::string_view identity(reinterpret_cast<const char*>(p + kHelloBytes), id_len);
         bool same_job = identity == job_identity_;
+        const bool client_secret = (flags & kHelloFlagSecret) != 0;
+        const bool server_secret = !secret_.empty();
+        HelloStatus status = !same_job                        ? HelloStatus::job_mismatch
+                             : client_secret == server_secret ? HelloStatus::ok
+                             : server_secret                  ? HelloStatus::secret_required
+                                                              : HelloStatus::secret_missing;
         fill_random(c.server_nonce);
         std::array<std::byte, kHelloReplyBytes> r{};
         put_u32(r.data(), kStoreMagic0);
         put_u32(r.data() + 4, kStoreMagic1);
         put_u32(r.data() + 8, kStoreProtocolVersion);
-        r[12] = static_cast<std::byte>(same_job ? HelloStatus::ok : HelloStatus::job_mismatch);
+        r[12] = static_cast<std::byte>(status);
+        r[13] = static_cast<std::byte>(server_secret ? 1 : 0);
         put_u16(r.data() + 14, static_cast<std::uint16_t>(job_identity_.size()));
         std::memcpy(r.data() + 16, c.server_nonce.data(), kNonceBytes);
         c.out.insert(c.out.end(), r.begin(), r.end());
         const auto* id = reinterpret_cast<const std::byte*>(job_identity_.data());
         c.out.insert(c.out.end(), id, id + job_identity_.size());
+        c.hello.assign(p, p + kHelloBytes + id_len);
         c.in_off += kHelloBytes + id_len;
-        if (!same_job) {
-          // Another job's client: told whose store this is, then closed; nothing else changes.
+        if (status != HelloStatus::ok) {
+          // Another job's client, or one that disagrees on having a secret: told why, then
+          // closed; nothing else changes.
+          if (status != HelloStatus::job_mismatch) record_auth_failure(c, "no secret on one side");
           c.in_off = c.in.size();
           c.close_after_flush = true;
           break;
         }
+        if (server_secret) {
+          c.authenticating = true;
+        } else {
+          c.greeted = true;
+        }
+        continue;
+      }
+      if (c.authenticating) {
+        if (avail < kProofBytes) break;
+        crypto::Mac proof{};
+        std::memcpy(proof.data(), p, kProofBytes);
+        c.in_off += kProofBytes;
+        std::array<std::byte, kAuthVerdictBytes> v{};
+        if (!crypto::equal(proof,
+                           store_proof(kClientProofLabel, secret_, c.hello, c.server_nonce))) {
+          v[0] = static_cast<std::byte>(AuthStatus::auth_failed);
+          c.out.insert(c.out.end(), v.begin(), v.end());
+          record_auth_failure(c, "wrong secret");
+          c.in_off = c.in.size();
+          c.close_after_flush = true;
+          break;
+        }
+        crypto::Mac mine = store_proof(kServerProofLabel, secret_, c.hello, c.server_nonce);
+        const auto* m = reinterpret_cast<const std::byte*>(mine.data());
+        c.out.insert(c.out.end(), v.begin(), v.end());
+        c.out.insert(c.out.end(), m, m + mine.size());
+        c.authenticating = false;
         c.greeted = true;
         continue;
       }
@@ -484,6 +544,27 @@ class TcpStoreServer {
     }
   }
 
+  // Counts a client that failed authentication under kAuthFailuresKey, so that ranks whose
+  // get() times out can say why (the failing rank's keys never come).
+  void record_auth_failure(Client& c, std::string_view why) {
+    ++auth_failures_;
+    if (c.peer.empty()) {
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      if (::getpeername(c.fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+        c.peer = net::format_address(ss);
+      }
+    }
+    RINGLET_LOG(warn, "tcp store: refused a client from ", c.peer.empty() ? "?" : c.peer, ": ", why,
+                " (RINGLET_SECRET)");
+    std::string text = str_cat(auth_failures_, " ", c.peer.empty() ? "?" : c.peer, " (", why, ")");
+    std::string key(kAuthFailuresKey);
+    data_.insert_or_assign(
+        key, std::vector<std::byte>(reinterpret_cast<const std::byte*>(text.data()),
+                                    reinterpret_cast<const std::byte*>(text.data()) + text.size()));
+    wake_waiters(key);
+  }
+
   void reply_error(Client& c, const std::string& message) {
     reply(c, StoreStatus::error, std::as_bytes(std::span(message.data(), message.size())));
   }
@@ -506,6 +587,8 @@ class TcpStoreServer {
   UniqueFd wake_;
   int port_ = 0;
   std::string job_identity_;
+  std::string secret_;
+  std::uint64_t auth_failures_ = 0;
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, Client> clients_;  // node-based: Client* stay valid
   std::map<std::string, std::vector<std::byte>, std::less<>> data_;
@@ -607,13 +690,22 @@ std::vector<std::byte> request_frame(StoreOp op, std::string_view key,
 class TcpStore final : public Store, public detail::TcpStoreInfo {
  public:
   explicit TcpStore(const TcpStoreOptions& options)
-      : host_(strip_brackets(options.host)), job_identity_(options.job_identity) {
+      : host_(strip_brackets(options.host)),
+        job_identity_(options.job_identity),
+        secret_(options.secret) {
     RINGLET_CHECK(job_identity_.size() <= detail::kMaxJobIdentityBytes,
                   "make_tcp_store: the job identity is longer than ", detail::kMaxJobIdentityBytes,
                   " bytes");
     port_ = options.port;
     if (options.is_server) {
-      server_ = std::make_unique<TcpStoreServer>(host_, options.port, options.job_identity);
+      server_ = std::make_unique<TcpStoreServer>(host_, options.port, options.job_identity,
+                                                 options.secret);
+      if (options.secret.empty()) {
+        RINGLET_LOG(warn, "no secret (RINGLET_SECRET): the rendezvous store on port ",
+                    server_->port(),
+                    " and the job's connections are not authenticated; anything that reaches "
+                    "them can join, read or alter this job (docs/security.md)");
+      }
       port_ = server_->port();
       if (host_.empty()) host_ = "localhost";
     }
@@ -654,8 +746,8 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     release(std::move(fd));
     if (r.status == StoreStatus::cancelled) {
       auto ms = std::chrono::duration_cast<milliseconds>(deadline - start).count();
-      throw Error(ErrorCode::timeout,
-                  str_cat("store: key '", key, "' not set within ", ms < 0 ? 0 : ms, " ms"));
+      throw Error(ErrorCode::timeout, str_cat("store: key '", key, "' not set within ",
+                                              ms < 0 ? 0 : ms, " ms", auth_failure_note(key)));
     }
     expect_ok(r, key);
     return std::move(r.value);
@@ -694,6 +786,22 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
       throw Error(ErrorCode::transport,
                   str_cat("rendezvous store at ", where_, " failed a request on key '", key,
                           "' (status ", static_cast<int>(r.status), ")"));
+    }
+  }
+
+  // Why a key may never have come: clients the server refused for their secret.
+  std::string auth_failure_note(std::string_view key) {
+    if (key == kAuthFailuresKey) return {};
+    try {
+      std::vector<std::byte> v = get(kAuthFailuresKey, Clock::now());
+      std::string text(reinterpret_cast<const char*>(v.data()), v.size());
+      std::size_t space = text.find(' ');
+      return str_cat("; the store refused ", text.substr(0, space),
+                     " client(s) that failed authentication, the last from ",
+                     space == std::string::npos ? "?" : text.substr(space + 1),
+                     ": a rank whose RINGLET_SECRET differs cannot join");
+    } catch (const Error&) {
+      return {};
     }
   }
 
@@ -791,6 +899,7 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     put_u32(hello.data() + 4, kStoreMagic1);
     put_u32(hello.data() + 8, kStoreProtocolVersion);
     put_u16(hello.data() + 12, static_cast<std::uint16_t>(job_identity_.size()));
+    put_u16(hello.data() + 14, secret_.empty() ? 0 : kHelloFlagSecret);
     std::array<std::byte, detail::kNonceBytes> nonce{};
     fill_random(nonce);
     std::memcpy(hello.data() + 16, nonce.data(), nonce.size());
@@ -816,18 +925,50 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     }
     std::string server_identity(id_len, '\0');
     recv_all(fd, std::as_writable_bytes(std::span(server_identity)), deadline, where_);
-    if (static_cast<HelloStatus>(r[12]) != HelloStatus::ok || server_identity != job_identity_) {
+    const auto status = static_cast<HelloStatus>(r[12]);
+    if (status == HelloStatus::secret_required || status == HelloStatus::secret_missing) {
+      throw Error(ErrorCode::transport,
+                  str_cat("the rendezvous store at ", where_, " (rank 0) ",
+                          status == HelloStatus::secret_required
+                              ? "requires the job's secret and this rank has none"
+                              : "has no secret and this rank has one",
+                          ": authentication failed (set the same RINGLET_SECRET or "
+                          "RINGLET_SECRET_FILE on every rank)"));
+    }
+    if (status != HelloStatus::ok || server_identity != job_identity_) {
       throw Error(ErrorCode::mismatch,
                   str_cat("the rendezvous store at ", where_, " serves job '", server_identity,
                           "', but this rank belongs to job '", job_identity_,
                           "': two jobs share this address and port (set RINGLET_PORT or "
                           "RINGLET_ADDR apart, or RINGLET_JOB_ID alike)"));
     }
+    if (secret_.empty()) return;
+    // Both hold a secret: this rank proves it first, then checks the server's proof.
+    const std::span<const std::byte> server_nonce(r.data() + 16, kNonceBytes);
+    crypto::Mac proof = store_proof(kClientProofLabel, secret_, hello, server_nonce);
+    send_all(fd, std::as_bytes(std::span(proof)), deadline, where_);
+    std::array<std::byte, kAuthVerdictBytes> v{};
+    recv_all(fd, v, deadline, where_);
+    if (static_cast<AuthStatus>(v[0]) != AuthStatus::ok) {
+      throw Error(ErrorCode::transport,
+                  str_cat("the rendezvous store at ", where_,
+                          " (rank 0) says: authentication failed; this rank's secret differs "
+                          "from rank 0's (RINGLET_SECRET or RINGLET_SECRET_FILE)"));
+    }
+    crypto::Mac theirs{};
+    recv_all(fd, std::as_writable_bytes(std::span(theirs)), deadline, where_);
+    if (!crypto::equal(theirs, store_proof(kServerProofLabel, secret_, hello, server_nonce))) {
+      throw Error(ErrorCode::transport,
+                  str_cat("the rendezvous store at ", where_,
+                          " failed authentication: it does not hold this job's secret "
+                          "(RINGLET_SECRET); it is not this job's rank 0"));
+    }
   }
 
   std::unique_ptr<TcpStoreServer> server_;  // first: destroyed after the connections
   std::string host_;
   std::string job_identity_;
+  std::string secret_;
   int port_ = 0;
   std::string where_;
   std::string local_address_;

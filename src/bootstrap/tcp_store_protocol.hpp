@@ -12,7 +12,18 @@
 // another version replies with the first 12 bytes only (its magic and version, which is
 // what a version-1 client reads), then closes. A client of another job gets
 // HelloStatus::job_mismatch and the server's identity, then the server closes that client;
-// nothing else in the store changes. Authentication ("Security") follows a status of ok.
+// nothing else in the store changes.
+// Authentication (docs/security.md). The client's hello flags say whether it holds the job's
+// secret (kHelloFlagSecret), and so does byte 13 of the server's reply. When exactly one side
+// holds one, the status is secret_required or secret_missing and the server closes. When
+// both do, the status is ok and the client then proves it first:
+//   client: proof_c = HMAC-SHA-256(secret, "ringlet store v2 client" | hello | server nonce)
+//   server: 4 bytes: u8 AuthStatus, 3 zero bytes; then, when ok, 32 bytes
+//           proof_s = HMAC-SHA-256(secret, "ringlet store v2 server" | hello | server nonce)
+// where `hello` is the client's whole hello (with its nonce and job identity). A wrong proof_c
+// gets auth_failed and the close; the server counts it under kAuthFailuresKey, which a rank
+// whose get() times out reads to say why the key never came. A client that cannot verify
+// proof_s has reached something that does not hold the secret and gives up.
 // Request (16-byte header): u8 op, 3 zero bytes, u32 key length, u64 value length, then key
 // and value. Reply (16-byte header): u8 status, 7 zero bytes, u64 value length, then value.
 // Every request gets exactly one reply, except cancel, which only turns a pending get's reply
@@ -21,6 +32,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 
 #include "src/common/le.hpp"
 
@@ -39,7 +51,18 @@ inline constexpr std::size_t kMaxKeyBytes = 4096;
 inline constexpr std::size_t kMaxValueBytes = std::size_t{64} << 20;
 
 enum class StoreOp : std::uint8_t { set = 1, get = 2, add = 3, remove = 4, cancel = 5 };
-enum class HelloStatus : std::uint8_t { ok = 0, job_mismatch = 2 };
+enum class HelloStatus : std::uint8_t {
+  ok = 0,
+  job_mismatch = 2,
+  secret_required = 3,  // the server holds a secret, the client none
+  secret_missing = 4,   // the client holds a secret, the server none
+};
+inline constexpr std::uint16_t kHelloFlagSecret = 1;
+enum class AuthStatus : std::uint8_t { ok = 0, auth_failed = 1 };
+inline constexpr std::size_t kAuthVerdictBytes = 4;
+inline constexpr std::size_t kProofBytes = 32;
+// Written by the server itself: "<count> <address of the last client that failed>".
+inline constexpr std::string_view kAuthFailuresKey = "ringlet.store/auth-failures";
 enum class StoreStatus : std::uint8_t { ok = 0, missing = 1, cancelled = 2, error = 3 };
 
 // The frames are little-endian (src/common/le.hpp).

@@ -129,7 +129,7 @@ Launch start_launch(const Options& options, const EnvLookup& env) {
   return launch;
 }
 
-std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline) {
+std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline, const std::string& secret) {
   LaunchInfo& info = launch.info;
   if (info.size == 1 && info.store_host.empty()) {
     launch.kvs.reset();
@@ -143,6 +143,7 @@ std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline) {
     so.is_server = info.serves_store;
     so.deadline = deadline;
     so.job_identity = info.job_identity;
+    so.secret = secret;
     launch.rendezvous = str_cat(net::join_host_port(info.store_host, info.store_port),
                                 " (port from ", info.port_from, ", served by ",
                                 info.serves_store ? "this rank" : "another rank", ")");
@@ -171,6 +172,7 @@ std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline) {
     so.is_server = true;
     so.deadline = deadline;
     so.job_identity = info.job_identity;
+    so.secret = secret;
     store = make_tcp_store(so);
     address = net::join_host_port(host, tcp_store_port(*store));
     kvs.put("ringlet.store", address);
@@ -187,6 +189,7 @@ std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline) {
     so.is_server = false;
     so.deadline = deadline;
     so.job_identity = info.job_identity;
+    so.secret = secret;
     store = make_tcp_store(so);
   }
   auto ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();

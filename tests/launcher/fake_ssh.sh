@@ -11,4 +11,6 @@ while [ $# -gt 0 ]; do
 done
 host="$1"
 shift
+# The command line ssh got, for tests that check what it shows in ps.
+if [ -n "${FAKE_SSH_LOG:-}" ]; then printf '%s %s\n' "$host" "$*" >> "$FAKE_SSH_LOG"; fi
 FAKE_SSH_HOST="$host" exec sh -c "$*"

@@ -12,7 +12,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
@@ -317,6 +319,57 @@ TEST(LauncherTest, SshModeExportsCurrentValue) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(fields(r.out)["probe_x"], "from-launcher");
   EXPECT_EQ(fields(r.out)["node"], "h1");
+}
+
+// The job's secret (docs/security.md): new for every job, the same on every rank, and never
+// on a command line (ssh mode sends it on ssh's standard input).
+TEST(LauncherTest, EveryJobGetsItsOwnSecretInTheEnvironment) {
+  Result a = run({"-np", "2", probe(), "env"});
+  ASSERT_EQ(a.status, 0) << a.err;
+  auto ranks = by_rank(a.out, 2);
+  const std::string secret = ranks[0]["secret"];
+  EXPECT_EQ(secret.size(), 64u) << secret;
+  EXPECT_EQ(secret.find_first_not_of("0123456789abcdef"), std::string::npos) << secret;
+  EXPECT_EQ(ranks[1]["secret"], secret);
+  Result b = run({"-np", "1", probe(), "env"});
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_NE(fields(b.out)["secret"], secret);
+  // The caller's own secret, or file, is used as it is.
+  Result c = run({"-np", "1", probe(), "env"}, 30, {{"RINGLET_SECRET", "mine-mine-mine-mine"}});
+  EXPECT_EQ(fields(c.out)["secret"], "mine-mine-mine-mine");
+  Result d = run({"-np", "1", probe(), "env"}, 30, {{"RINGLET_SECRET_FILE", "/some/file"}});
+  EXPECT_EQ(fields(d.out)["secret"], "(unset)");
+  EXPECT_EQ(fields(d.out)["secret_file"], "/some/file");
+}
+
+TEST(LauncherTest, SshModeSendsTheSecretOnStandardInputNotTheCommandLine) {
+  const std::string log =
+      (std::filesystem::temp_directory_path() / ("fake-ssh-" + std::to_string(::getpid())))
+          .string();
+  std::filesystem::remove(log);
+  Result r = run({"-np", "2", "-H", "h1,h2=127.0.0.1", "-x", "RINGLET_SECRET", probe(), "env"}, 30,
+                 {{"RINGLET_RUN_SSH", env_path("FAKE_SSH")},
+                  {"FAKE_SSH_LOG", log},
+                  {"RINGLET_SECRET", "ssh-secret-ssh-secret"}});
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto ranks = by_rank(r.out, 2);
+  EXPECT_EQ(ranks[0]["secret"], "ssh-secret-ssh-secret");
+  EXPECT_EQ(ranks[1]["secret"], "ssh-secret-ssh-secret");
+  std::ifstream in(log);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("h1 "), std::string::npos) << text;
+  EXPECT_EQ(text.find("ssh-secret"), std::string::npos) << text;
+  std::filesystem::remove(log);
+  // A generated secret travels the same way.
+  Result g = run({"-np", "1", "-H", "h1", probe(), "env"}, 30,
+                 {{"RINGLET_RUN_SSH", env_path("FAKE_SSH")}, {"FAKE_SSH_LOG", log}});
+  ASSERT_EQ(g.status, 0) << g.err;
+  const std::string made = fields(g.out)["secret"];
+  EXPECT_EQ(made.size(), 64u);
+  std::ifstream in2(log);
+  std::string text2((std::istreambuf_iterator<char>(in2)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text2.find(made), std::string::npos) << text2;
+  std::filesystem::remove(log);
 }
 
 TEST(LauncherTest, AllRanksSucceed) {

@@ -46,8 +46,9 @@ std::string describe() {
          " local_rank=" + env_or("RINGLET_LOCAL_RANK") +
          " local_size=" + env_or("RINGLET_LOCAL_SIZE") + " addr=" + env_or("RINGLET_ADDR") +
          " job=" + env_or("RINGLET_JOB_ID") + " node=" + env_or("RINGLET_NODE_ID") +
-         " probe_x=" + env_or("PROBE_X") + " host=" + host + " ips=" + (ips.empty() ? "-" : ips) +
-         " pid=" + std::to_string(::getpid()) + "\n";
+         " probe_x=" + env_or("PROBE_X") + " secret=" + env_or("RINGLET_SECRET") +
+         " secret_file=" + env_or("RINGLET_SECRET_FILE") + " host=" + host +
+         " ips=" + (ips.empty() ? "-" : ips) + " pid=" + std::to_string(::getpid()) + "\n";
 }
 
 void write_str(int fd, const std::string& s) {

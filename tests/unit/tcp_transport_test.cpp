@@ -834,34 +834,71 @@ TEST(TcpTransportTest, StrangersAreDroppedAndTheJobConnects) {
   ASSERT_EQ(::send(garbage.get(), junk.data(), junk.size(), 0), 200);
   UniqueFd silent = dial(group.blobs[1]);
   UniqueFd other_job = dial(group.blobs[1]);
-  tcp::Handshake h;
+  tcp::Hello h;
   h.job_id = kJob + 1;
   h.from_rank = 0;
   h.to_rank = 1;
   h.count = 5;
-  unsigned char buf[tcp::kHandshakeBytes];
+  unsigned char buf[tcp::kHelloBytes];
   h.encode(buf);
-  ASSERT_EQ(::send(other_job.get(), buf, sizeof(buf), 0), 64);
+  ASSERT_EQ(::send(other_job.get(), buf, sizeof(buf), 0), static_cast<ssize_t>(sizeof(buf)));
   auto start = Clock::now();
   connect_all(group);
   EXPECT_LT(Clock::now() - start, 2s);  // not held up by the silent client
   ping_pong(group, {1, 4097});
 }
 
+// Nothing in a hello is authenticated, so a socket of another version is only dropped (its
+// reply says which version the acceptor speaks) and the real peer still connects; a real
+// connector that gets that reply fails with a mismatch naming both versions.
 TEST(TcpTransportTest, ProtocolVersionMismatchNamesBothVersions) {
   Group group = make_group(2);
   UniqueFd fake = dial(group.blobs[1]);
-  tcp::Handshake h;
+  tcp::Hello h;
   h.version = 99;
   h.job_id = kJob;
   h.from_rank = 0;
   h.to_rank = 1;
   h.count = 5;
-  unsigned char buf[tcp::kHandshakeBytes];
+  unsigned char buf[tcp::kHelloBytes];
   h.encode(buf);
-  ASSERT_EQ(::send(fake.get(), buf, sizeof(buf), 0), 64);
+  ASSERT_EQ(::send(fake.get(), buf, sizeof(buf), 0), static_cast<ssize_t>(sizeof(buf)));
+  connect_all(group);
+  ping_pong(group, {1, 4097});
+  unsigned char reply[tcp::kReplyBytes];
+  ASSERT_EQ(::recv(fake.get(), reply, sizeof(reply), MSG_WAITALL),
+            static_cast<ssize_t>(sizeof(reply)));
+  tcp::Reply r = tcp::Reply::decode(reply);
+  EXPECT_EQ(r.status, tcp::HandshakeStatus::version);
+  EXPECT_EQ(r.value, tcp::kProtocolVersion);
+
+  // A connector that reaches a rank of version 99.
+  Group other = make_group(2);
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&sin), sizeof(sin)), 0);
+  ASSERT_EQ(::listen(listener.get(), 8), 0);
+  socklen_t len = sizeof(sin);
+  ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&sin), &len);
+  std::thread old_rank([&] {
+    UniqueFd c(::accept(listener.get(), nullptr, nullptr));
+    unsigned char hello[tcp::kHelloBytes];
+    if (::recv(c.get(), hello, sizeof(hello), MSG_WAITALL) != static_cast<ssize_t>(sizeof(hello))) {
+      return;
+    }
+    tcp::Reply v;
+    v.status = tcp::HandshakeStatus::version;
+    v.value = 99;
+    unsigned char out[tcp::kReplyBytes];
+    v.encode(out);
+    ::send(c.get(), out, sizeof(out), MSG_NOSIGNAL);
+  });
+  auto blob = other.blobs[1];
+  tcp::put_u16(reinterpret_cast<unsigned char*>(blob.data()) + 18, ntohs(sin.sin_port));
   try {
-    group.transports[1]->connect(0, group.blobs[0], in(10s));
+    other.transports[0]->connect(1, blob, in(10s));
     FAIL() << "connect returned";
   } catch (const Error& e) {
     EXPECT_EQ(e.error_code(), ErrorCode::mismatch);
@@ -869,11 +906,13 @@ TEST(TcpTransportTest, ProtocolVersionMismatchNamesBothVersions) {
     EXPECT_NE(what.find("version 99"), std::string::npos) << what;
     EXPECT_NE(what.find(str_cat("version ", tcp::kProtocolVersion)), std::string::npos) << what;
   }
+  old_rank.join();
   // The active side sees the version in the address blob.
-  auto blob = group.blobs[1];
+  blob = group.blobs[1];
   tcp::put_u32(reinterpret_cast<unsigned char*>(blob.data()) + 4, 7);
+  Group third = make_group(2);
   try {
-    group.transports[0]->connect(1, blob, in(10s));
+    third.transports[0]->connect(1, blob, in(10s));
     FAIL() << "connect returned";
   } catch (const Error& e) {
     EXPECT_EQ(e.error_code(), ErrorCode::mismatch);

@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -49,6 +50,28 @@ std::string make_job_id() {
     for (int k = 0; k < 4; ++k) id += hex[(v >> (4 * k)) & 0xf];
   }
   return id;
+}
+
+// The job's secret: 32 bytes from the kernel, as 64 hexadecimal digits. It reaches the ranks
+// through their environment (local, netns) or ssh's standard input, never a command line.
+std::optional<std::string> make_secret() {
+  unsigned char raw[32];
+  std::size_t done = 0;
+  while (done < sizeof raw) {
+    ssize_t n = ::getrandom(raw + done, sizeof raw - done, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return std::nullopt;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  const char* hex = "0123456789abcdef";
+  std::string s;
+  for (unsigned char b : raw) {
+    s += hex[b >> 4];
+    s += hex[b & 15];
+  }
+  return s;
 }
 
 // Asks the kernel for a free TCP port on 127.0.0.1 and closes it again. Racy by nature:
@@ -161,7 +184,7 @@ std::optional<std::string> netns_address(const std::string& host, std::string& e
 
 // argv of one rank, as started on this machine.
 std::vector<std::string> rank_argv(const RunOptions& opts, const HostSpec& host,
-                                   const std::vector<std::string>& env_for_ssh) {
+                                   const std::vector<std::string>& env_for_ssh, bool with_secret) {
   std::vector<std::string> argv;
   switch (opts.mode) {
     case LaunchMode::local:
@@ -177,7 +200,10 @@ std::vector<std::string> rank_argv(const RunOptions& opts, const HostSpec& host,
       break;
     case LaunchMode::ssh: {
       const char* ssh = std::getenv("RINGLET_RUN_SSH");
-      std::string remote = "env";
+      // The secret arrives as the first line of standard input (a POSIX shell on the remote
+      // side reads it), so that it never appears in a command line on either end.
+      std::string remote =
+          with_secret ? "IFS= read -r RINGLET_SECRET && export RINGLET_SECRET && exec env" : "env";
       for (const auto& e : env_for_ssh) remote += " " + shell_quote(e);
       for (const auto& a : opts.command) remote += " " + shell_quote(a);
       argv = {ssh != nullptr && *ssh != '\0' ? ssh : "ssh",
@@ -243,6 +269,32 @@ int launch(const RunOptions& opts) {
   std::string job_id = make_job_id();
   auto placement = place_ranks(opts.np, hosts);
 
+  // The job's secret: the caller's RINGLET_SECRET (ours or -x), else a file the caller named
+  // with RINGLET_SECRET_FILE (passed on as it is), else a new one for this job.
+  std::string secret;
+  bool secret_file = false;
+  auto lookup = [&](const std::string& name) -> std::optional<std::string> {
+    for (const auto& x : opts.exports) {
+      std::size_t eq = x.find('=');
+      if (eq != std::string::npos && x.substr(0, eq) == name) return x.substr(eq + 1);
+    }
+    const char* v = std::getenv(name.c_str());
+    if (v != nullptr && *v != '\0') return std::string(v);
+    return std::nullopt;
+  };
+  if (auto v = lookup("RINGLET_SECRET")) {
+    secret = *v;
+  } else if (lookup("RINGLET_SECRET_FILE")) {
+    secret_file = true;
+  } else if (auto made = make_secret()) {
+    secret = *made;
+  } else {
+    say(str_cat("cannot generate the job's secret: getrandom: ", std::strerror(errno)));
+    return kExitSetupFailure;
+  }
+  const bool feed_secret = opts.mode == LaunchMode::ssh && !secret_file;
+  std::vector<std::string> stdin_data;
+
   // The environment of each rank: ours (not for ssh), then -x, then RINGLET_*.
   std::vector<std::vector<std::string>> argvs, envs;
   for (int r = 0; r < opts.np; ++r) {
@@ -250,6 +302,7 @@ int launch(const RunOptions& opts) {
     std::vector<std::pair<std::string, std::string>> set;
     for (const auto& x : opts.exports) {
       std::size_t eq = x.find('=');
+      if (x.substr(0, eq) == "RINGLET_SECRET") continue;  // set below, never on a command line
       if (eq != std::string::npos) {
         set.emplace_back(x.substr(0, eq), x.substr(eq + 1));
       } else if (const char* v = std::getenv(x.c_str()); v != nullptr) {
@@ -264,6 +317,7 @@ int launch(const RunOptions& opts) {
     set.emplace_back("RINGLET_LOCAL_SIZE", std::to_string(p.local_size));
     set.emplace_back("RINGLET_ADDR", store_addr);
     set.emplace_back("RINGLET_JOB_ID", job_id);
+    if (!secret.empty() && !feed_secret) set.emplace_back("RINGLET_SECRET", secret);
     if (!hosts.empty())
       set.emplace_back("RINGLET_NODE_ID", hosts[static_cast<std::size_t>(p.host)].name);
 
@@ -282,10 +336,11 @@ int launch(const RunOptions& opts) {
     }
     const HostSpec local_host{"localhost", "", opts.np};
     const HostSpec& host = hosts.empty() ? local_host : hosts[static_cast<std::size_t>(p.host)];
-    argvs.push_back(rank_argv(opts, host, remote_env));
+    argvs.push_back(rank_argv(opts, host, remote_env, feed_secret));
     envs.push_back(std::move(env));
+    stdin_data.push_back(feed_secret ? secret + "\n" : std::string());
   }
-  return supervise(opts, std::move(argvs), std::move(envs));
+  return supervise(opts, std::move(argvs), std::move(envs), std::move(stdin_data));
 }
 
 }  // namespace

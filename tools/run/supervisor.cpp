@@ -65,8 +65,11 @@ struct Stream {
 class Supervisor {
  public:
   Supervisor(const RunOptions& opts, std::vector<std::vector<std::string>> argvs,
-             std::vector<std::vector<std::string>> envs)
-      : opts_(opts), argvs_(std::move(argvs)), envs_(std::move(envs)) {}
+             std::vector<std::vector<std::string>> envs, std::vector<std::string> stdin_data)
+      : opts_(opts),
+        argvs_(std::move(argvs)),
+        envs_(std::move(envs)),
+        stdin_data_(std::move(stdin_data)) {}
 
   int run();
 
@@ -86,6 +89,7 @@ class Supervisor {
   const RunOptions& opts_;
   std::vector<std::vector<std::string>> argvs_;
   std::vector<std::vector<std::string>> envs_;
+  std::vector<std::string> stdin_data_;
   std::vector<Rank> ranks_;
   std::vector<Stream> streams_;
   UniqueFd sigfd_;
@@ -148,6 +152,10 @@ bool Supervisor::spawn(int r) {
   // stdin goes to rank 0 only, and only when it is not a terminal: a rank runs in a
   // background process group, and reading the terminal would stop it (SIGTTIN).
   bool give_stdin = r == 0 && !::isatty(0);
+  const auto ri = static_cast<std::size_t>(r);
+  const bool feed = ri < stdin_data_.size() && !stdin_data_[ri].empty();
+  UniqueFd in_rd, in_wr;
+  if (feed && !make_pipe(in_rd, in_wr)) return false;
   pid_t parent = ::getpid();
 
   pid_t pid = ::fork();
@@ -168,7 +176,9 @@ bool Supervisor::spawn(int r) {
       ::dup2(out_wr.get(), 1);
       ::dup2(err_wr.get(), 2);
     }
-    if (!give_stdin) {
+    if (feed) {
+      ::dup2(in_rd.get(), 0);
+    } else if (!give_stdin) {
       int null_fd = ::open("/dev/null", O_RDONLY);
       if (null_fd >= 0) ::dup2(null_fd, 0);
     }
@@ -179,6 +189,12 @@ bool Supervisor::spawn(int r) {
     ::_exit(err == ENOENT ? kExitNotFound : kExitCannotExecute);
   }
   ::setpgid(pid, pid);  // also from the parent, so kill(-pid) works at once
+  if (feed) {
+    // A line or two: far below a pipe's capacity, so this never blocks.
+    in_rd.reset();
+    write_all(in_wr.get(), stdin_data_[ri]);
+    in_wr.reset();
+  }
   ranks_.push_back({r, pid});
   exec_wr.reset();
   int err = 0;
@@ -429,8 +445,8 @@ void write_all(int fd, std::string_view data) {
 void say(std::string_view message) { write_all(2, str_cat("ringlet-run: ", message, "\n")); }
 
 int supervise(const RunOptions& opts, std::vector<std::vector<std::string>> argvs,
-              std::vector<std::vector<std::string>> envs) {
-  Supervisor supervisor(opts, std::move(argvs), std::move(envs));
+              std::vector<std::vector<std::string>> envs, std::vector<std::string> stdin_data) {
+  Supervisor supervisor(opts, std::move(argvs), std::move(envs), std::move(stdin_data));
   return supervisor.run();
 }
 

@@ -27,7 +27,9 @@ void say(std::string_view message);
 // Starts rank r as argvs[r] with environment envs[r] and supervises the job until every rank
 // has exited (or the timeout, a signal or a failed rank ended it). Returns the exit status of
 // ringlet-run.
+// stdin_data[r], when given and not empty, is written to rank r's standard input (a pipe
+// closed after it) instead of forwarding ours: how ssh-mode ranks receive the job's secret.
 int supervise(const RunOptions& opts, std::vector<std::vector<std::string>> argvs,
-              std::vector<std::vector<std::string>> envs);
+              std::vector<std::vector<std::string>> envs, std::vector<std::string> stdin_data = {});
 
 }  // namespace ringlet::run

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -106,13 +107,28 @@ std::uint64_t Loop::post_send(Channel& c, std::span<const std::byte> data) {
   op.id = id;
   op.data = data.data();
   op.length = data.size();
+  Lane& lane = c.small != nullptr && data.size() <= kSmallMessageBytes
+                   ? *c.small
+                   : *c.send_lanes[c.bulk_sends++ % c.send_lanes.size()];
   // The frame carries the low 32 bits of the id, so that the receiver checks that frames
   // arrive in the order of its receives even though small and bulk messages take different
   // sockets (both ends pick a socket from the length).
   FrameHeader{FrameKind::data, static_cast<std::uint32_t>(id), data.size()}.encode(op.header);
-  Lane& lane = c.small != nullptr && data.size() <= kSmallMessageBytes
-                   ? *c.small
-                   : *c.send_lanes[c.bulk_sends++ % c.send_lanes.size()];
+  if (lane.sealer) {
+    // Sealed now, in the order of the socket's frames (the receiver opens them in that order).
+    std::array<unsigned char, kTagBytes> tag{};
+    auto& aead = lane.sealer->aead();
+    aead.seal(lane.sealer->next(), {}, {op.header, kFrameHeaderBytes}, op.header, tag);
+    std::copy(tag.begin(), tag.end(), op.header + kFrameHeaderBytes);
+    op.header_length = kFrameHeaderBytes + kTagBytes;
+    op.sealed.resize(data.size() + kTagBytes);
+    auto* out = reinterpret_cast<unsigned char*>(op.sealed.data());
+    aead.seal(lane.sealer->next(), {},
+              {reinterpret_cast<const unsigned char*>(data.data()), data.size()}, out, tag);
+    std::copy(tag.begin(), tag.end(), out + data.size());
+    op.data = op.sealed.data();
+    op.length = op.sealed.size();
+  }
   lane.sendq.push_back(&op);
   ++c.sends_pending;
   if (c.failure) return id;
@@ -374,10 +390,10 @@ void Loop::write_lane(Channel& c, Lane& lane) {
     for (SendOp* op : lane.sendq) {
       if (count + 2 > kMaxIov) break;
       std::size_t payload_from = 0;
-      if (op->sent < kFrameHeaderBytes) {
-        iov[count++] = {op->header + op->sent, kFrameHeaderBytes - op->sent};
+      if (op->sent < op->header_length) {
+        iov[count++] = {op->header + op->sent, op->header_length - op->sent};
       } else {
-        payload_from = op->sent - kFrameHeaderBytes;
+        payload_from = op->sent - op->header_length;
       }
       if (op->length > payload_from) {
         iov[count++] = {const_cast<std::byte*>(op->data) + payload_from, op->length - payload_from};
@@ -396,7 +412,7 @@ void Loop::write_lane(Channel& c, Lane& lane) {
     auto left = static_cast<std::size_t>(n);
     while (!lane.sendq.empty()) {
       SendOp* op = lane.sendq.front();
-      std::size_t total = kFrameHeaderBytes + op->length;
+      std::size_t total = op->header_length + op->length;
       std::size_t take = std::min(left, total - op->sent);
       op->sent += take;
       left -= take;
@@ -425,19 +441,50 @@ void Loop::on_eof(Channel& c, Lane& lane) {
   }
 }
 
+void Loop::open_header(Channel& c, Lane& lane) {
+  if (!lane.opener) return;
+  std::array<unsigned char, kTagBytes> tag{};
+  std::copy(lane.header + kFrameHeaderBytes, lane.header + kFrameHeaderBytes + kTagBytes,
+            tag.begin());
+  if (!lane.opener->aead().open(lane.opener->next(), {}, {lane.header, kFrameHeaderBytes},
+                                lane.header, tag)) {
+    fail(Error(ErrorCode::transport,
+               str_cat("tcp: a frame header from peer ", c.peer, " (", c.address,
+                       ") failed authentication: altered in flight (RINGLET_ENCRYPT=1)"),
+               {c.peer}));
+  }
+}
+
+void Loop::open_payload(Channel& c, Lane& lane, std::byte* data, std::size_t length) {
+  if (!lane.opener) return;
+  std::array<unsigned char, kTagBytes> tag{};
+  std::copy(std::begin(lane.tag), std::end(lane.tag), tag.begin());
+  auto* p = reinterpret_cast<unsigned char*>(data);
+  if (!lane.opener->aead().open(lane.opener->next(), {}, {p, length}, p, tag)) {
+    fail(Error(ErrorCode::transport,
+               str_cat("tcp: a message of ", length, " bytes from peer ", c.peer, " (", c.address,
+                       ") failed authentication: altered in flight (RINGLET_ENCRYPT=1)"),
+               {c.peer}));
+  }
+}
+
 void Loop::read_lane(Channel& c, Lane& lane) {
+  const std::size_t header_bytes = lane.header_bytes();
+  const std::size_t tag_bytes = lane.tag_bytes();
   bool drained = false;
   for (;;) {
     if (!lane.header_ready) {
       if (drained) return;
-      iovec iov[2];
+      iovec iov[3];
       int count = 1;
-      iov[0] = {lane.header + lane.header_got, kFrameHeaderBytes - lane.header_got};
+      iov[0] = {lane.header + lane.header_got, header_bytes - lane.header_got};
       // Speculatively read the payload straight into the posted buffer: one system call per
       // small message. A wrong length is a mismatch, which ends the job anyway.
       RecvOp* op = lane.recvq.empty() ? nullptr : lane.recvq.front();
       if (op != nullptr && op->length > 0) iov[count++] = {op->data, op->length};
-      std::size_t want = iov[0].iov_len + (count == 2 ? iov[1].iov_len : 0);
+      if (op != nullptr && tag_bytes > 0) iov[count++] = {lane.tag, tag_bytes};
+      std::size_t want = 0;
+      for (int i = 0; i < count; ++i) want += iov[i].iov_len;
       ssize_t n = ::readv(lane.fd.get(), iov, count);
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -449,9 +496,10 @@ void Loop::read_lane(Channel& c, Lane& lane) {
       c.bytes_read += static_cast<std::uint64_t>(n);
       drained = static_cast<std::size_t>(n) < want;
       auto got = static_cast<std::size_t>(n);
-      std::size_t h = std::min(got, kFrameHeaderBytes - lane.header_got);
+      std::size_t h = std::min(got, header_bytes - lane.header_got);
       lane.header_got += h;
-      if (lane.header_got < kFrameHeaderBytes) continue;
+      if (lane.header_got < header_bytes) continue;
+      open_header(c, lane);
       lane.frame = FrameHeader::decode(lane.header);
       if (lane.frame.kind != FrameKind::data) {
         fail(Error(ErrorCode::transport,
@@ -466,7 +514,8 @@ void Loop::read_lane(Channel& c, Lane& lane) {
     RecvOp* op = lane.recvq.front();
     if (lane.frame.length != op->length) {
       // Best effort: read as much of the message's start as fits, so that the caller can see
-      // what the peer sent (its collective's fingerprint leads every message).
+      // what the peer sent (its collective's fingerprint leads every message; sealed frames
+      // show only ciphertext there).
       const std::size_t fits = std::min<std::size_t>(lane.frame.length, op->length);
       while (lane.payload_got < fits) {
         ssize_t n = ::recv(lane.fd.get(), op->data + lane.payload_got, fits - lane.payload_got,
@@ -488,17 +537,27 @@ void Loop::read_lane(Channel& c, Lane& lane) {
                          " (the ranks posted messages of different sizes)"),
                  {rank_, c.peer}));
     }
-    while (lane.payload_got < op->length) {
+    const std::size_t wire = op->length + tag_bytes;
+    while (lane.payload_got < wire) {
       if (drained) {
-        op->got = lane.payload_got;
+        op->got = std::min(lane.payload_got, op->length);
         return;
       }
-      std::size_t want = op->length - lane.payload_got;
-      ssize_t n = ::recv(lane.fd.get(), op->data + lane.payload_got, want, MSG_DONTWAIT);
+      iovec iov[2];
+      int count = 0;
+      if (lane.payload_got < op->length) {
+        iov[count++] = {op->data + lane.payload_got, op->length - lane.payload_got};
+        if (tag_bytes > 0) iov[count++] = {lane.tag, tag_bytes};
+      } else {
+        const std::size_t t = lane.payload_got - op->length;
+        iov[count++] = {lane.tag + t, tag_bytes - t};
+      }
+      const std::size_t want = wire - lane.payload_got;
+      ssize_t n = ::readv(lane.fd.get(), iov, count);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (would_block(errno)) {
-          op->got = lane.payload_got;
+          op->got = std::min(lane.payload_got, op->length);
           return;
         }
         fail_io(c, "receive from", errno);
@@ -509,6 +568,7 @@ void Loop::read_lane(Channel& c, Lane& lane) {
       lane.payload_got += static_cast<std::size_t>(n);
       drained = static_cast<std::size_t>(n) < want;
     }
+    open_payload(c, lane, op->data, op->length);
     op->got = op->length;
     op->done = true;
     lane.recvq.pop_front();
@@ -519,10 +579,12 @@ void Loop::read_lane(Channel& c, Lane& lane) {
 }
 
 void Loop::read_control(Channel& c, Lane& lane) {
+  const std::size_t header_bytes = lane.header_bytes();
+  const std::size_t tag_bytes = lane.tag_bytes();
   for (;;) {
     if (!lane.header_ready) {
       ssize_t n = ::recv(lane.fd.get(), lane.header + lane.header_got,
-                         kFrameHeaderBytes - lane.header_got, MSG_DONTWAIT);
+                         header_bytes - lane.header_got, MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (would_block(errno)) return;
@@ -530,7 +592,8 @@ void Loop::read_control(Channel& c, Lane& lane) {
       }
       if (n == 0) return on_eof(c, lane);
       lane.header_got += static_cast<std::size_t>(n);
-      if (lane.header_got < kFrameHeaderBytes) continue;
+      if (lane.header_got < header_bytes) continue;
+      open_header(c, lane);
       lane.frame = FrameHeader::decode(lane.header);
       if (lane.frame.kind != FrameKind::error || lane.frame.length > kMaxErrorText ||
           lane.frame.length < kErrorOriginBytes) {
@@ -543,9 +606,14 @@ void Loop::read_control(Channel& c, Lane& lane) {
       lane.error_text.assign(lane.frame.length, '\0');
       lane.payload_got = 0;
     }
-    while (lane.payload_got < lane.error_text.size()) {
-      ssize_t n = ::recv(lane.fd.get(), lane.error_text.data() + lane.payload_got,
-                         lane.error_text.size() - lane.payload_got, MSG_DONTWAIT);
+    const std::size_t text = lane.error_text.size();
+    while (lane.payload_got < text + tag_bytes) {
+      const bool in_text = lane.payload_got < text;
+      char* dst = in_text ? lane.error_text.data() + lane.payload_got
+                          : reinterpret_cast<char*>(lane.tag) + (lane.payload_got - text);
+      const std::size_t want =
+          in_text ? text - lane.payload_got : text + tag_bytes - lane.payload_got;
+      ssize_t n = ::recv(lane.fd.get(), dst, want, MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (would_block(errno)) return;
@@ -554,13 +622,14 @@ void Loop::read_control(Channel& c, Lane& lane) {
       if (n == 0) return on_eof(c, lane);
       lane.payload_got += static_cast<std::size_t>(n);
     }
+    open_payload(c, lane, reinterpret_cast<std::byte*>(lane.error_text.data()), text);
     std::uint32_t code = lane.frame.code;
     if (code < static_cast<std::uint32_t>(ErrorCode::invalid_argument) ||
         code > static_cast<std::uint32_t>(ErrorCode::aborted)) {
       code = static_cast<std::uint32_t>(ErrorCode::transport);
     }
-    const auto* text = reinterpret_cast<const unsigned char*>(lane.error_text.data());
-    auto origin = static_cast<std::int32_t>(get_u32(text));
+    const auto* text_bytes = reinterpret_cast<const unsigned char*>(lane.error_text.data());
+    auto origin = static_cast<std::int32_t>(get_u32(text_bytes));
     if (origin < 0) origin = c.peer;
     Error e(static_cast<ErrorCode>(code), lane.error_text.substr(kErrorOriginBytes), {origin});
     fail(std::move(e.reported_by(origin)));
@@ -583,6 +652,22 @@ void Loop::send_error(Channel& c, ErrorCode code, int origin_rank,
         .encode(p);
     put_u32(p + kFrameHeaderBytes, static_cast<std::uint32_t>(origin_rank));
     frame.append(text);
+    if (c.control->sealer) {
+      // Header and its tag, then the payload and its tag.
+      auto& aead = c.control->sealer->aead();
+      std::array<unsigned char, kTagBytes> tag{};
+      std::string sealed(
+          kFrameHeaderBytes + kTagBytes + frame.size() - kFrameHeaderBytes + kTagBytes, '\0');
+      auto* out = reinterpret_cast<unsigned char*>(sealed.data());
+      const auto* head = reinterpret_cast<const unsigned char*>(frame.data());
+      aead.seal(c.control->sealer->next(), {}, {head, kFrameHeaderBytes}, out, tag);
+      std::copy(tag.begin(), tag.end(), out + kFrameHeaderBytes);
+      const std::size_t body = frame.size() - kFrameHeaderBytes;
+      unsigned char* body_out = out + kFrameHeaderBytes + kTagBytes;
+      aead.seal(c.control->sealer->next(), {}, {head + kFrameHeaderBytes, body}, body_out, tag);
+      std::copy(tag.begin(), tag.end(), body_out + body);
+      frame = std::move(sealed);
+    }
     // Best effort: a peer that does not read within the budget misses the report.
     [[maybe_unused]] net::SendStatus status = net::send_all(
         c.control->fd.get(), frame.data(), frame.size(), Clock::now() + kSendErrorBudget);

@@ -21,17 +21,22 @@
 #include "include/ringlet/ringlet.hpp"
 #include "src/common/deadline.hpp"
 #include "src/common/unique_fd.hpp"
+#include "transports/tcp/handshake.hpp"
 #include "transports/tcp/wire.hpp"
 
 namespace ringlet::transport::tcp {
 
 // Operations are named by their per-connection sequence number: the n-th send posted on a
 // channel has id n, and so does the n-th receive (FIFO matching).
+// A sealed frame (RINGLET_ENCRYPT) is its header and its tag, then its payload and its tag;
+// `data` then points at `sealed`, and `length` counts the payload's tag.
 struct SendOp {
   std::uint64_t id = 0;
   const std::byte* data = nullptr;
-  std::size_t length = 0;
-  unsigned char header[kFrameHeaderBytes] = {};
+  std::size_t length = 0;  // on the wire, after the header
+  unsigned char header[kFrameHeaderBytes + kTagBytes] = {};
+  std::size_t header_length = kFrameHeaderBytes;
+  std::vector<std::byte> sealed;
   std::size_t sent = 0;  // of header + payload
   bool done = false;
 };
@@ -53,13 +58,20 @@ struct Lane {
   bool writes = false;  // this rank's frames leave here
   std::deque<SendOp*> sendq;
   std::deque<RecvOp*> recvq;
-  unsigned char header[kFrameHeaderBytes] = {};
+  unsigned char header[kFrameHeaderBytes + kTagBytes] = {};
   std::size_t header_got = 0;
   bool header_ready = false;
   FrameHeader frame;
-  std::size_t payload_got = 0;  // into recvq.front(), or into error_text on the control lane
+  // Into recvq.front() (or error_text on the control lane), then into `tag` when sealed.
+  std::size_t payload_got = 0;
   std::string error_text;
   bool eof = false;
+  // RINGLET_ENCRYPT: this socket's keys, one per direction (null: frames travel in clear).
+  std::unique_ptr<FrameCipher> sealer;
+  std::unique_ptr<FrameCipher> opener;
+  unsigned char tag[kTagBytes] = {};
+  std::size_t header_bytes() const noexcept { return kFrameHeaderBytes + (opener ? kTagBytes : 0); }
+  std::size_t tag_bytes() const noexcept { return opener ? kTagBytes : 0; }
 };
 
 // Everything about one peer: its sockets and its outstanding operations. Owned by its
@@ -142,6 +154,9 @@ class Loop {
   void release_failed_recv(Channel& c, std::uint64_t id, const Error& error) noexcept;
 
   void rearm_quickack(const Lane& lane, std::size_t bytes) const noexcept;
+  // Sealed frames: the header as it arrived (decrypted in place), and the payload.
+  void open_header(Channel& c, Lane& lane);
+  void open_payload(Channel& c, Lane& lane, std::byte* data, std::size_t length);
 
   int rank_;
   const std::atomic<bool>* abort_flag_;

@@ -16,9 +16,11 @@
 #include <optional>
 
 #include "src/common/check.hpp"
+#include "src/common/crypto.hpp"
 #include "src/common/log.hpp"
 #include "src/common/socket.hpp"
 #include "transports/tcp/connection.hpp"
+#include "transports/tcp/handshake.hpp"
 #include "transports/tcp/loop.hpp"
 #include "transports/tcp/memory_region.hpp"
 #include "transports/tcp/wire.hpp"
@@ -27,10 +29,14 @@ namespace ringlet::transport {
 namespace tcp {
 namespace {
 
-// How long an accepted socket may take to deliver its handshake before it is dropped.
+// How long an accepted socket may take to complete its handshake before it is dropped.
 constexpr auto kHandshakeTimeout = std::chrono::seconds(3);
-// Accepted sockets still owing a handshake; the oldest is dropped beyond this.
+// Accepted sockets still in their handshake. Beyond this, connections wait in the kernel's
+// backlog until a pending one completes or passes its deadline: a flood of silent clients
+// delays a real peer by at most kHandshakeTimeout per round, and never evicts it.
 constexpr std::size_t kMaxPendingHandshakes = 128;
+// Refused sockets remembered per claimed rank, for the message of a connect that times out.
+constexpr std::size_t kMaxRefusalNotes = 4;
 
 using net::format_address;
 using net::kMaxPollMs;
@@ -73,17 +79,22 @@ class TcpTransport final : public Transport {
     UniqueFd fd;
     Deadline deadline;
     std::string from;
-    unsigned char buf[kHandshakeBytes] = {};
+    unsigned char hello[kHelloBytes] = {};
+    unsigned char proof[kMacBytes] = {};
     std::size_t got = 0;
+    bool proof_phase = false;  // the hello was answered; its proof is awaited
+    crypto::Nonce nonce{};     // nonce_a
   };
   struct Accepted {
     std::uint32_t index = 0;
-    UniqueFd fd;
+    Socket socket;
   };
   struct Stash {
     std::vector<Accepted> sockets;
     std::string address;
     std::optional<Error> error;
+    std::vector<std::string> refused;  // why sockets claiming this rank were refused
+    std::size_t refused_count = 0;
   };
 
   std::uint32_t socket_count() const {
@@ -91,15 +102,22 @@ class TcpTransport final : public Transport {
     return 1 +
            static_cast<std::uint32_t>(options_.separate_directions ? 2 * sockets_ + 1 : sockets_);
   }
-  std::vector<UniqueFd> connect_active(int peer, const AddressBlob& blob, Deadline deadline,
-                                       std::string* address);
+  std::vector<Socket> connect_active(int peer, const AddressBlob& blob, Deadline deadline,
+                                     std::string* address);
+  void recv_exact(int fd, int peer, const std::string& address, unsigned char* buf,
+                  std::size_t size, Deadline deadline, const char* what);
+  [[noreturn]] void refused_by(int peer, const std::string& address, const Reply& r,
+                               const char* phase);
   UniqueFd connect_one(int peer, const sockaddr_storage& addr, socklen_t len, Deadline start,
                        Deadline deadline);
-  std::vector<UniqueFd> accept_passive(int peer, Deadline deadline, std::string* address);
+  std::vector<Socket> accept_passive(int peer, Deadline deadline, std::string* address);
   void service_listener(int timeout_ms);
-  void on_handshake(Pending& p);
+  void on_hello(Pending& p);
+  void on_proof(Pending& p);
+  void refuse(Pending& p, HandshakeStatus status, std::uint32_t value, bool after_hello);
+  void note_refusal(std::uint32_t from, const std::string& address, std::string why);
   std::unique_ptr<Connection> make_connection(int peer, std::string address,
-                                              std::vector<UniqueFd> fds);
+                                              std::vector<Socket> sockets);
   void check_abort() const;
   void drain_event_fd() const noexcept {
     std::uint64_t count = 0;
@@ -134,6 +152,10 @@ TcpTransport::TcpTransport(const TcpOptions& options) : options_(options) {
                 options.rank, " is outside a job of size ", options.size);
   RINGLET_CHECK(options.sockets >= 0 && options.sockets <= 64, "tcp: sockets=", options.sockets,
                 " is outside 0..64");
+  if (options.encrypt && options.secret.empty()) {
+    throw Error(ErrorCode::invalid_argument,
+                "tcp: encryption (RINGLET_ENCRYPT=1) needs the job's secret (RINGLET_SECRET)");
+  }
   sockets_ = options.sockets > 0 ? options.sockets : kTcpDefaultSockets;
   connected_.assign(static_cast<std::size_t>(options.size), false);
   loop_ = std::make_shared<Loop>(options.rank, options.abort_flag, options.quickack,
@@ -214,14 +236,98 @@ std::unique_ptr<Connection> TcpTransport::connect(int peer, std::span<const std:
                 {rank, peer});
   }
   std::string address;
-  std::vector<UniqueFd> fds = rank < peer ? connect_active(peer, blob, deadline, &address)
-                                          : accept_passive(peer, deadline, &address);
+  std::vector<Socket> sockets = rank < peer ? connect_active(peer, blob, deadline, &address)
+                                            : accept_passive(peer, deadline, &address);
   connected_[static_cast<std::size_t>(peer)] = true;
-  return make_connection(peer, std::move(address), std::move(fds));
+  return make_connection(peer, std::move(address), std::move(sockets));
 }
 
-std::vector<UniqueFd> TcpTransport::connect_active(int peer, const AddressBlob& blob,
-                                                   Deadline deadline, std::string* address) {
+void TcpTransport::recv_exact(int fd, int peer, const std::string& address, unsigned char* buf,
+                              std::size_t size, Deadline deadline, const char* what) {
+  const Deadline start = Clock::now();
+  std::size_t got = 0;
+  while (got < size) {
+    check_abort();
+    ssize_t n = ::recv(fd, buf + got, size - got, MSG_DONTWAIT);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      throw Error(ErrorCode::peer_lost,
+                  str_cat("tcp: peer ", peer, " (", address, ") closed the connection before its ",
+                          what, " (rank ", options_.rank, " connecting)"),
+                  {options_.rank, peer});
+    }
+    if (n < 0 && errno == EINTR) continue;
+    auto now = Clock::now();
+    if (now >= deadline) {
+      throw Error(ErrorCode::timeout,
+                  str_cat("tcp: rank ", options_.rank, " waited ", ms_between(start, now),
+                          " ms for the ", what, " of peer ", peer, " (", address, ")"),
+                  {options_.rank, peer});
+    }
+    pollfd p[2] = {{fd, POLLIN, 0}, {loop_->event_fd(), POLLIN, 0}};
+    if (::poll(p, 2, ms_until(deadline, kMaxPollMs)) > 0 && p[1].revents != 0) drain_event_fd();
+  }
+}
+
+void TcpTransport::refused_by(int peer, const std::string& address, const Reply& r,
+                              const char* phase) {
+  const int rank = options_.rank;
+  const std::vector<int> ranks = {rank, peer};
+  const std::string who = str_cat("tcp: peer ", peer, " (", address, ") refused rank ", rank,
+                                  "'s socket at its ", phase, ": ");
+  switch (r.status) {
+    case HandshakeStatus::version:
+      throw Error(ErrorCode::mismatch,
+                  str_cat(who, "peer ", peer, " speaks tcp protocol version ", r.value, ", rank ",
+                          rank, " speaks version ", kProtocolVersion),
+                  ranks);
+    case HandshakeStatus::job:
+      throw Error(ErrorCode::mismatch,
+                  str_cat(who, "it belongs to another job (a stale address in the store?)"), ranks);
+    case HandshakeStatus::secret_required:
+      throw Error(ErrorCode::transport,
+                  str_cat(who, "it requires the job's secret and rank ", rank,
+                          " has none (set RINGLET_SECRET or RINGLET_SECRET_FILE on every rank)"),
+                  ranks);
+    case HandshakeStatus::secret_missing:
+      throw Error(ErrorCode::transport,
+                  str_cat(who, "it has no secret and rank ", rank,
+                          " has one (set RINGLET_SECRET or RINGLET_SECRET_FILE on every rank)"),
+                  ranks);
+    case HandshakeStatus::auth_failed:
+      throw Error(ErrorCode::transport,
+                  str_cat(who, "authentication failed (RINGLET_SECRET differs between ranks ", rank,
+                          " and ", peer, ")"),
+                  ranks);
+    case HandshakeStatus::encrypt:
+      throw Error(ErrorCode::mismatch,
+                  str_cat(who, "RINGLET_ENCRYPT=", r.value, " on rank ", peer,
+                          " but RINGLET_ENCRYPT=", options_.encrypt ? 1 : 0, " on rank ", rank),
+                  ranks);
+    case HandshakeStatus::count:
+      throw Error(ErrorCode::mismatch,
+                  str_cat(who, "it expects ", r.value, " sockets per peer, rank ", rank, " opens ",
+                          socket_count(), " (RINGLET_SOCKETS and the socket layout must agree)"),
+                  ranks);
+    case HandshakeStatus::conflict:
+      throw Error(ErrorCode::mismatch,
+                  str_cat(who, "it already has this socket of rank ", rank,
+                          " (two processes started as rank ", rank, "?)"),
+                  ranks);
+    case HandshakeStatus::unexpected:
+    default:
+      throw Error(ErrorCode::transport,
+                  str_cat(who, "unexpected socket (status ", static_cast<std::uint32_t>(r.status),
+                          "; is the address in the store stale?)"),
+                  ranks);
+  }
+}
+
+std::vector<Socket> TcpTransport::connect_active(int peer, const AddressBlob& blob,
+                                                 Deadline deadline, std::string* address) {
   sockaddr_storage ss{};
   socklen_t len = 0;
   if (blob.family == AF_INET) {
@@ -242,30 +348,87 @@ std::vector<UniqueFd> TcpTransport::connect_active(int peer, const AddressBlob& 
   }
   *address = format_address(ss);
   const Deadline start = Clock::now();
-  std::vector<UniqueFd> fds;
   const std::uint32_t count = socket_count();
+  const std::string& secret = options_.secret;
+  // Every socket's hello first, then the replies, proofs and verdicts: one round trip in all.
+  struct Opening {
+    UniqueFd fd;
+    unsigned char hello[kHelloBytes] = {};
+  };
+  std::vector<Opening> open(count);
   for (std::uint32_t i = 0; i < count; ++i) {
-    UniqueFd fd = connect_one(peer, ss, len, start, deadline);
-    Handshake h;
+    open[i].fd = connect_one(peer, ss, len, start, deadline);
+    Hello h;
     h.job_id = options_.job_id;
     h.from_rank = static_cast<std::uint32_t>(options_.rank);
     h.to_rank = static_cast<std::uint32_t>(peer);
     h.index = i;
     h.count = count;
-    unsigned char buf[kHandshakeBytes];
-    h.encode(buf);
-    if (net::send_all(fd.get(), buf, sizeof(buf), deadline) != net::SendStatus::ok) {
+    h.flags = (secret.empty() ? 0 : kFlagSecret) | (options_.encrypt ? kFlagEncrypt : 0);
+    h.nonce = crypto::random_nonce();
+    h.encode(open[i].hello);
+    if (net::send_all(open[i].fd.get(), open[i].hello, kHelloBytes, deadline) !=
+        net::SendStatus::ok) {
       check_abort();
       throw Error(ErrorCode::peer_lost,
                   str_cat("tcp: rank ", options_.rank, " could not send its handshake to peer ",
                           peer, " (", *address, ")"),
                   {options_.rank, peer});
     }
-    fds.push_back(std::move(fd));
   }
-  return fds;
+  std::vector<crypto::Nonce> nonces(count);
+  for (std::uint32_t i = 0; i < count; ++i) {
+    unsigned char buf[kReplyBytes];
+    recv_exact(open[i].fd.get(), peer, *address, buf, sizeof(buf), deadline, "handshake reply");
+    Reply r = Reply::decode(buf);
+    if (r.magic != kReplyMagic) {
+      throw Error(ErrorCode::transport,
+                  str_cat("tcp: ", *address, " (the address of peer ", peer,
+                          " in the store) did not answer like a ringlet rank"),
+                  {options_.rank, peer});
+    }
+    if (r.status != HandshakeStatus::ok) refused_by(peer, *address, r, "hello");
+    if (!crypto::equal(r.proof, acceptor_proof(secret, open[i].hello, r.nonce))) {
+      // Whoever answers does not hold the secret: never send it our proof over its nonce.
+      throw Error(ErrorCode::transport,
+                  str_cat("tcp: ", *address, " (the address of peer ", peer,
+                          " in the store) failed authentication: it does not hold the job's "
+                          "secret (RINGLET_SECRET differs between ranks ",
+                          options_.rank, " and ", peer, ", or something else answered)"),
+                  {options_.rank, peer});
+    }
+    nonces[i] = r.nonce;
+    crypto::Mac proof = connector_proof(secret, open[i].hello, r.nonce);
+    if (net::send_all(open[i].fd.get(), proof.data(), proof.size(), deadline) !=
+        net::SendStatus::ok) {
+      check_abort();
+      throw Error(ErrorCode::peer_lost,
+                  str_cat("tcp: rank ", options_.rank, " could not send its handshake to peer ",
+                          peer, " (", *address, ")"),
+                  {options_.rank, peer});
+    }
+  }
+  std::vector<Socket> sockets(count);
+  for (std::uint32_t i = 0; i < count; ++i) {
+    unsigned char buf[kVerdictBytes];
+    recv_exact(open[i].fd.get(), peer, *address, buf, sizeof(buf), deadline, "handshake verdict");
+    Verdict v = Verdict::decode(buf);
+    if (v.magic != kReplyMagic) {
+      throw Error(ErrorCode::transport,
+                  str_cat("tcp: peer ", peer, " (", *address, ") sent a malformed verdict"),
+                  {options_.rank, peer});
+    }
+    if (v.status != HandshakeStatus::ok) {
+      Reply r;
+      r.status = v.status;
+      r.value = v.value;
+      refused_by(peer, *address, r, "verdict");
+    }
+    sockets[i].fd = std::move(open[i].fd);
+    if (options_.encrypt) sockets[i].keys = derive_socket_keys(secret, open[i].hello, nonces[i]);
+  }
+  return sockets;
 }
-
 UniqueFd TcpTransport::connect_one(int peer, const sockaddr_storage& addr, socklen_t len,
                                    Deadline start, Deadline deadline) {
   auto backoff = std::chrono::milliseconds(5);
@@ -315,8 +478,8 @@ UniqueFd TcpTransport::connect_one(int peer, const sockaddr_storage& addr, sockl
   }
 }
 
-std::vector<UniqueFd> TcpTransport::accept_passive(int peer, Deadline deadline,
-                                                   std::string* address) {
+std::vector<Socket> TcpTransport::accept_passive(int peer, Deadline deadline,
+                                                 std::string* address) {
   const Deadline start = Clock::now();
   const std::uint32_t count = socket_count();
   for (;;) {
@@ -333,19 +496,25 @@ std::vector<UniqueFd> TcpTransport::accept_passive(int peer, Deadline deadline,
         stash_.erase(it);
         std::sort(accepted.begin(), accepted.end(),
                   [](const Accepted& a, const Accepted& b) { return a.index < b.index; });
-        std::vector<UniqueFd> fds;
-        for (Accepted& a : accepted) fds.push_back(std::move(a.fd));
-        return fds;
+        std::vector<Socket> sockets;
+        for (Accepted& a : accepted) sockets.push_back(std::move(a.socket));
+        return sockets;
       }
     }
     check_abort();
     auto now = Clock::now();
     if (now >= deadline) {
       std::size_t got = it == stash_.end() ? 0 : it->second.sockets.size();
+      std::string refused;
+      if (it != stash_.end() && it->second.refused_count > 0) {
+        refused = str_cat("; refused ", it->second.refused_count, " socket(s) claiming to be rank ",
+                          peer, ":");
+        for (const auto& why : it->second.refused) refused += " " + why + ";";
+      }
       throw Error(
           ErrorCode::timeout,
           str_cat("tcp: rank ", options_.rank, " waited ", ms_between(start, now), " ms for peer ",
-                  peer, " to connect (", got, " of ", count, " sockets arrived)"),
+                  peer, " to connect (", got, " of ", count, " sockets arrived", refused, ")"),
           {options_.rank, peer});
     }
     Deadline next = deadline;
@@ -357,34 +526,51 @@ std::vector<UniqueFd> TcpTransport::accept_passive(int peer, Deadline deadline,
 void TcpTransport::service_listener(int timeout_ms) {
   std::vector<pollfd> fds;
   fds.push_back({loop_->event_fd(), POLLIN, 0});
-  fds.push_back({listen_fd_.get(), POLLIN, 0});
+  // A full table of pending handshakes leaves new connections in the backlog.
+  const bool accepting = pending_.size() < kMaxPendingHandshakes;
+  fds.push_back({listen_fd_.get(), static_cast<short>(accepting ? POLLIN : 0), 0});
   for (const Pending& p : pending_) fds.push_back({p.fd.get(), POLLIN, 0});
   int n = ::poll(fds.data(), fds.size(), timeout_ms);
   if (n < 0 && errno != EINTR) detail::throw_errno("tcp: poll");
   if (n > 0 && fds[0].revents != 0) drain_event_fd();
-  // Read what the pending sockets sent; complete handshakes are handled, broken ones dropped.
+  // Read what the pending sockets sent; complete messages are handled, broken ones dropped.
   auto now = Clock::now();
   for (std::size_t i = 0; i < pending_.size(); ++i) {
     Pending& p = pending_[i];
     if (n > 0 && fds[i + 2].revents != 0) {
-      ssize_t r = ::recv(p.fd.get(), p.buf + p.got, kHandshakeBytes - p.got, MSG_DONTWAIT);
+      unsigned char* buf = p.proof_phase ? p.proof : p.hello;
+      const std::size_t want = p.proof_phase ? kMacBytes : kHelloBytes;
+      ssize_t r = ::recv(p.fd.get(), buf + p.got, want - p.got, MSG_DONTWAIT);
       if (r > 0) {
         p.got += static_cast<std::size_t>(r);
-        if (p.got == kHandshakeBytes) on_handshake(p);
+        if (p.got == want) {
+          if (p.proof_phase) {
+            on_proof(p);
+          } else {
+            on_hello(p);
+          }
+        }
       } else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-        RINGLET_LOG(info, "tcp: dropped ", p.from, ": closed before its handshake");
+        RINGLET_LOG(info, "tcp: dropped ", p.from, ": closed during its handshake");
+        if (p.proof_phase) {
+          // It gave up on this rank's proof: it holds another secret (or is not a rank).
+          Hello h = Hello::decode(p.hello);
+          note_refusal(h.from_rank, p.from,
+                       "it could not verify this rank's proof (another RINGLET_SECRET?)");
+        }
         p.fd.reset();
       }
-    } else if (now >= p.deadline) {
-      RINGLET_LOG(info, "tcp: dropped ", p.from, ": no handshake within ",
+    }
+    if (p.fd && now >= p.deadline) {
+      RINGLET_LOG(info, "tcp: dropped ", p.from, ": no complete handshake within ",
                   std::chrono::duration_cast<std::chrono::seconds>(kHandshakeTimeout).count(),
                   " s");
       p.fd.reset();
     }
   }
   std::erase_if(pending_, [](const Pending& p) { return !p.fd; });
-  // Accept every connection waiting in the backlog.
-  for (;;) {
+  // Accept what waits in the backlog, as far as the table has room.
+  while (pending_.size() < kMaxPendingHandshakes) {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
     int fd = ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr*>(&ss), &len,
@@ -398,10 +584,6 @@ void TcpTransport::service_listener(int timeout_ms) {
       }
       detail::throw_errno("tcp: accept");
     }
-    if (pending_.size() >= kMaxPendingHandshakes) {
-      RINGLET_LOG(info, "tcp: dropped ", pending_.front().from, ": too many pending handshakes");
-      pending_.erase(pending_.begin());
-    }
     Pending p;
     p.fd.reset(fd);
     p.deadline = Clock::now() + kHandshakeTimeout;
@@ -410,54 +592,156 @@ void TcpTransport::service_listener(int timeout_ms) {
   }
 }
 
-void TcpTransport::on_handshake(Pending& p) {
-  Handshake h = Handshake::decode(p.buf);
-  UniqueFd fd = std::move(p.fd);
-  const auto from = static_cast<int>(h.from_rank);
+void TcpTransport::note_refusal(std::uint32_t from, const std::string& address, std::string why) {
+  if (from >= static_cast<std::uint32_t>(options_.rank)) return;
+  Stash& s = stash_[static_cast<int>(from)];
+  ++s.refused_count;
+  if (s.refused.size() < kMaxRefusalNotes) s.refused.push_back(str_cat(address, ": ", why));
+}
+
+void TcpTransport::refuse(Pending& p, HandshakeStatus status, std::uint32_t value,
+                          bool after_hello) {
+  unsigned char buf[kReplyBytes] = {};
+  std::size_t size = 0;
+  if (after_hello) {
+    Reply r;
+    r.status = status;
+    r.value = value;
+    r.encode(buf);
+    size = kReplyBytes;
+  } else {
+    Verdict v;
+    v.status = status;
+    v.value = value;
+    v.encode(buf);
+    size = kVerdictBytes;
+  }
+  // Best effort, never blocking: the socket is closed right after.
+  [[maybe_unused]] ssize_t n = ::send(p.fd.get(), buf, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+  p.fd.reset();
+}
+
+void TcpTransport::on_hello(Pending& p) {
+  Hello h = Hello::decode(p.hello);
   const int rank = options_.rank;
   if (h.magic != kHandshakeMagic) {
     RINGLET_LOG(info, "tcp: dropped ", p.from, ": not a ringlet handshake");
+    p.fd.reset();
     return;
+  }
+  // Nothing in a hello is authenticated yet: whatever is wrong with it, the socket is only
+  // dropped (with a reply that tells a real peer why), and never fails this rank.
+  const bool ours = h.job_id == options_.job_id && h.to_rank == static_cast<std::uint32_t>(rank) &&
+                    h.from_rank < h.to_rank;
+  if (h.version != kProtocolVersion) {
+    RINGLET_LOG(info, "tcp: dropped ", p.from, ": tcp protocol version ", h.version, ", not ",
+                kProtocolVersion);
+    if (ours) note_refusal(h.from_rank, p.from, str_cat("tcp protocol version ", h.version));
+    return refuse(p, HandshakeStatus::version, kProtocolVersion, true);
   }
   if (h.job_id != options_.job_id) {
     RINGLET_LOG(info, "tcp: dropped ", p.from, ": job ", h.job_id, " is not job ", options_.job_id);
-    return;
+    return refuse(p, HandshakeStatus::job, 0, true);
   }
-  if (h.to_rank != static_cast<std::uint32_t>(rank) || h.from_rank >= h.to_rank ||
-      connected_[h.from_rank]) {
+  if (!ours || connected_[h.from_rank]) {
     RINGLET_LOG(info, "tcp: dropped ", p.from, ": unexpected socket from rank ", h.from_rank,
                 " to rank ", h.to_rank);
+    return refuse(p, HandshakeStatus::unexpected, 0, true);
+  }
+  const bool theirs = (h.flags & kFlagSecret) != 0;
+  const bool mine = !options_.secret.empty();
+  if (theirs != mine) {
+    RINGLET_LOG(info, "tcp: dropped ", p.from, ": ", mine ? "no secret" : "a secret",
+                " on the connecting side");
+    note_refusal(h.from_rank, p.from,
+                 mine ? "it has no secret (RINGLET_SECRET)" : "it has a secret and this rank none");
+    return refuse(p, mine ? HandshakeStatus::secret_required : HandshakeStatus::secret_missing, 0,
+                  true);
+  }
+  Reply r;
+  r.nonce = crypto::random_nonce();
+  r.proof = acceptor_proof(options_.secret, p.hello, r.nonce);
+  unsigned char buf[kReplyBytes];
+  r.encode(buf);
+  if (::send(p.fd.get(), buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT) !=
+      static_cast<ssize_t>(sizeof(buf))) {
+    RINGLET_LOG(info, "tcp: dropped ", p.from, ": could not answer its hello");
+    p.fd.reset();
     return;
   }
+  p.nonce = r.nonce;
+  p.proof_phase = true;
+  p.got = 0;
+}
+
+void TcpTransport::on_proof(Pending& p) {
+  Hello h = Hello::decode(p.hello);
+  const auto from = static_cast<int>(h.from_rank);
+  const int rank = options_.rank;
+  crypto::Mac proof{};
+  std::copy(std::begin(p.proof), std::end(p.proof), proof.begin());
+  if (!crypto::equal(proof, connector_proof(options_.secret, p.hello, p.nonce))) {
+    RINGLET_LOG(info, "tcp: dropped ", p.from, ": authentication failed (claimed rank ", from, ")");
+    note_refusal(h.from_rank, p.from, "authentication failed (another RINGLET_SECRET?)");
+    return refuse(p, HandshakeStatus::auth_failed, 0, false);
+  }
+  // Authenticated (or, without a secret, as trusted as anything here): from now on what it
+  // says fails this rank's connect loudly.
   Stash& s = stash_[from];
-  if (h.version != kProtocolVersion) {
-    s.error = Error(ErrorCode::mismatch,
-                    str_cat("tcp: peer ", from, " speaks tcp protocol version ", h.version,
-                            ", rank ", rank, " speaks version ", kProtocolVersion),
-                    {rank, from});
-    return;
-  }
   if (h.count != socket_count()) {
     s.error = Error(
         ErrorCode::mismatch,
         str_cat("tcp: peer ", from, " opens ", h.count, " sockets per peer, rank ", rank,
                 " expects ", socket_count(), " (RINGLET_SOCKETS and the socket layout must agree)"),
         {rank, from});
-    return;
+    return refuse(p, HandshakeStatus::count, socket_count(), false);
+  }
+  const bool encrypt = (h.flags & kFlagEncrypt) != 0;
+  if (encrypt != options_.encrypt) {
+    s.error = Error(ErrorCode::mismatch,
+                    str_cat("tcp: RINGLET_ENCRYPT=", encrypt ? 1 : 0, " on rank ", from,
+                            " but RINGLET_ENCRYPT=", options_.encrypt ? 1 : 0, " on rank ", rank),
+                    {rank, from});
+    return refuse(p, HandshakeStatus::encrypt, options_.encrypt ? 1 : 0, false);
+  }
+  if (h.index >= h.count) {
+    RINGLET_LOG(info, "tcp: dropped ", p.from, ": bad socket index ", h.index);
+    return refuse(p, HandshakeStatus::unexpected, 0, false);
   }
   bool duplicate = std::any_of(s.sockets.begin(), s.sockets.end(),
                                [&](const Accepted& a) { return a.index == h.index; });
-  if (h.index >= h.count || duplicate) {
-    RINGLET_LOG(info, "tcp: dropped ", p.from, ": bad socket index ", h.index);
+  if (duplicate || connected_[h.from_rank]) {
+    RINGLET_LOG(warn, "tcp: rank ", from, " opened socket ", h.index, " to rank ", rank,
+                " twice (second from ", p.from, ")");
+    if (!connected_[h.from_rank]) {
+      s.error = Error(ErrorCode::mismatch,
+                      str_cat("tcp: rank ", from, " opened its socket ", h.index, " to rank ", rank,
+                              " twice (from ", s.address, " and ", p.from,
+                              "): two processes started as rank ", from, "?"),
+                      {rank, from});
+    }
+    return refuse(p, HandshakeStatus::conflict, 0, false);
+  }
+  Verdict v;
+  unsigned char buf[kVerdictBytes];
+  v.encode(buf);
+  if (::send(p.fd.get(), buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT) !=
+      static_cast<ssize_t>(sizeof(buf))) {
+    RINGLET_LOG(info, "tcp: dropped ", p.from, ": could not send its verdict");
+    p.fd.reset();
     return;
   }
-  tune(fd.get(), options_.buffer_bytes);
+  Accepted a;
+  a.index = h.index;
+  a.socket.fd = std::move(p.fd);
+  if (options_.encrypt) a.socket.keys = derive_socket_keys(options_.secret, p.hello, p.nonce);
+  tune(a.socket.fd.get(), options_.buffer_bytes);
   if (s.address.empty()) s.address = p.from;
-  s.sockets.push_back({h.index, std::move(fd)});
+  s.sockets.push_back(std::move(a));
 }
 
 std::unique_ptr<Connection> TcpTransport::make_connection(int peer, std::string address,
-                                                          std::vector<UniqueFd> fds) {
+                                                          std::vector<Socket> fds) {
   auto channel = std::make_unique<Channel>();
   channel->peer = peer;
   channel->address = std::move(address);
@@ -465,7 +749,15 @@ std::unique_ptr<Connection> TcpTransport::make_connection(int peer, std::string 
   const auto k = static_cast<std::size_t>(sockets_);
   for (std::size_t i = 0; i < fds.size(); ++i) {
     auto lane = std::make_unique<Lane>();
-    lane->fd = std::move(fds[i]);
+    lane->fd = std::move(fds[i].fd);
+    if (fds[i].keys) {
+      // The lower rank connected: its frames go connector to acceptor.
+      const SocketKeys& k = *fds[i].keys;
+      lane->sealer =
+          std::make_unique<FrameCipher>(lower ? k.connector_to_acceptor : k.acceptor_to_connector);
+      lane->opener =
+          std::make_unique<FrameCipher>(lower ? k.acceptor_to_connector : k.connector_to_acceptor);
+    }
     if (i == 0) {
       lane->control = true;
       channel->control = lane.get();

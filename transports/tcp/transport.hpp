@@ -38,6 +38,11 @@ struct TcpOptions : JobContext {
   // More ranks than cores on this machine: waits yield the CPU from the start instead of
   // spinning first, so that the peer being waited for gets to run.
   bool oversubscribed = false;
+  // The job's secret (docs/security.md): every socket's handshake proves it both ways.
+  // Empty: the handshake proves nothing (both ends of a pair must agree).
+  std::string secret;
+  // Seal every frame with AES-256-GCM under keys derived per socket; needs `secret`.
+  bool encrypt = false;
 };
 
 // Makes a TcpTransport that listens at once (on an ephemeral port) on options.bind_address,

@@ -15,16 +15,22 @@ namespace ringlet::transport::tcp {
 // Bumped on any change of the formats below.
 // Version 2: data frames carry their send's sequence number in `code`; error frames lead
 // with the origin rank.
-inline constexpr std::uint32_t kProtocolVersion = 2;
+// Version 3: the socket handshake is a mutual challenge-response (HMAC-SHA-256 under the
+// job's secret, docs/security.md) that ends in the acceptor's verdict; frames may be sealed
+// with AES-256-GCM.
+inline constexpr std::uint32_t kProtocolVersion = 3;
 inline constexpr std::uint32_t kBlobMagic = 0x424c5452;       // "RTLB" little-endian
 inline constexpr std::uint32_t kHandshakeMagic = 0x48535452;  // "RTSH" little-endian
+inline constexpr std::uint32_t kReplyMagic = 0x50525452;      // "RTRP" little-endian
 inline constexpr std::size_t kBlobBytes = 36;
-inline constexpr std::size_t kHandshakeBytes = 64;
 inline constexpr std::size_t kFrameHeaderBytes = 16;
 // Messages up to this many bytes travel on the small-message socket, which carries both
 // directions (the recursive-doubling path of the communicator stays below it).
 inline constexpr std::size_t kSmallMessageBytes = std::size_t{256} << 10;
-inline constexpr std::size_t kAuthBytes = 32;
+inline constexpr std::size_t kNonceBytes = 32;
+inline constexpr std::size_t kMacBytes = 32;
+// Sealed frames: the GCM tag after the header and after the payload.
+inline constexpr std::size_t kTagBytes = 16;
 // Error frames: the rank where the failure began, before the text.
 inline constexpr std::size_t kErrorOriginBytes = 4;
 
@@ -36,9 +42,24 @@ using le::put_u16;
 using le::put_u32;
 using le::put_u64;
 
-// The first bytes on every socket, sent by the connecting side: who it is, which socket
-// of which peer pair this is. `auth` is reserved for the per-job secret (zero for now).
-struct Handshake {
+// The socket handshake, four messages:
+//   1. connector -> acceptor: Hello (who it is, which socket, its settings, nonce_c)
+//   2. acceptor -> connector: Reply (status; nonce_a and proof_a = HMAC(secret, "acceptor",
+//      hello, nonce_a) when the status is ok)
+//   3. connector -> acceptor: proof_c = HMAC(secret, "connector", hello, nonce_a)
+//   4. acceptor -> connector: Verdict (ok, or why the socket is refused)
+// A connector that cannot verify proof_a gives up (the acceptor does not hold the secret);
+// an acceptor that cannot verify proof_c drops the socket. Both proofs cover both nonces,
+// the job, both ranks and the socket's index and count, so a recorded handshake is useless
+// on any other socket or later. Without a secret the proofs are HMACs under the empty key:
+// the exchange is the same, and it proves nothing (the rank 0 warning says so).
+inline constexpr std::uint32_t kFlagSecret = 1;   // the connector holds a secret
+inline constexpr std::uint32_t kFlagEncrypt = 2;  // the connector seals its frames
+inline constexpr std::size_t kHelloBytes = 40 + kNonceBytes;
+inline constexpr std::size_t kReplyBytes = 16 + kNonceBytes + kMacBytes;
+inline constexpr std::size_t kVerdictBytes = 16;
+
+struct Hello {
   std::uint32_t magic = kHandshakeMagic;
   std::uint32_t version = kProtocolVersion;
   std::uint64_t job_id = 0;
@@ -46,7 +67,9 @@ struct Handshake {
   std::uint32_t to_rank = 0;
   std::uint32_t index = 0;
   std::uint32_t count = 0;
-  std::array<unsigned char, kAuthBytes> auth{};
+  std::uint32_t flags = 0;
+  std::uint32_t reserved = 0;
+  std::array<unsigned char, kNonceBytes> nonce{};
 
   void encode(unsigned char* p) const {
     put_u32(p, magic);
@@ -56,10 +79,12 @@ struct Handshake {
     put_u32(p + 20, to_rank);
     put_u32(p + 24, index);
     put_u32(p + 28, count);
-    for (std::size_t i = 0; i < kAuthBytes; ++i) p[32 + i] = auth[i];
+    put_u32(p + 32, flags);
+    put_u32(p + 36, reserved);
+    for (std::size_t i = 0; i < kNonceBytes; ++i) p[40 + i] = nonce[i];
   }
-  static Handshake decode(const unsigned char* p) {
-    Handshake h;
+  static Hello decode(const unsigned char* p) {
+    Hello h;
     h.magic = get_u32(p);
     h.version = get_u32(p + 4);
     h.job_id = get_u64(p + 8);
@@ -67,8 +92,74 @@ struct Handshake {
     h.to_rank = get_u32(p + 20);
     h.index = get_u32(p + 24);
     h.count = get_u32(p + 28);
-    for (std::size_t i = 0; i < kAuthBytes; ++i) h.auth[i] = p[32 + i];
+    h.flags = get_u32(p + 32);
+    h.reserved = get_u32(p + 36);
+    for (std::size_t i = 0; i < kNonceBytes; ++i) h.nonce[i] = p[40 + i];
     return h;
+  }
+};
+
+// The acceptor's answers (Reply::status and Verdict::status).
+enum class HandshakeStatus : std::uint32_t {
+  ok = 0,
+  version = 1,          // value: the acceptor's protocol version
+  job = 2,              // another job
+  unexpected = 3,       // not a socket the acceptor expects (ranks, index)
+  secret_required = 4,  // the acceptor holds a secret, the connector none
+  secret_missing = 5,   // the connector holds a secret, the acceptor none
+  auth_failed = 6,      // proof_c is wrong: another secret, or a replay
+  encrypt = 7,          // RINGLET_ENCRYPT differs; value: the acceptor's setting
+  count = 8,            // sockets per peer differ; value: the acceptor's count
+  conflict = 9,         // this socket index of this rank arrived twice
+};
+
+struct Reply {
+  std::uint32_t magic = kReplyMagic;
+  HandshakeStatus status = HandshakeStatus::ok;
+  std::uint32_t value = 0;
+  std::uint32_t reserved = 0;
+  std::array<unsigned char, kNonceBytes> nonce{};
+  std::array<unsigned char, kMacBytes> proof{};
+
+  void encode(unsigned char* p) const {
+    put_u32(p, magic);
+    put_u32(p + 4, static_cast<std::uint32_t>(status));
+    put_u32(p + 8, value);
+    put_u32(p + 12, reserved);
+    for (std::size_t i = 0; i < kNonceBytes; ++i) p[16 + i] = nonce[i];
+    for (std::size_t i = 0; i < kMacBytes; ++i) p[16 + kNonceBytes + i] = proof[i];
+  }
+  static Reply decode(const unsigned char* p) {
+    Reply r;
+    r.magic = get_u32(p);
+    r.status = static_cast<HandshakeStatus>(get_u32(p + 4));
+    r.value = get_u32(p + 8);
+    r.reserved = get_u32(p + 12);
+    for (std::size_t i = 0; i < kNonceBytes; ++i) r.nonce[i] = p[16 + i];
+    for (std::size_t i = 0; i < kMacBytes; ++i) r.proof[i] = p[16 + kNonceBytes + i];
+    return r;
+  }
+};
+
+struct Verdict {
+  std::uint32_t magic = kReplyMagic;
+  HandshakeStatus status = HandshakeStatus::ok;
+  std::uint32_t value = 0;
+  std::uint32_t reserved = 0;
+
+  void encode(unsigned char* p) const {
+    put_u32(p, magic);
+    put_u32(p + 4, static_cast<std::uint32_t>(status));
+    put_u32(p + 8, value);
+    put_u32(p + 12, reserved);
+  }
+  static Verdict decode(const unsigned char* p) {
+    Verdict v;
+    v.magic = get_u32(p);
+    v.status = static_cast<HandshakeStatus>(get_u32(p + 4));
+    v.value = get_u32(p + 8);
+    v.reserved = get_u32(p + 12);
+    return v;
   }
 };
 
