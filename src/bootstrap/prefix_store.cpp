@@ -23,6 +23,7 @@ class PrefixStore final : public Store, public detail::StoreWrapper {
     return base_->add(full(key), delta);
   }
   bool remove(std::string_view key) override { return base_->remove(full(key)); }
+  void close_idle() override { base_->close_idle(); }
   const Store& wrapped() const noexcept override { return *base_; }
 
  private:

@@ -3,6 +3,7 @@
 // exchange addresses and node identities through it; no collective data ever goes through it.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -32,6 +33,11 @@ class Store {
   // Deletes `key`; returns whether it existed.
   virtual bool remove(std::string_view key) = 0;
 
+  // Closes the connections this handle keeps for later requests (the TCP store's pool);
+  // the next request opens a new one. Called once set-up is done, so that rank 0 does not
+  // hold one descriptor per rank for the life of the job.
+  virtual void close_idle() {}
+
   // Conveniences over set/get for text values.
   void set_string(std::string_view key, std::string_view value);
   std::string get_string(std::string_view key, Deadline deadline);
@@ -57,11 +63,26 @@ std::shared_ptr<Store> make_prefix_store(std::string prefix, std::shared_ptr<Sto
 // set(), add() and remove() each end within 60 s or throw timeout; a get() that passes its
 // deadline withdraws its request, so the store stays usable. A lost server connection
 // throws peer_lost.
+//
+// The server bounds what clients can make it hold (TcpStoreLimits): a set() or add() past
+// the byte or key budget gets Error(transport) "the rendezvous store is full"; a get()
+// sends the stored value by reference, so many clients reading one value cost one copy; a
+// client whose input or replies pass the buffers' bounds is slowed or dropped; a greeted
+// client silent for idle_timeout, with no get() waiting, is dropped. No exception leaves
+// the server's thread: a failure while serving one client (out of memory included) drops
+// that client only. Clients reconnect transparently when a pooled connection was closed.
+struct TcpStoreLimits {
+  std::size_t max_bytes = std::size_t{512} << 20;        // keys and values held, in all
+  std::size_t max_keys = std::size_t{1} << 20;           // distinct keys
+  std::size_t max_input_bytes = std::size_t{256} << 20;  // requests buffered, all clients
+  std::chrono::milliseconds idle_timeout{120000};        // greeted clients, no get waiting
+};
 struct TcpStoreOptions {
   std::string host;  // name or IPv4/IPv6 literal; "[::1]" brackets accepted
   int port = 29500;  // the server may pass 0 for a free port; see tcp_store_port()
   bool is_server = false;
-  Deadline deadline;  // for the initial connection
+  Deadline deadline;        // for the initial connection
+  TcpStoreLimits limits{};  // the server's
 };
 std::shared_ptr<Store> make_tcp_store(const TcpStoreOptions& options);
 
