@@ -6,8 +6,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +55,12 @@ std::shared_ptr<Store> make_file_store(const std::string& directory);
 // Gives each communicator its own key space: every key is prefixed by `prefix` + "/".
 std::shared_ptr<Store> make_prefix_store(std::string prefix, std::shared_ptr<Store> base);
 
+// A store whose get() waits in slices of at most 200 ms and calls `check` between them, so
+// that an abort (check throws) interrupts a wait for a key that never comes. At the
+// deadline it throws Error(timeout) "store: key 'K' not set within N ms".
+std::shared_ptr<Store> make_interruptible_store(std::shared_ptr<Store> base,
+                                                std::function<void()> check);
+
 // The TCP store. Rank 0 serves it (is_server) on host:port, all ranks (rank 0 included)
 // are clients. The server runs on its own thread for the life of the returned object,
 // drops any client that fails the handshake (magic, protocol version), and never lets a
@@ -83,6 +91,7 @@ struct TcpStoreOptions {
   bool is_server = false;
   Deadline deadline;        // for the initial connection
   TcpStoreLimits limits{};  // the server's
+  std::stop_token stop{};   // interrupts the initial connection: Error(aborted)
 };
 std::shared_ptr<Store> make_tcp_store(const TcpStoreOptions& options);
 

@@ -732,7 +732,8 @@ std::vector<std::byte> request_frame(StoreOp op, std::string_view key,
 // is owned here and declared first, so that it outlives the connections.
 class TcpStore final : public Store, public detail::TcpStoreInfo {
  public:
-  explicit TcpStore(const TcpStoreOptions& options) : host_(strip_brackets(options.host)) {
+  explicit TcpStore(const TcpStoreOptions& options)
+      : host_(strip_brackets(options.host)), stop_(options.stop) {
     port_ = options.port;
     if (options.is_server) {
       server_ = std::make_unique<TcpStoreServer>(host_, options.port, options.limits);
@@ -900,6 +901,10 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
         }
       }
       last_error = error;
+      if (first && stop_.stop_requested()) {
+        throw Error(ErrorCode::aborted,
+                    str_cat("interrupted while reaching the rendezvous store at ", where_));
+      }
       auto now = Clock::now();
       if (now >= deadline) break;
       std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - now));
@@ -969,6 +974,7 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   int port_ = 0;
   std::string where_;
   std::string local_address_;
+  std::stop_token stop_;  // of the initial connection
   struct Pooled {
     UniqueFd fd;
     Clock::time_point since;  // returned to the pool

@@ -26,6 +26,7 @@
 
 #include "include/ringlet/ringlet.hpp"
 #include "src/bootstrap/tcp_store_protocol.hpp"
+#include "src/common/socket.hpp"
 #include "src/common/unique_fd.hpp"
 
 namespace ringlet::bootstrap {
@@ -732,6 +733,28 @@ TEST(TcpStoreRobustTest, AHandshakeThatEndsByEofIsRetriedWithinTheDeadline) {
   EXPECT_EQ(client->add("x", 1), 1);
   rank0.join();
   client.reset();
+}
+
+TEST(TcpStoreRobustTest, TheDescriptorSoftLimitIsRaisedToTheHardLimit) {
+  // Review finding 4: nothing raised RLIMIT_NOFILE; about 1000 ranks hit EMFILE at rank 0.
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    rlimit r{};
+    ::getrlimit(RLIMIT_NOFILE, &r);
+    if (r.rlim_max <= 256) std::_Exit(77);
+    r.rlim_cur = 256;
+    ::setrlimit(RLIMIT_NOFILE, &r);
+    net::raise_descriptor_limit();
+    rlimit now{};
+    ::getrlimit(RLIMIT_NOFILE, &now);
+    std::_Exit(now.rlim_cur == r.rlim_max ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "hard limit too low to test";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 }  // namespace
