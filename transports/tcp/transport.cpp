@@ -41,6 +41,8 @@ void tune(int fd, int buffer_bytes) {
   net::set_buffer_bytes(fd, buffer_bytes);
 }
 
+constexpr int kAcceptPauseMs = 100;  // after EMFILE, before the listener is watched again
+
 class TcpTransport final : public Transport {
  public:
   explicit TcpTransport(const TcpOptions& options);
@@ -125,6 +127,10 @@ class TcpTransport final : public Transport {
   AddressBlob blob_;
   std::shared_ptr<Loop> loop_;
   std::vector<Pending> pending_;
+  // Out of descriptors (EMFILE): the listener is not watched until then, so that the
+  // level-triggered poll does not spin while the condition lasts.
+  Clock::time_point accept_paused_until_{};
+  bool accept_pause_logged_ = false;
   std::map<int, Stash> stash_;
   std::vector<bool> connected_;
 };
@@ -357,9 +363,11 @@ std::vector<UniqueFd> TcpTransport::accept_passive(int peer, Deadline deadline,
 void TcpTransport::service_listener(int timeout_ms) {
   std::vector<pollfd> fds;
   fds.push_back({loop_->event_fd(), POLLIN, 0});
-  fds.push_back({listen_fd_.get(), POLLIN, 0});
+  const bool listen = Clock::now() >= accept_paused_until_;
+  fds.push_back({listen_fd_.get(), static_cast<short>(listen ? POLLIN : 0), 0});
   for (const Pending& p : pending_) fds.push_back({p.fd.get(), POLLIN, 0});
-  int n = ::poll(fds.data(), fds.size(), timeout_ms);
+  int n =
+      ::poll(fds.data(), fds.size(), listen ? timeout_ms : std::min(timeout_ms, kAcceptPauseMs));
   if (n < 0 && errno != EINTR) detail::throw_errno("tcp: poll");
   if (n > 0 && fds[0].revents != 0) drain_event_fd();
   // Read what the pending sockets sent; complete handshakes are handled, broken ones dropped.
@@ -384,20 +392,35 @@ void TcpTransport::service_listener(int timeout_ms) {
   }
   std::erase_if(pending_, [](const Pending& p) { return !p.fd; });
   // Accept every connection waiting in the backlog.
-  for (;;) {
+  for (; listen;) {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
     int fd = ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr*>(&ss), &len,
                        SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      if (errno == EMFILE || errno == ENFILE) {
-        RINGLET_LOG(warn, "tcp: accept: ", std::strerror(errno));
+      const int err = errno;
+      if (err == EINTR || err == ECONNABORTED) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) break;
+      // accept(2): Linux passes a new connection's pending network errors to accept; they
+      // are that connection's, and the listener is fine: treat them like EAGAIN.
+      if (err == ENETDOWN || err == EPROTO || err == ENOPROTOOPT || err == EHOSTDOWN ||
+          err == ENONET || err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH ||
+          err == ETIMEDOUT || err == ECONNRESET) {
+        continue;
+      }
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        if (!accept_pause_logged_) {
+          RINGLET_LOG(warn, "tcp: accept: ", std::strerror(err), "; rank ", options_.rank,
+                      " pauses accepting for ", kAcceptPauseMs,
+                      " ms at a time (raise the descriptor limit: ulimit -n)");
+          accept_pause_logged_ = true;
+        }
+        accept_paused_until_ = Clock::now() + std::chrono::milliseconds(kAcceptPauseMs);
         break;
       }
       detail::throw_errno("tcp: accept");
     }
+    accept_pause_logged_ = false;
     if (pending_.size() >= kMaxPendingHandshakes) {
       RINGLET_LOG(info, "tcp: dropped ", pending_.front().from, ": too many pending handshakes");
       pending_.erase(pending_.begin());
@@ -420,7 +443,9 @@ void TcpTransport::on_handshake(Pending& p) {
     return;
   }
   if (h.job_id != options_.job_id) {
-    RINGLET_LOG(info, "tcp: dropped ", p.from, ": job ", h.job_id, " is not job ", options_.job_id);
+    // The job ids stay out of the log: until the handshake is authenticated, the id is what
+    // a connection must present.
+    RINGLET_LOG(info, "tcp: dropped ", p.from, ": its handshake names another job");
     return;
   }
   if (h.to_rank != static_cast<std::uint32_t>(rank) || h.from_rank >= h.to_rank ||
