@@ -757,5 +757,27 @@ TEST(TcpStoreRobustTest, TheDescriptorSoftLimitIsRaisedToTheHardLimit) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+TEST(FileStoreTest, RefusesAWorldWritableDirectoryAndPlantedSymlinks) {
+  // Review L10: temp and lock files followed symlinks; any directory was accepted.
+  const std::string dir = temp_dir();
+  std::filesystem::create_directories(dir);
+  std::filesystem::permissions(dir, std::filesystem::perms::all);
+  EXPECT_THROW(make_file_store(dir), Error);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all);
+  auto store = make_file_store(dir);
+  // A key file that is a symlink to a file elsewhere is not read through.
+  const std::string victim = dir + ".victim";
+  {
+    std::FILE* f = std::fopen(victim.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("secret", f);
+    std::fclose(f);
+  }
+  std::filesystem::create_symlink(victim, dir + "/planted");
+  EXPECT_THROW(store->get("planted", in(200ms)), Error);
+  std::filesystem::remove(victim);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace ringlet::bootstrap
