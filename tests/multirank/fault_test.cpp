@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "src/bootstrap/store.hpp"
-#include "src/communicator.hpp"
 #include "src/common/str_cat.hpp"
 #include "src/common/unique_fd.hpp"
+#include "src/communicator.hpp"
 #include "tests/multirank/rank_group.hpp"
 
 namespace ringlet::testing {
