@@ -22,6 +22,7 @@
 #include <functional>
 #include <random>
 #include <set>
+#include <stop_token>
 #include <thread>
 
 #include "include/ringlet/ringlet.hpp"
@@ -777,6 +778,32 @@ TEST(FileStoreTest, RefusesAWorldWritableDirectoryAndPlantedSymlinks) {
   EXPECT_THROW(store->get("planted", in(200ms)), Error);
   std::filesystem::remove(victim);
   std::filesystem::remove_all(dir);
+}
+
+TEST(TcpStoreRobustTest, AStopTokenInterruptsTheWaitForRankZerosStore) {
+  // Review finding 8: create() could not be interrupted while rank 0's store was not up.
+  UniqueFd holder(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(holder.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(holder.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  std::stop_source stop;
+  TcpStoreOptions o{"127.0.0.1", ntohs(a.sin_port), false, in(30s)};
+  o.stop = stop.get_token();
+  std::jthread watchdog([&] {
+    std::this_thread::sleep_for(300ms);
+    stop.request_stop();
+  });
+  const auto start = Clock::now();
+  try {
+    make_tcp_store(o);
+    FAIL() << "connected to a dead port";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::aborted) << e.what();
+  }
+  EXPECT_LT(Clock::now() - start, 300ms + kSlack);
 }
 
 }  // namespace
