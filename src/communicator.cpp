@@ -760,9 +760,10 @@ namespace {
 
 // The store keys of a job's first communicator carry the job's identity, so that ranks of
 // two jobs that reach one store never read each other's keys. Until the launcher gives an
-// identity (issue "Launch"), it is made of the rendezvous parameters every rank shares.
+// identity (issue "Launch"), it is made of the rendezvous parameters every rank shares
+// exactly (not the host, which ranks may spell differently).
 std::string key_prefix_of(const bootstrap::LaunchInfo& info) {
-  return str_cat("c@", info.store_host, ":", info.store_port, "/", info.size);
+  return str_cat("c@", info.store_port, "/", info.size);
 }
 
 Communicator::Impl::Identity identity_of(int rank, int size, int local_rank, int local_size,
