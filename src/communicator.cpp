@@ -4,8 +4,11 @@
 #include "src/communicator.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
+#include <limits>
 #include <random>
+#include <string_view>
 
 #include "src/algo/hierarchical.hpp"
 #include "src/algo/local.hpp"
@@ -15,6 +18,7 @@
 #include "src/bootstrap/launcher_kvs.hpp"
 #include "src/common/check.hpp"
 #include "src/common/log.hpp"
+#include "src/common/socket.hpp"
 #include "src/communicator_impl.hpp"
 #include "src/reduce/reduce.hpp"
 #include "src/topo/topology.hpp"
@@ -29,6 +33,25 @@ bool overlaps(const void* a, std::size_t an, const void* b, std::size_t bn) {
   return an > 0 && bn > 0 && pa < pb + bn && pb < pa + an;
 }
 
+// A decimal number read from the store under `key` (published by rank `from`), at most `max`:
+// anything else is Error(transport) naming the key, never std::invalid_argument.
+std::uint64_t parse_store_number(std::string_view text, std::string_view key, std::uint64_t max,
+                                 int from) {
+  std::uint64_t v = 0;
+  const char* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, v);
+  if (ec != std::errc() || p != end || text.empty() || v > max) {
+    const std::string shown(text.substr(0, 64));
+    throw Error(
+        ErrorCode::transport,
+        str_cat("the rendezvous store holds a malformed value under '", key, "' (\"", shown,
+                text.size() > 64 ? "..." : "", "\", rank ", from, "'s): not a number up to ", max,
+                "; another job or a stray client may be using this store address"),
+        {from});
+  }
+  return v;
+}
+
 // The text of a failure as this rank tells it: where it began and what happened.
 std::string reason_of(const Error& e) {
   return e.origin_rank() >= 0 ? str_cat("rank ", e.origin_rank(), ": ", e.cause()) : e.cause();
@@ -39,7 +62,8 @@ std::string reason_of(const Error& e) {
 // --- Communicator::Impl -----------------------------------------------------------------
 
 Communicator::Impl::Impl(const Identity& id, const Config& config,
-                         std::shared_ptr<bootstrap::Store> base_store, std::string prefix)
+                         std::shared_ptr<bootstrap::Store> base_store, std::string prefix,
+                         std::stop_token stop)
     : config_(config),
       node_id_(id.node_id),
       base_store_(std::move(base_store)),
@@ -51,7 +75,40 @@ Communicator::Impl::Impl(const Identity& id, const Config& config,
   job_.rank = id.rank;
   job_.size = id.size;
   job_.abort_flag = &aborted_;
-  store_ = bootstrap::make_prefix_store(prefix_, base_store_);
+  // Every set-up wait polls aborted_ (the transport's and the local group's at least every
+  // 100 ms, the store's between 200 ms slices), so setting it is enough to interrupt them.
+  std::stop_callback on_stop(stop, [this] { aborted_.store(true, std::memory_order_release); });
+  try {
+    set_up(id);
+  } catch (const Error& e) {
+    fail(e);
+    throw;
+  } catch (const std::bad_alloc&) {
+    Error e(ErrorCode::transport, str_cat("rank ", id.rank, ": out of memory during set-up"),
+            {id.rank});
+    fail(e);
+    throw e;
+  } catch (const std::exception& x) {
+    // std::system_error (a thread that cannot start), std::invalid_argument, ...: an Error,
+    // and the peers hear of it now rather than at their deadline.
+    Error e(ErrorCode::transport, str_cat("rank ", id.rank, ": set-up failed: ", x.what()),
+            {id.rank});
+    fail(e);
+    throw e;
+  }
+}
+
+void Communicator::Impl::set_up(const Identity& id) {
+  store_ = bootstrap::make_interruptible_store(
+      bootstrap::make_prefix_store(prefix_, base_store_), [this, rank = id.rank] {
+        if (aborted_.load(std::memory_order_acquire)) {
+          throw Error(ErrorCode::aborted,
+                      str_cat("rank ", rank,
+                              ": set-up was interrupted (abort) while waiting "
+                              "in the rendezvous store"),
+                      {rank});
+        }
+      });
   if (node_id_.empty()) node_id_ = bootstrap::detect_node_identity();
 
   const Deadline deadline = Clock::now() + config_.timeout;
@@ -86,14 +143,25 @@ Communicator::Impl::Impl(const Identity& id, const Config& config,
   RINGLET_LOG(info, "config: ", describe(config_));
   RINGLET_LOG(info, describe(table_));
   for (const auto& note : table_.fallbacks()) RINGLET_LOG(info, note);
-  // Every rank has read what it needs from the store once this barrier completes, so rank
-  // 0 may tear the store down afterwards.
+  // Every rank has read what it needs from the store once this barrier completes. The
+  // store's server stays up for dup(), but this rank's connections to it close: rank 0
+  // holds no descriptor per rank for the life of the job, and dup() reconnects.
   barrier();
+  base_store_->close_idle();
 }
 
 Communicator::Impl::~Impl() = default;
 
 void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
+  // Each rank claims its number: a second process with the same rank (a double launch, a
+  // restarted rank while the old one lingers) fails here, instead of reading stale keys.
+  if (store_->add(str_cat("claim/", id.rank), 1) != 1) {
+    throw Error(ErrorCode::mismatch,
+                str_cat("rank ", id.rank, " claimed twice: another process already joined ",
+                        "this job (store keys '", prefix_, "/...') as rank ", id.rank,
+                        "; look for a duplicate launch or a restarted rank"),
+                {id.rank});
+  }
   // The job id names this communicator in every transport handshake.
   if (id.rank == 0) {
     std::random_device rd;
@@ -101,7 +169,8 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
     store_->set_string("job", std::to_string(job_.job_id));
     store_->set_string("encrypt", config_.encrypt ? "1" : "0");
   } else {
-    job_.job_id = std::stoull(store_->get_string("job", deadline));
+    job_.job_id = parse_store_number(store_->get_string("job", deadline), "job",
+                                     std::numeric_limits<std::uint64_t>::max(), 0);
     // Sealed and clear frames cannot meet: every rank agrees with rank 0 before connecting.
     const std::string theirs = store_->get_string("encrypt", deadline);
     if (theirs != (config_.encrypt ? "1" : "0")) {
@@ -111,33 +180,52 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
                   {0, id.rank});
     }
   }
-  // Every rank states its protocol version, its idea of the job size, and its node.
+  // Every rank states its protocol version, its idea of the job size, a digest of the
+  // settings that must agree (the full text under cfg/<rank>), and its node.
+  const std::string settings = agreed_settings(config_);
+  const std::string digest = settings_digest(settings);
+  store_->set_string(str_cat("cfg/", id.rank), settings);
   store_->set_string(str_cat("info/", id.rank),
-                     str_cat(kCollectiveProtocolVersion, " ", id.size, " ", node_id_));
+                     str_cat(kCollectiveProtocolVersion, " ", id.size, " ", digest, " ", node_id_));
   std::vector<std::string> node_ids(static_cast<std::size_t>(id.size));
   for (int r = 0; r < id.size; ++r) {
-    std::string v = store_->get_string(str_cat("info/", r), deadline);
+    const std::string key = str_cat("info/", r);
+    std::string v = store_->get_string(key, deadline);
     std::size_t a = v.find(' ');
     std::size_t b = v.find(' ', a == std::string::npos ? 0 : a + 1);
-    if (a == std::string::npos || b == std::string::npos) {
+    std::size_t c = v.find(' ', b == std::string::npos ? 0 : b + 1);
+    const std::uint64_t version =
+        parse_store_number(v.substr(0, a), key, std::numeric_limits<std::uint32_t>::max(), r);
+    if (version == kCollectiveProtocolVersion &&
+        (a == std::string::npos || b == std::string::npos || c == std::string::npos)) {
       throw Error(ErrorCode::transport,
-                  str_cat("rank ", r, " published a malformed rendezvous record"), {r});
+                  str_cat("rank ", r, " published a malformed rendezvous record under '", key, "'"),
+                  {r});
     }
-    unsigned long version = std::stoul(v.substr(0, a));
-    int size = std::stoi(v.substr(a + 1, b - a - 1));
     if (version != kCollectiveProtocolVersion) {
       throw Error(ErrorCode::mismatch,
                   str_cat("rank ", r, " speaks ringlet protocol version ", version, ", rank ",
                           id.rank, " speaks version ", kCollectiveProtocolVersion),
                   {r, id.rank});
     }
-    if (size != id.size) {
+    const std::uint64_t size =
+        parse_store_number(v.substr(a + 1, b - a - 1), key, std::numeric_limits<int>::max(), r);
+    if (size != static_cast<std::uint64_t>(id.size)) {
       throw Error(ErrorCode::mismatch,
                   str_cat("rank ", r, " believes the job has ", size, " ranks, rank ", id.rank,
                           " believes ", id.size),
                   {r, id.rank});
     }
-    node_ids[static_cast<std::size_t>(r)] = v.substr(b + 1);
+    if (v.compare(b + 1, c - b - 1, digest) != 0) {
+      const std::string theirs = store_->get_string(str_cat("cfg/", r), deadline);
+      std::string diff = settings_difference(settings, theirs, r);
+      throw Error(ErrorCode::mismatch,
+                  str_cat("ranks disagree on configuration that must be the same everywhere: ",
+                          diff.empty() ? std::string("settings differ") : diff, " (rank ", id.rank,
+                          "); set it alike for every rank"),
+                  {r, id.rank});
+    }
+    node_ids[static_cast<std::size_t>(r)] = v.substr(c + 1);
   }
   layout_ = JobLayout::from_node_ids(id.rank, node_ids, id.local_rank, id.local_size);
   if (layout_.shape == JobShape::flat) {
@@ -579,7 +667,9 @@ std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {
       fp,
       [&](Deadline) {
         Identity id{rank(), size(), layout_.local_rank, layout_.local_size, node_id_};
-        child = std::make_unique<Impl>(id, config_, base_store_, child_prefix);
+        // The parent's abort() interrupts the child's set-up through abort_source_.
+        child = std::make_unique<Impl>(id, config_, base_store_, child_prefix,
+                                       abort_source_.get_token());
       },
       Check::before);
   return child;
@@ -587,6 +677,7 @@ std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {
 
 void Communicator::Impl::abort() noexcept {
   aborted_.store(true, std::memory_order_release);
+  abort_source_.request_stop();
   if (transport_) transport_->interrupt();
   if (local_) local_->interrupt();
 }
@@ -677,6 +768,13 @@ Communicator::~Communicator() = default;
 
 namespace {
 
+// The store keys of a job's first communicator carry the job's identity, so that ranks of
+// two jobs that reach one store never read each other's keys (the store's hello refuses
+// another job's ranks first; the prefix keeps even a forced meeting apart).
+std::string key_prefix_of(const bootstrap::LaunchInfo& info) {
+  return str_cat("c@", info.job_identity, "/", info.size);
+}
+
 Communicator::Impl::Identity identity_of(int rank, int size, int local_rank, int local_size,
                                          const std::string& node_id) {
   return Communicator::Impl::Identity{rank, size, local_rank, local_size, node_id};
@@ -685,19 +783,22 @@ Communicator::Impl::Identity identity_of(int rank, int size, int local_rank, int
 }  // namespace
 
 Communicator Communicator::create(const Options& options) {
+  // Rank 0 serves one store connection per rank during set-up, and every rank holds
+  // sockets per peer: the usual soft limit of 1024 would cap the job's size.
+  net::raise_descriptor_limit();
   bootstrap::Launch launch = bootstrap::start_launch(options, bootstrap::process_env());
   const bootstrap::LaunchInfo& info = launch.info;
   log::set_thread_rank(info.rank);
   const Config config = resolve_config(options, info.size, process_env_lookup());
   std::shared_ptr<bootstrap::Store> store =
-      bootstrap::connect_store(launch, Clock::now() + config.timeout, config.secret);
+      bootstrap::connect_store(launch, Clock::now() + config.timeout, config.secret, options.stop);
   RINGLET_LOG(info, "rank ", info.rank, " of ", info.size, " from ", info.source,
               " environment, wire-up ", bootstrap::wireup_name(info.wireup), ", rendezvous at ",
               launch.rendezvous, ", job ", info.job_identity, " (from ", info.job_identity_source,
               ")");
   return Communicator(std::make_unique<Impl>(
       identity_of(info.rank, info.size, info.local_rank, info.local_size, info.node_id), config,
-      std::move(store), "c"));
+      std::move(store), key_prefix_of(info), options.stop));
 }
 
 int Communicator::rank() const noexcept { return impl_->rank(); }
@@ -728,7 +829,7 @@ Communicator create_with_store(const Options& options, std::shared_ptr<bootstrap
   return CommunicatorAccess::make(std::make_unique<Communicator::Impl>(
       identity_of(options.rank, options.size, options.local_rank, options.local_size,
                   options.node_id),
-      config, std::move(store), "c"));
+      config, std::move(store), "c", options.stop));
 }
 
 }  // namespace detail

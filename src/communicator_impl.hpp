@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -38,8 +39,11 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
     std::string node_id;
   };
 
+  // Rendezvous and connect. A request_stop() on `stop` (Options::stop, or the parent's
+  // abort() while dup() builds this child) interrupts it with ErrorCode::aborted. Any
+  // exception of set-up leaves as a ringlet::Error, after fail() has told the peers.
   Impl(const Identity& id, const Config& config, std::shared_ptr<bootstrap::Store> base_store,
-       std::string prefix);
+       std::string prefix, std::stop_token stop = {});
   ~Impl();
 
   int rank() const noexcept { return layout_.rank; }
@@ -71,6 +75,7 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
     bool received[2] = {false, false};
   };
 
+  void set_up(const Identity& id);
   void rendezvous(const Identity& id, Deadline deadline);
   void connect_peers(Deadline deadline);
   void register_scratch();
@@ -114,7 +119,8 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   int dups_ = 0;
   std::uint64_t seq_ = 0;
   std::atomic<bool> aborted_{false};
-  bool propagated_ = false;  // the failure has been reported to the peers
+  std::stop_source abort_source_;  // stopped by abort(): interrupts a child's set-up
+  bool propagated_ = false;        // the failure has been reported to the peers
   std::string abort_reason_;
   algo::SelectTable table_;
   transport::TransportTraits traits_;

@@ -6,11 +6,15 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <utility>
+#include <vector>
 
 #include "src/algo/select.hpp"
 #include "src/common/check.hpp"
@@ -46,6 +50,9 @@ class Reader {
  private:
   const EnvLookup& env_;
 };
+
+// The longest deadline: one year. Longer (or inf) timeouts are clamped to it.
+constexpr long long kMaxTimeoutSeconds = 365LL * 24 * 3600;
 
 // Measured over TCP loopback with bench/crossover.sh (docs/perf/crossover.md): recursive
 // doubling wins up to 64 KiB and the ring from 128 KiB at 2-4 ranks; at 8 ranks recursive
@@ -124,8 +131,14 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
       throw Error(ErrorCode::invalid_argument,
                   str_cat("RINGLET_TIMEOUT=", *v, " is not a positive number of seconds"));
     }
-    c.timeout = std::chrono::milliseconds(static_cast<long long>(s * 1000.0));
+    // inf and huge values: clamped (a cast of inf is undefined, and now() + a huge
+    // timeout overflows into the past, which made every wait time out at once).
+    c.timeout = s >= kMaxTimeoutSeconds
+                    ? std::chrono::milliseconds(kMaxTimeoutSeconds * 1000LL)
+                    : std::chrono::milliseconds(static_cast<long long>(s * 1000.0));
   }
+  c.timeout = std::min(c.timeout, std::chrono::milliseconds(kMaxTimeoutSeconds * 1000LL));
+  if (c.timeout.count() < 1) c.timeout = std::chrono::milliseconds(1);
   c.crossover_bytes = default_crossover_bytes(size);
   if (auto v = read.integer("RINGLET_CROSSOVER_BYTES", 0, (1LL << 62))) {
     c.crossover_bytes = static_cast<std::size_t>(*v);
@@ -187,6 +200,55 @@ std::string describe(const Config& c) {
       " socket_ifname=", c.socket_ifname.empty() ? std::string("auto") : c.socket_ifname,
       " secret=", c.secret.empty() ? std::string("none") : str_cat("set (", c.secret_source, ")"),
       " encrypt=", c.encrypt ? 1 : 0);
+}
+
+std::string agreed_settings(const Config& c) {
+  return str_cat("RINGLET_SHM=", c.shm ? 1 : 0, "\nRINGLET_ALGO=", c.algorithm,
+                 "\nRINGLET_TRANSPORT=", c.transport,
+                 "\nRINGLET_CROSSOVER_BYTES=", c.crossover_bytes,
+                 "\nRINGLET_SLICE_BYTES=", c.slice_bytes, "\nRINGLET_SOCKETS=", c.tcp_sockets,
+                 "\nring_slots=", c.ring_slots, "\nhier_pipeline_bytes=", c.hier_pipeline_bytes,
+                 "\nshm_chunk_bytes=", c.shm_chunk_bytes, "\n");
+}
+
+std::string settings_digest(const std::string& settings) {
+  std::uint64_t h = 14695981039346656037ULL;  // FNV-1a
+  for (unsigned char ch : settings) {
+    h ^= ch;
+    h *= 1099511628211ULL;
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, h >>= 4) out[static_cast<std::size_t>(i)] = hex[h & 15];
+  return out;
+}
+
+std::string settings_difference(const std::string& mine, const std::string& theirs,
+                                int their_rank) {
+  const auto lines = [](const std::string& s) {
+    std::vector<std::pair<std::string, std::string>> out;
+    std::size_t pos = 0;
+    while (pos < s.size()) {
+      std::size_t end = s.find('\n', pos);
+      if (end == std::string::npos) end = s.size();
+      std::string line = s.substr(pos, end - pos);
+      std::size_t eq = line.find('=');
+      if (eq != std::string::npos) out.emplace_back(line.substr(0, eq), line.substr(eq + 1));
+      pos = end + 1;
+    }
+    return out;
+  };
+  const auto a = lines(mine), b = lines(theirs);
+  for (const auto& [name, value] : a) {
+    auto it = std::find_if(b.begin(), b.end(), [&](const auto& kv) { return kv.first == name; });
+    if (it == b.end())
+      return str_cat(name, " is ", value, " here and unknown to rank ", their_rank);
+    if (it->second != value) {
+      return str_cat(name, " is ", value, " here and ", it->second, " at rank ", their_rank);
+    }
+  }
+  return mine == theirs ? std::string()
+                        : str_cat("the settings differ from rank ", their_rank, "'s");
 }
 
 }  // namespace ringlet

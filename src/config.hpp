@@ -67,4 +67,13 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env);
 // One line per value, "name=value (source)", for the INFO log.
 std::string describe(const Config& config);
 
+// The settings that every rank must share (they change what goes over the wire or which
+// ranks meet where), as "RINGLET_SHM=1\nRINGLET_ALGO=auto\n...", compared at rendezvous.
+std::string agreed_settings(const Config& config);
+// A short digest of agreed_settings(), for the rendezvous record.
+std::string settings_digest(const std::string& settings);
+// The first setting that differs between two agreed_settings() texts: "RINGLET_SHM is 1
+// here and 0 at rank 2"; empty when they agree.
+std::string settings_difference(const std::string& mine, const std::string& theirs, int their_rank);
+
 }  // namespace ringlet

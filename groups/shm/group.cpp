@@ -147,7 +147,9 @@ struct alignas(kAlign) Header {
   std::uint32_t local_size = 0;
   Word mapped{0};    // ranks that have mapped the segment; futex word
   Word unlinked{0};  // 1 once local rank 0 has unlinked the name; futex word
-  Word failed{0};    // 0, or (ErrorCode << 16) | (1 + the local rank that failed a call)
+  // 0, or the first failure: ErrorCode << 28 | (1 + the local rank it is about: the one lost,
+  // or the one that failed) << 14 | (1 + the local rank that reported it).
+  Word failed{0};
 };
 
 long futex(Word* word, int op, std::uint32_t value, const timespec* timeout) {
@@ -161,6 +163,13 @@ void futex_wake_all(Word* word) { futex(word, FUTEX_WAKE, INT_MAX, nullptr); }
 void futex_wait(Word* word, std::uint32_t value, int ms) {
   timespec ts{ms / 1000, static_cast<long>(ms % 1000) * 1000000L};
   futex(word, FUTEX_WAIT, value, &ts);
+}
+
+constexpr int kMaxLocalRanks = (1 << 14) - 1;  // what the `failed` word can name
+
+std::uint32_t encode_failure(ErrorCode code, int about, int reporter) {
+  return (static_cast<std::uint32_t>(code) << 28) | (static_cast<std::uint32_t>(about + 1) << 14) |
+         static_cast<std::uint32_t>(reporter + 1);
 }
 
 // a >= b for counters that may wrap.
@@ -242,7 +251,10 @@ class ShmGroup::Impl {
                  const Fingerprint& fp, Deadline deadline);
   void barrier(const Fingerprint& fp, Deadline deadline);
   void agree(const Fingerprint& fp, Deadline deadline);
-  void mark_failed(ErrorCode code) noexcept;
+  void mark_failed(ErrorCode code) noexcept { mark_failed_about(code, me_); }
+  // Marks the group failed by a failure of local rank `about` (this one, or a peer it found
+  // dead), so that every local rank names that one.
+  void mark_failed_about(ErrorCode code, int about) noexcept;
   void interrupt() noexcept {
     if (size_ == 1) return;
     for (int j = 0; j < size_; ++j) futex_wake_all(&control(j).progress);
@@ -369,6 +381,7 @@ ShmGroup::Impl::Impl(const ShmOptions& o, Deadline deadline)
       yields_(std::max(0, o.yields)) {
   RINGLET_CHECK(size_ >= 1 && me_ >= 0 && me_ < size_, "shm: local rank ", me_,
                 " out of range for local size ", size_);
+  RINGLET_CHECK(size_ <= kMaxLocalRanks, "shm: ", size_, " local ranks; at most ", kMaxLocalRanks);
   local_to_global_ = o.local_to_global;
   if (local_to_global_.empty()) {
     for (int j = 0; j < size_; ++j) local_to_global_.push_back(j);
@@ -388,7 +401,18 @@ ShmGroup::Impl::Impl(const ShmOptions& o, Deadline deadline)
   NameGuard guard;  // local rank 0: unlinks the name if set-up fails before the unlink
   UniqueFd fd;
   if (me_ == 0) {
-    fd = create_segment(layout.total);
+    try {
+      fd = create_segment(layout.total);
+    } catch (const Error& e) {
+      // The other local ranks wait for the segment's name: give them the reason instead,
+      // so that they fail now with it rather than at their deadline.
+      try {
+        const std::string reason = "!" + e.cause();
+        o.store->set(key_, std::as_bytes(std::span(reason.data(), reason.size())));
+      } catch (...) {
+      }
+      throw;
+    }
     guard.name = name_;
   } else {
     fd = open_segment(*o.store, layout.total, deadline);
@@ -415,6 +439,25 @@ UniqueFd ShmGroup::Impl::create_segment(std::size_t total) {
     ::shm_unlink(name_.c_str());
     detail::throw_errno(str_cat("ftruncate(", name_, ", ", total, ")"), err);
   }
+  // ftruncate reserves no tmpfs pages: on a small or full /dev/shm the first touch of a page
+  // past its limit would kill the rank with SIGBUS, mid-collective. Reserve them now.
+  int rc = 0;
+  do {
+    rc = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(total));
+  } while (rc == EINTR);
+  if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
+    ::shm_unlink(name_.c_str());
+    if (rc == ENOSPC || rc == EFBIG) {
+      throw Error(ErrorCode::transport,
+                  str_cat("shm: /dev/shm has no room for the ", total, "-byte segment ", name_,
+                          " of local rank 0 (rank ", self_,
+                          "): the node's shared memory is too small or full; give it more "
+                          "(Docker: --shm-size, Kubernetes: an emptyDir with medium Memory) or "
+                          "set RINGLET_SHM=0 on every rank to use TCP within the node"),
+                  {self_});
+    }
+    detail::throw_errno(str_cat("posix_fallocate(", name_, ", ", total, ")"), rc);
+  }
   return fd;
 }
 
@@ -422,10 +465,39 @@ UniqueFd ShmGroup::Impl::open_segment(bootstrap::Store& store, std::size_t total
                                       Deadline deadline) {
   auto value = store.get(key_, deadline);
   name_.assign(reinterpret_cast<const char*>(value.data()), value.size());
-  UniqueFd fd(::shm_open(name_.c_str(), O_RDWR, 0));
+  if (!name_.empty() && name_[0] == '!') {
+    throw Error(ErrorCode::transport,
+                str_cat("shm: local rank 0 (rank ", global(0),
+                        ") could not create the segment: ", name_.substr(1)),
+                {global(0)});
+  }
+  // Only the name this job's local rank 0 makes: "/ringlet-<job>-<g0>-<pid>".
+  const std::string expected =
+      str_cat("/ringlet-", std::hex, job_id_, std::dec, "-", global(0), "-");
+  const bool well_formed = name_.size() > expected.size() && name_.size() <= expected.size() + 10 &&
+                           name_.compare(0, expected.size(), expected) == 0 &&
+                           std::all_of(name_.begin() + static_cast<std::ptrdiff_t>(expected.size()),
+                                       name_.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  if (!well_formed) {
+    const std::string shown = name_.substr(0, 80);
+    throw Error(
+        ErrorCode::transport,
+        str_cat("shm: the store names segment '", shown, "' for local rank ", me_, " (rank ", self_,
+                "), not one of this job's (", expected, "<pid>); refusing it"),
+        {self_});
+  }
+  UniqueFd fd(::shm_open(name_.c_str(), O_RDWR | O_NOFOLLOW, 0));
   if (!fd) detail::throw_errno(str_cat("shm_open(", name_, ") by local rank ", me_));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) detail::throw_errno("fstat(" + name_ + ")");
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0 || !S_ISREG(st.st_mode)) {
+    throw Error(
+        ErrorCode::transport,
+        str_cat("shm: segment ", name_, " is owned by uid ", st.st_uid, " with mode 0", std::oct,
+                st.st_mode & 07777, std::dec, "; local rank ", me_, " (rank ", self_, ", uid ",
+                ::geteuid(), ") accepts only its own user's segment with mode 0600"),
+        {self_});
+  }
   if (static_cast<std::size_t>(st.st_size) != total) {
     throw Error(ErrorCode::mismatch,
                 str_cat("shm: segment ", name_, " has ", st.st_size, " bytes, local rank ", me_,
@@ -525,11 +597,20 @@ void ShmGroup::Impl::check_abort_and_failure() {
     throw Error(ErrorCode::aborted, str_cat("shm: ", current(), " aborted at ", who(me_)));
   }
   std::uint32_t f = header_->failed.load(std::memory_order_acquire);
-  if (f != 0 && static_cast<int>(f & 0xffff) != me_ + 1) {
-    int j = static_cast<int>(f & 0xffff) - 1;
+  if (f != 0 && static_cast<int>(f & 0x3fff) != me_ + 1) {
+    const int reporter = static_cast<int>(f & 0x3fff) - 1;
+    const int j = static_cast<int>((f >> 14) & 0x3fff) - 1;
+    // Read from memory every local rank can write: checked before it indexes anything.
+    if (reporter < 0 || reporter >= size_ || j < 0 || j >= size_) {
+      throw Error(ErrorCode::transport,
+                  str_cat("shm: the segment's failure word 0x", std::hex, f, std::dec,
+                          " names no local rank of ", size_, "; ", current(), " at ", who(me_),
+                          " cannot complete (the segment was corrupted)"),
+                  {self_});
+    }
     // The peer's own code travels (a peer that timed out waited for someone else, and the
     // same deadline applies here); an aborted peer is a lost peer.
-    std::uint32_t code = f >> 16;
+    std::uint32_t code = f >> 28;
     ErrorCode ec = code >= static_cast<std::uint32_t>(ErrorCode::mismatch) &&
                            code <= static_cast<std::uint32_t>(ErrorCode::transport)
                        ? static_cast<ErrorCode>(code)
@@ -537,8 +618,12 @@ void ShmGroup::Impl::check_abort_and_failure() {
     const char* what = ec == ErrorCode::timeout    ? " timed out"
                        : ec == ErrorCode::mismatch ? " found ranks disagreeing"
                                                    : " failed";
+    const std::string noticed =
+        j != reporter ? str_cat(" (noticed by ", who(reporter), ")") : std::string();
     throw Error(
-        ec, str_cat("shm: ", who(j), what, "; ", current(), " at ", who(me_), " cannot complete"),
+        ec,
+        str_cat("shm: ", who(j), j != reporter && ec == ErrorCode::peer_lost ? " was lost" : what,
+                noticed, "; ", current(), " at ", who(me_), " cannot complete"),
         {global(j)});
   }
 }
@@ -671,8 +756,15 @@ void ShmGroup::Impl::run_call(Stage stage, const Fingerprint& fp, std::size_t co
     broken_ = true;
     broken_code_ = e.error_code() == ErrorCode::aborted ? ErrorCode::aborted : ErrorCode::peer_lost;
     if (e.error_code() != ErrorCode::mismatch) {
-      // Tell the others, so that none waits for this rank until its deadline.
-      mark_failed(e.error_code());
+      // Tell the others, so that none waits for this rank until its deadline; a peer found
+      // dead is the one they are told about, not this rank that noticed.
+      int about = me_;
+      if (e.error_code() == ErrorCode::peer_lost && e.ranks().size() == 1) {
+        for (int j = 0; j < size_; ++j) {
+          if (j != me_ && global(j) == e.ranks()[0]) about = j;
+        }
+      }
+      mark_failed_about(e.error_code(), about);
     }
     throw;
   }
@@ -928,11 +1020,10 @@ void ShmGroup::Impl::agree(const Fingerprint& fp, Deadline deadline) {
   });
 }
 
-void ShmGroup::Impl::mark_failed(ErrorCode code) noexcept {
-  if (size_ == 1) return;
+void ShmGroup::Impl::mark_failed_about(ErrorCode code, int about) noexcept {
+  if (size_ == 1 || header_ == nullptr) return;
   std::uint32_t none = 0;
-  header_->failed.compare_exchange_strong(
-      none, (static_cast<std::uint32_t>(code) << 16) | static_cast<std::uint32_t>(me_ + 1));
+  header_->failed.compare_exchange_strong(none, encode_failure(code, about, me_));
   interrupt();
 }
 

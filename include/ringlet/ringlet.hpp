@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -188,6 +189,10 @@ struct Options {
   std::string secret;
   // Encrypt every TCP frame (AES-256-GCM): 1 on, 0 off, -1: RINGLET_ENCRYPT, else off.
   int encrypt = -1;
+  // Interrupts create() (and only create()): a request_stop() on its source, from any
+  // thread, makes a create() that waits for missing ranks or for rank 0's store throw
+  // ErrorCode::aborted within about 200 ms. Empty: create() ends by its deadline only.
+  std::stop_token stop{};
 };
 
 // ringlet::Communicator

@@ -56,6 +56,8 @@ std::string file_name_of(std::string_view key) {
   return out;
 }
 
+constexpr std::size_t kMaxFileBytes = std::size_t{64} << 20;
+
 void make_directories(const std::string& dir) {
   for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
     if (pos != dir.size() && dir[pos] != '/') continue;
@@ -68,8 +70,8 @@ void make_directories(const std::string& dir) {
 
 // Reads the whole file at `path`; nullopt when it does not exist.
 std::optional<std::vector<std::byte>> read_file(const std::string& path) {
-  UniqueFd fd(
-      ringlet::detail::retry_eintr([&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); }));
+  UniqueFd fd(ringlet::detail::retry_eintr(
+      [&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW); }));
   if (!fd) {
     if (errno == ENOENT) return std::nullopt;
     ringlet::detail::throw_errno(str_cat("file store: cannot open ", path));
@@ -80,6 +82,11 @@ std::optional<std::vector<std::byte>> read_file(const std::string& path) {
     ssize_t n = ringlet::detail::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
     if (n < 0) ringlet::detail::throw_errno(str_cat("file store: cannot read ", path));
     if (n == 0) break;
+    // Bounded as the TCP store's values are: a planted huge file is an error, not an OOM.
+    if (out.size() + static_cast<std::size_t>(n) > kMaxFileBytes) {
+      throw Error(ErrorCode::transport,
+                  str_cat("file store: ", path, " is larger than ", kMaxFileBytes, " bytes"));
+    }
     out.insert(out.end(), buf, buf + n);
   }
   return out;
@@ -95,6 +102,17 @@ class FileStore final : public Store {
     RINGLET_CHECK(!dir_.empty(), "make_file_store: empty directory");
     while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
     make_directories(dir_);
+    // Another user's directory, or one others may write, could hold planted files.
+    struct stat st {};
+    if (::stat(dir_.c_str(), &st) != 0) {
+      ringlet::detail::throw_errno(str_cat("file store: cannot stat ", dir_));
+    }
+    if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 022) != 0) {
+      throw Error(ErrorCode::invalid_argument,
+                  str_cat("file store: directory ", dir_, " must be this user's (uid ", ::geteuid(),
+                          ") and writable by no one else; it is owned by uid ", st.st_uid,
+                          " with mode 0", std::oct, st.st_mode & 07777));
+    }
   }
 
   void set(std::string_view key, std::span<const std::byte> value) override {
@@ -154,7 +172,7 @@ class FileStore final : public Store {
   UniqueFd lock_key(const std::string& name) const {
     std::string path = path_of(str_cat(".lock.", name));
     UniqueFd fd(ringlet::detail::retry_eintr(
-        [&] { return ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600); }));
+        [&] { return ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600); }));
     if (!fd) ringlet::detail::throw_errno(str_cat("file store: cannot open lock file ", path));
     if (ringlet::detail::retry_eintr([&] { return ::flock(fd.get(), LOCK_EX); }) != 0) {
       ringlet::detail::throw_errno(str_cat("file store: cannot lock ", path));
@@ -166,8 +184,9 @@ class FileStore final : public Store {
     static std::atomic<std::uint64_t> counter{0};
     std::string tmp = path_of(str_cat(".tmp.", ::getpid(), ".", counter.fetch_add(1), ".", name));
     {
-      UniqueFd fd(ringlet::detail::retry_eintr(
-          [&] { return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); }));
+      UniqueFd fd(ringlet::detail::retry_eintr([&] {
+        return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      }));
       if (!fd) ringlet::detail::throw_errno(str_cat("file store: cannot create ", tmp));
       std::size_t done = 0;
       while (done < value.size()) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <stop_token>
 #include <string>
 
 #include "src/bootstrap/launch_env.hpp"
@@ -52,6 +53,7 @@ Launch start_launch(const Options& options, const EnvLookup& env);
 // fence. Then closes the process manager's connection. Size-1 jobs get an in-process store.
 // When the identity is only the rendezvous hash and the process manager names the job
 // (PMI-1's KVS), that name becomes the identity.
-std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline, const std::string& secret);
+std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline, const std::string& secret,
+                                     std::stop_token stop = {});
 
 }  // namespace ringlet::bootstrap

@@ -3,10 +3,13 @@
 // exchange addresses and node identities through it; no collective data ever goes through it.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,6 +35,11 @@ class Store {
   // Deletes `key`; returns whether it existed.
   virtual bool remove(std::string_view key) = 0;
 
+  // Closes the connections this handle keeps for later requests (the TCP store's pool);
+  // the next request opens a new one. Called once set-up is done, so that rank 0 does not
+  // hold one descriptor per rank for the life of the job.
+  virtual void close_idle() {}
+
   // Conveniences over set/get for text values.
   void set_string(std::string_view key, std::string_view value);
   std::string get_string(std::string_view key, Deadline deadline);
@@ -47,6 +55,12 @@ std::shared_ptr<Store> make_file_store(const std::string& directory);
 // Gives each communicator its own key space: every key is prefixed by `prefix` + "/".
 std::shared_ptr<Store> make_prefix_store(std::string prefix, std::shared_ptr<Store> base);
 
+// A store whose get() waits in slices of at most 200 ms and calls `check` between them, so
+// that an abort (check throws) interrupts a wait for a key that never comes. At the
+// deadline it throws Error(timeout) "store: key 'K' not set within N ms".
+std::shared_ptr<Store> make_interruptible_store(std::shared_ptr<Store> base,
+                                                std::function<void()> check);
+
 // The TCP store. Rank 0 serves it (is_server) on host:port, all ranks (rank 0 included)
 // are clients. The server runs on its own thread for the life of the returned object,
 // drops any client that fails the handshake (magic, protocol version), and never lets a
@@ -57,6 +71,20 @@ std::shared_ptr<Store> make_prefix_store(std::string prefix, std::shared_ptr<Sto
 // set(), add() and remove() each end within 60 s or throw timeout; a get() that passes its
 // deadline withdraws its request, so the store stays usable. A lost server connection
 // throws peer_lost.
+//
+// The server bounds what clients can make it hold (TcpStoreLimits): a set() or add() past
+// the byte or key budget gets Error(transport) "the rendezvous store is full"; a get()
+// sends the stored value by reference, so many clients reading one value cost one copy; a
+// client whose input or replies pass the buffers' bounds is slowed or dropped; a greeted
+// client silent for idle_timeout, with no get() waiting, is dropped. No exception leaves
+// the server's thread: a failure while serving one client (out of memory included) drops
+// that client only. Clients reconnect transparently when a pooled connection was closed.
+struct TcpStoreLimits {
+  std::size_t max_bytes = std::size_t{512} << 20;        // keys and values held, in all
+  std::size_t max_keys = std::size_t{1} << 20;           // distinct keys
+  std::size_t max_input_bytes = std::size_t{256} << 20;  // requests buffered, all clients
+  std::chrono::milliseconds idle_timeout{120000};        // greeted clients, no get waiting
+};
 struct TcpStoreOptions {
   std::string host;  // name or IPv4/IPv6 literal; "[::1]" brackets accepted
   int port = 29500;  // the server may pass 0 for a free port; see tcp_store_port()
@@ -71,6 +99,8 @@ struct TcpStoreOptions {
   // another secret fails at once with Error(transport) naming RINGLET_SECRET. Empty: no
   // authentication (the server logs one warning); both sides must agree.
   std::string secret;
+  TcpStoreLimits limits{};  // the server's
+  std::stop_token stop{};   // interrupts the initial connection: Error(aborted)
 };
 std::shared_ptr<Store> make_tcp_store(const TcpStoreOptions& options);
 

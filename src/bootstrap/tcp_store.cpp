@@ -14,7 +14,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <thread>
@@ -66,13 +68,18 @@ using net::set_nodelay;
 using net::strip_brackets;
 using std::chrono::milliseconds;
 
-constexpr auto kHandshakeTimeout = std::chrono::seconds(30);  // server drops silent clients
-constexpr auto kRequestTimeout = std::chrono::seconds(60);    // set/add/remove round trip
-constexpr auto kCancelGrace = std::chrono::seconds(10);       // reply to a cancelled get
-constexpr auto kReconnectWindow = std::chrono::seconds(10);   // extra connections
+constexpr auto kHandshakeTimeout = std::chrono::seconds(30);      // server drops silent clients
+constexpr auto kRequestTimeout = std::chrono::seconds(60);        // set/add/remove round trip
+constexpr auto kCancelGrace = std::chrono::seconds(10);           // reply to a cancelled get
+constexpr auto kReconnectWindow = std::chrono::seconds(10);       // extra connections
+constexpr auto kClosedReconnectWindow = std::chrono::seconds(2);  // after a pooled one closed
 constexpr std::size_t kMaxClients = 4096;
 constexpr std::size_t kMaxIdleConnections = 8;
 constexpr std::size_t kOutputHighWater = std::size_t{1} << 20;
+// A pooled connection that rested longer than this is closed rather than reused: the server
+// drops greeted clients idle for TcpStoreLimits::idle_timeout (120 s by default).
+constexpr auto kPoolRest = std::chrono::seconds(30);
+constexpr auto kResolveAgain = std::chrono::seconds(5);
 
 struct AddrInfoDeleter {
   void operator()(addrinfo* ai) const noexcept { ::freeaddrinfo(ai); }
@@ -137,13 +144,31 @@ bool wait_fd(int fd, short events, Deadline deadline) {
 // ---------------------------------------------------------------------------------------
 // Server
 
+// A stored value, shared between data_ and the replies that send it, so that N clients that
+// get one 64 MiB value cost one copy, not N. Its bytes count against the server's budget
+// until the last reference goes (a value replaced while a reply still sends it included).
+struct StoredValue {
+  std::vector<std::byte> bytes;
+  std::size_t* budget = nullptr;  // the server's pinned_bytes_
+  StoredValue(std::span<const std::byte> v, std::size_t* b) : bytes(v.begin(), v.end()), budget(b) {
+    *budget += bytes.size();
+  }
+  StoredValue(const StoredValue&) = delete;
+  StoredValue& operator=(const StoredValue&) = delete;
+  ~StoredValue() { *budget -= bytes.size(); }
+};
+using ValuePtr = std::shared_ptr<const StoredValue>;
+
 // Owned by the rank-0 TcpStore client through a shared_ptr; lives as long as that store.
 // All state below the constructor is touched only by thread_, which runs a poll() loop over
-// the listener, the clients and wake_ (an eventfd written by the destructor).
+// the listener, the clients and wake_ (an eventfd written by the destructor). No exception
+// leaves thread_: one raised while serving a client drops that client, and one raised
+// anywhere else is logged and the loop goes on.
 class TcpStoreServer {
  public:
-  TcpStoreServer(const std::string& host, int port, std::string job_identity, std::string secret)
-      : job_identity_(std::move(job_identity)), secret_(std::move(secret)) {
+  TcpStoreServer(const std::string& host, int port, std::string job_identity, std::string secret,
+                 const TcpStoreLimits& limits)
+      : limits_(limits), job_identity_(std::move(job_identity)), secret_(std::move(secret)) {
     std::string error;
     AddrInfoPtr addrs = resolve(host, port, true, error);
     if (!addrs) {
@@ -196,12 +221,20 @@ class TcpStoreServer {
   int port() const noexcept { return port_; }
 
  private:
+  // Queued output: reply headers, and values shared with data_.
+  struct Segment {
+    std::vector<std::byte> bytes;  // a header (or a small reply)
+    ValuePtr value;                // or a stored value, sent after `bytes`
+    std::size_t off = 0;           // sent so far, over bytes then value
+    std::size_t size() const { return bytes.size() + (value ? value->bytes.size() : 0); }
+  };
+
   struct Client {
     UniqueFd fd;
     std::vector<std::byte> in;
     std::size_t in_off = 0;
-    std::vector<std::byte> out;
-    std::size_t out_off = 0;
+    std::deque<Segment> out;
+    std::size_t out_bytes = 0;  // queued, not yet sent
     bool greeted = false;
     bool authenticating = false;   // hello answered; the client's proof is awaited
     std::vector<std::byte> hello;  // the client's whole hello, which both proofs cover
@@ -213,86 +246,143 @@ class TcpStoreServer {
     bool waiting = false;  // a get is pending on waiting_key
     std::string waiting_key;
     Clock::time_point accepted;
+    Clock::time_point last_active;  // last byte read or written
   };
 
   void run(const std::stop_token& stop) {
     std::vector<pollfd> fds;
     std::vector<std::uint64_t> ids;
     while (!stop.stop_requested()) {
-      fds.clear();
-      ids.clear();
-      fds.push_back({wake_.get(), POLLIN, 0});
-      fds.push_back({listener_.get(), POLLIN, 0});
-      for (auto& [id, c] : clients_) {
-        short events = 0;
-        if (c.out.size() > c.out_off) events |= POLLOUT;
-        if (!c.close_after_flush && c.out.size() - c.out_off < kOutputHighWater) events |= POLLIN;
-        fds.push_back({c.fd.get(), events, 0});
-        ids.push_back(id);
-      }
-      int rc = ::poll(fds.data(), fds.size(), 1000);
-      if (rc < 0) {
-        if (errno == EINTR) continue;
-        RINGLET_LOG(warn, "tcp store server: poll failed: ", std::strerror(errno));
+      try {
+        if (!serve_once(fds, ids)) break;
+      } catch (const std::exception& e) {
+        // Only allocation of the poll set can get here (clients throw inside serve_client).
+        RINGLET_LOG(warn, "tcp store server: ", e.what(), "; retrying");
         std::this_thread::sleep_for(milliseconds(10));
-        continue;
       }
-      if (fds[0].revents != 0) break;
-      if (fds[1].revents & POLLIN) accept_clients();
-      for (std::size_t i = 0; i < ids.size(); ++i) {
-        auto it = clients_.find(ids[i]);
-        if (it == clients_.end() || it->second.dead) continue;
-        Client& c = it->second;
-        short re = fds[i + 2].revents;
-        if (re & POLLOUT) flush(c);
-        if (!c.dead && (re & (POLLIN | POLLHUP | POLLERR))) {
-          read_input(c);
-          if (!c.dead) process(ids[i]);
-        }
-      }
-      expire_silent_clients();
-      sweep();
     }
+  }
+
+  // One poll round; false when the destructor asked the thread to stop.
+  bool serve_once(std::vector<pollfd>& fds, std::vector<std::uint64_t>& ids) {
+    fds.clear();
+    ids.clear();
+    const auto now = Clock::now();
+    const bool listen = now >= accept_paused_until_;
+    fds.push_back({wake_.get(), POLLIN, 0});
+    fds.push_back({listener_.get(), static_cast<short>(listen ? POLLIN : 0), 0});
+    for (auto& [id, c] : clients_) {
+      short events = 0;
+      if (c.out_bytes > 0) events |= POLLOUT;
+      if (!c.close_after_flush && c.out_bytes < kOutputHighWater && may_read(c)) events |= POLLIN;
+      fds.push_back({c.fd.get(), events, 0});
+      ids.push_back(id);
+    }
+    int timeout = listen ? 1000 : 100;
+    int rc = ::poll(fds.data(), fds.size(), timeout);
+    if (rc < 0) {
+      if (errno == EINTR) return true;
+      RINGLET_LOG(warn, "tcp store server: poll failed: ", std::strerror(errno));
+      std::this_thread::sleep_for(milliseconds(10));
+      return true;
+    }
+    if (fds[0].revents != 0) return false;
+    if (fds[1].revents & POLLIN) accept_clients();
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      auto it = clients_.find(ids[i]);
+      if (it == clients_.end() || it->second.dead) continue;
+      serve_client(it->second, ids[i], fds[i + 2].revents);
+    }
+    expire_clients();
+    sweep();
+    return true;
+  }
+
+  void serve_client(Client& c, std::uint64_t id, short re) {
+    try {
+      if (re & POLLOUT) flush(c);
+      if (!c.dead && (re & (POLLIN | POLLHUP | POLLERR))) {
+        read_input(c);
+        if (!c.dead) process(id);
+      }
+    } catch (const std::exception& e) {
+      // Out of memory (or any other failure) while serving this client: drop it and free
+      // what it holds; the store and the other clients go on.
+      RINGLET_LOG(warn, "tcp store server: dropping a client: ", e.what());
+      drop(c);
+    }
+  }
+
+  // Whether to read more from `c`: not while the input of all clients is over its budget,
+  // unless this client has nothing buffered (small requests always get through).
+  bool may_read(const Client& c) const {
+    return input_bytes_ <= limits_.max_input_bytes || c.in.size() == c.in_off;
   }
 
   void accept_clients() {
     for (;;) {
       int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        return;  // EAGAIN, or out of descriptors: try again on the next wake-up
+        const int err = errno;
+        if (err == EINTR || err == ECONNABORTED) continue;
+        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+          // Out of descriptors or memory: the level-triggered listener would wake the loop
+          // at once, so stop watching it for a while instead of spinning.
+          if (!accept_paused_logged_) {
+            RINGLET_LOG(warn, "tcp store server: accept: ", std::strerror(err),
+                        "; pausing new connections for ", kAcceptBackoff.count(), " ms (",
+                        clients_.size(), " clients connected)");
+            accept_paused_logged_ = true;
+          }
+          accept_paused_until_ = Clock::now() + kAcceptBackoff;
+        }
+        return;  // EAGAIN: all accepted; network errors of one connection: the next wake-up
       }
+      accept_paused_logged_ = false;
       if (clients_.size() >= kMaxClients) {
         ::close(fd);
         continue;
       }
+      UniqueFd owned(fd);
       set_nodelay(fd);
       Client c;
-      c.fd = UniqueFd(fd);
-      c.accepted = Clock::now();
+      c.fd = std::move(owned);
+      c.accepted = c.last_active = Clock::now();
       clients_.emplace(next_id_++, std::move(c));
     }
   }
 
-  void drop(Client& c) {
+  void drop(Client& c) noexcept {
     if (c.dead) return;
     if (c.waiting) unwait(c);
     c.dead = true;
     c.fd.reset();
+    input_bytes_ -= c.in.size();
+    std::vector<std::byte>().swap(c.in);
+    c.in_off = 0;
+    c.out.clear();
+    c.out_bytes = 0;
   }
 
   void sweep() {
     std::erase_if(clients_, [](const auto& kv) { return kv.second.dead; });
   }
 
-  void expire_silent_clients() {
+  // Drops clients that never greeted within the handshake timeout, and greeted ones that
+  // neither sent nor received anything for the idle timeout while no get of theirs waits.
+  void expire_clients() {
     auto now = Clock::now();
     for (auto& [id, c] : clients_) {
-      if (!c.greeted && !c.dead && now - c.accepted > kHandshakeTimeout) drop(c);
+      if (c.dead) continue;
+      if (!c.greeted && now - c.accepted > kHandshakeTimeout) {
+        drop(c);
+      } else if (c.greeted && !c.waiting && now - c.last_active > limits_.idle_timeout) {
+        drop(c);
+      }
     }
   }
 
-  void unwait(Client& c) {
+  void unwait(Client& c) noexcept {
     auto it = waiters_.find(c.waiting_key);
     if (it != waiters_.end()) {
       std::erase(it->second, &c);
@@ -303,19 +393,30 @@ class TcpStoreServer {
   }
 
   void flush(Client& c) {
-    while (c.out.size() > c.out_off) {
-      ssize_t n =
-          ::send(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
-      if (n < 0) {
+    while (!c.out.empty()) {
+      Segment& s = c.out.front();
+      const std::byte* p;
+      std::size_t n;
+      if (s.off < s.bytes.size()) {
+        p = s.bytes.data() + s.off;
+        n = s.bytes.size() - s.off;
+      } else {
+        std::size_t v = s.off - s.bytes.size();
+        p = s.value->bytes.data() + v;
+        n = s.value->bytes.size() - v;
+      }
+      ssize_t sent = n == 0 ? 0 : ::send(c.fd.get(), p, n, MSG_NOSIGNAL);
+      if (sent < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
         drop(c);
         return;
       }
-      c.out_off += static_cast<std::size_t>(n);
+      c.last_active = Clock::now();
+      s.off += static_cast<std::size_t>(sent);
+      c.out_bytes -= static_cast<std::size_t>(sent);
+      if (s.off == s.size()) c.out.pop_front();
     }
-    c.out.clear();
-    c.out_off = 0;
     if (c.close_after_flush) drop(c);
   }
 
@@ -333,23 +434,41 @@ class TcpStoreServer {
         drop(c);
         return;
       }
+      c.last_active = Clock::now();
       c.in.insert(c.in.end(), buf, buf + n);
+      input_bytes_ += static_cast<std::size_t>(n);
       // Never buffer more than one largest frame plus one read: a client that sends more
       // than that without reading its replies is broken or hostile.
       if (c.in.size() - c.in_off > kFrameHeaderBytes + kMaxKeyBytes + kMaxValueBytes + sizeof buf) {
         drop(c);
         return;
       }
-      if (static_cast<std::size_t>(n) < sizeof buf) return;
+      if (static_cast<std::size_t>(n) < sizeof buf || !may_read(c)) return;
     }
   }
 
+  void queue(Client& c, std::span<const std::byte> bytes, ValuePtr value = nullptr) {
+    Segment s;
+    s.bytes.assign(bytes.begin(), bytes.end());
+    s.value = std::move(value);
+    c.out_bytes += s.size();
+    c.out.push_back(std::move(s));
+  }
+
   void reply(Client& c, StoreStatus status, std::span<const std::byte> value) {
-    std::array<std::byte, kFrameHeaderBytes> h{};
+    std::vector<std::byte> h(kFrameHeaderBytes + value.size());
     h[0] = static_cast<std::byte>(status);
     put_u64(h.data() + 8, value.size());
-    c.out.insert(c.out.end(), h.begin(), h.end());
-    c.out.insert(c.out.end(), value.begin(), value.end());
+    if (!value.empty()) std::memcpy(h.data() + kFrameHeaderBytes, value.data(), value.size());
+    queue(c, h);
+  }
+
+  // A reply that sends a stored value by reference.
+  void reply_value(Client& c, const ValuePtr& value) {
+    std::array<std::byte, kFrameHeaderBytes> h{};
+    h[0] = static_cast<std::byte>(StoreStatus::ok);
+    put_u64(h.data() + 8, value->bytes.size());
+    queue(c, h, value);
   }
 
   // Handles every complete frame of client `id`, then tries to send the replies.
@@ -370,7 +489,7 @@ class TcpStoreServer {
           put_u32(r.data(), kStoreMagic0);
           put_u32(r.data() + 4, kStoreMagic1);
           put_u32(r.data() + 8, kStoreProtocolVersion);
-          c.out.insert(c.out.end(), r.begin(), r.end());
+          queue(c, r);
           c.in_off = c.in.size();
           c.close_after_flush = true;
           break;
@@ -401,9 +520,8 @@ class TcpStoreServer {
         r[13] = static_cast<std::byte>(server_secret ? 1 : 0);
         put_u16(r.data() + 14, static_cast<std::uint16_t>(job_identity_.size()));
         std::memcpy(r.data() + 16, c.server_nonce.data(), kNonceBytes);
-        c.out.insert(c.out.end(), r.begin(), r.end());
-        const auto* id = reinterpret_cast<const std::byte*>(job_identity_.data());
-        c.out.insert(c.out.end(), id, id + job_identity_.size());
+        queue(c, r);
+        queue(c, std::as_bytes(std::span(job_identity_)));
         c.hello.assign(p, p + kHelloBytes + id_len);
         c.in_off += kHelloBytes + id_len;
         if (status != HelloStatus::ok) {
@@ -430,21 +548,20 @@ class TcpStoreServer {
         if (!crypto::equal(proof,
                            store_proof(kClientProofLabel, secret_, c.hello, c.server_nonce))) {
           v[0] = static_cast<std::byte>(AuthStatus::auth_failed);
-          c.out.insert(c.out.end(), v.begin(), v.end());
+          queue(c, v);
           record_auth_failure(c, "wrong secret");
           c.in_off = c.in.size();
           c.close_after_flush = true;
           break;
         }
         crypto::Mac mine = store_proof(kServerProofLabel, secret_, c.hello, c.server_nonce);
-        const auto* m = reinterpret_cast<const std::byte*>(mine.data());
-        c.out.insert(c.out.end(), v.begin(), v.end());
-        c.out.insert(c.out.end(), m, m + mine.size());
+        queue(c, v);
+        queue(c, std::as_bytes(std::span(mine)));
         c.authenticating = false;
         c.greeted = true;
         continue;
       }
-      if (c.out.size() - c.out_off >= kOutputHighWater) break;
+      if (c.out_bytes >= kOutputHighWater) break;
       if (avail < kFrameHeaderBytes) break;
       auto op = static_cast<StoreOp>(p[0]);
       std::uint64_t key_len = get_u32(p + 4);
@@ -479,28 +596,62 @@ class TcpStoreServer {
       c.in_off += kFrameHeaderBytes + key_len + value_len;
     }
     if (!c.dead) {
-      if (c.in_off == c.in.size()) {
-        c.in.clear();
-        c.in_off = 0;
-      } else if (c.in_off > 65536 && c.in_off * 2 > c.in.size()) {
-        c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(c.in_off));
-        c.in_off = 0;
-      }
+      compact_input(c);
       flush(c);
     }
+  }
+
+  // Drops consumed input; a buffer that grew past 1 MiB (one large set) is given back once
+  // it is empty, so that an idle connection does not keep its peak size.
+  void compact_input(Client& c) {
+    const std::size_t before = c.in.size();
+    if (c.in_off == c.in.size()) {
+      c.in.clear();
+      c.in_off = 0;
+      if (c.in.capacity() > kKeepInputCapacity) std::vector<std::byte>().swap(c.in);
+    } else if (c.in_off > 65536 && c.in_off * 2 > c.in.size()) {
+      c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(c.in_off));
+      c.in_off = 0;
+    }
+    input_bytes_ -= before - c.in.size();
+  }
+
+  // Whether storing `value_bytes` more under a new or existing key fits the limits; if not,
+  // replies with an error naming the limit.
+  bool admit(Client& c, const std::string& key, std::size_t value_bytes, bool new_key) {
+    if (new_key && data_.size() >= limits_.max_keys) {
+      reply_error(c, str_cat("the rendezvous store is full: ", data_.size(),
+                             " keys, the limit; key '", key, "' not stored"));
+      return false;
+    }
+    const std::size_t extra = value_bytes + (new_key ? key.size() : 0);
+    if (pinned_bytes_ + key_bytes_ + extra > limits_.max_bytes) {
+      reply_error(c, str_cat("the rendezvous store is full: ", pinned_bytes_ + key_bytes_,
+                             " bytes held of ", limits_.max_bytes, "; key '", key, "' (",
+                             value_bytes, " bytes) not stored"));
+      return false;
+    }
+    return true;
+  }
+
+  void store(const std::string& key, std::span<const std::byte> value) {
+    auto v = std::make_shared<const StoredValue>(value, &pinned_bytes_);
+    auto [it, inserted] = data_.insert_or_assign(key, std::move(v));
+    if (inserted) key_bytes_ += key.size();
   }
 
   void handle(Client& c, StoreOp op, std::string key, std::span<const std::byte> value) {
     switch (op) {
       case StoreOp::set:
-        data_.insert_or_assign(key, std::vector<std::byte>(value.begin(), value.end()));
+        if (!admit(c, key, value.size(), !data_.contains(key))) return;
+        store(key, value);
         reply(c, StoreStatus::ok, {});
         wake_waiters(key);
         return;
       case StoreOp::get: {
         auto it = data_.find(key);
         if (it != data_.end()) {
-          reply(c, StoreStatus::ok, it->second);
+          reply_value(c, it->second);
         } else {
           c.waiting = true;
           c.waiting_key = key;
@@ -513,7 +664,7 @@ class TcpStoreServer {
         std::int64_t old = 0;
         auto it = data_.find(key);
         if (it != data_.end()) {
-          auto parsed = detail::parse_counter(it->second);
+          auto parsed = detail::parse_counter(it->second->bytes);
           if (!parsed) {
             reply_error(c, str_cat("add() on key '", key, "', whose value is not an integer"));
             return;
@@ -525,16 +676,25 @@ class TcpStoreServer {
           reply_error(c, str_cat("add(", delta, ") on key '", key, "' overflows int64"));
           return;
         }
-        data_.insert_or_assign(key, detail::encode_counter(*sum));
+        const std::vector<std::byte> counter = detail::encode_counter(*sum);
+        if (!admit(c, key, counter.size(), it == data_.end())) return;
+        store(key, counter);
         std::array<std::byte, 8> r{};
         put_u64(r.data(), static_cast<std::uint64_t>(*sum));
         reply(c, StoreStatus::ok, r);
         wake_waiters(key);
         return;
       }
-      case StoreOp::remove:
-        reply(c, data_.erase(key) > 0 ? StoreStatus::ok : StoreStatus::missing, {});
+      case StoreOp::remove: {
+        auto it = data_.find(key);
+        const bool found = it != data_.end();
+        if (found) {
+          key_bytes_ -= it->first.size();
+          data_.erase(it);
+        }
+        reply(c, found ? StoreStatus::ok : StoreStatus::missing, {});
         return;
+      }
       case StoreOp::cancel:
         if (c.waiting) {
           unwait(c);
@@ -569,20 +729,31 @@ class TcpStoreServer {
     reply(c, StoreStatus::error, std::as_bytes(std::span(message.data(), message.size())));
   }
 
+  // Answers every get waiting on `key`, each by reference to the one stored value: a waiter
+  // has at most one get pending, so this queues one header per waiter.
   void wake_waiters(const std::string& key) {
     auto it = waiters_.find(key);
     if (it == waiters_.end()) return;
     std::vector<Client*> woken = std::move(it->second);
     waiters_.erase(it);
-    const std::vector<std::byte>& value = data_.at(key);
+    const ValuePtr value = data_.at(key);
     for (Client* w : woken) {
       w->waiting = false;
       w->waiting_key.clear();
-      reply(*w, StoreStatus::ok, value);
-      flush(*w);
+      try {
+        reply_value(*w, value);
+        flush(*w);
+      } catch (const std::exception& e) {
+        RINGLET_LOG(warn, "tcp store server: dropping a client: ", e.what());
+        drop(*w);
+      }
     }
   }
 
+  static constexpr auto kAcceptBackoff = milliseconds(100);
+  static constexpr std::size_t kKeepInputCapacity = std::size_t{1} << 20;
+
+  const TcpStoreLimits limits_;
   UniqueFd listener_;
   UniqueFd wake_;
   int port_ = 0;
@@ -590,8 +761,15 @@ class TcpStoreServer {
   std::string secret_;
   std::uint64_t auth_failures_ = 0;
   std::uint64_t next_id_ = 1;
+  std::size_t pinned_bytes_ = 0;  // bytes of every StoredValue alive (stored or being sent)
+  std::size_t key_bytes_ = 0;     // bytes of the keys of data_
+  std::size_t input_bytes_ = 0;   // bytes buffered in the clients' `in`
+  Clock::time_point accept_paused_until_{};
+  bool accept_paused_logged_ = false;
+  // data_ before clients_: the clients' queued replies hold values that count against
+  // pinned_bytes_, and are destroyed first.
+  std::map<std::string, ValuePtr, std::less<>> data_;
   std::unordered_map<std::uint64_t, Client> clients_;  // node-based: Client* stay valid
-  std::map<std::string, std::vector<std::byte>, std::less<>> data_;
   std::map<std::string, std::vector<Client*>, std::less<>> waiters_;
   std::jthread thread_;  // last: starts after, and stops before, the members it uses
 };
@@ -692,14 +870,15 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   explicit TcpStore(const TcpStoreOptions& options)
       : host_(strip_brackets(options.host)),
         job_identity_(options.job_identity),
-        secret_(options.secret) {
+        secret_(options.secret),
+        stop_(options.stop) {
     RINGLET_CHECK(job_identity_.size() <= detail::kMaxJobIdentityBytes,
                   "make_tcp_store: the job identity is longer than ", detail::kMaxJobIdentityBytes,
                   " bytes");
     port_ = options.port;
     if (options.is_server) {
       server_ = std::make_unique<TcpStoreServer>(host_, options.port, options.job_identity,
-                                                 options.secret);
+                                                 options.secret, options.limits);
       if (options.secret.empty()) {
         RINGLET_LOG(warn, "no secret (RINGLET_SECRET): the rendezvous store on port ",
                     server_->port(),
@@ -719,7 +898,7 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &len) == 0) {
       local_address_ = numeric_host(local);
     }
-    idle_.push_back(std::move(fd));
+    idle_.push_back({std::move(fd), Clock::now()});
   }
 
   void set(std::string_view key, std::span<const std::byte> value) override {
@@ -777,11 +956,23 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     return true;
   }
 
+  void close_idle() override {
+    std::lock_guard lock(mutex_);
+    idle_.clear();
+  }
+
   std::string local_address() const override { return local_address_; }
   int port() const noexcept override { return port_; }
 
  private:
   void expect_ok(const Reply& r, std::string_view key) const {
+    if (r.status == StoreStatus::error) {
+      throw Error(
+          ErrorCode::transport,
+          str_cat(
+              "rendezvous store at ", where_, " (rank 0) refused a request on key '", key,
+              "': ", std::string(reinterpret_cast<const char*>(r.value.data()), r.value.size())));
+    }
     if (r.status != StoreStatus::ok) {
       throw Error(ErrorCode::transport,
                   str_cat("rendezvous store at ", where_, " failed a request on key '", key,
@@ -814,41 +1005,70 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     return r;
   }
 
+  // A pooled connection, unless it rested long enough for the server to expire it or the
+  // server has closed it (readable while no request is out: EOF); else a new one.
   UniqueFd acquire() {
-    {
-      std::lock_guard lock(mutex_);
-      if (!idle_.empty()) {
-        UniqueFd fd = std::move(idle_.back());
+    auto window = kReconnectWindow;
+    for (;;) {
+      Pooled p;
+      {
+        std::lock_guard lock(mutex_);
+        if (idle_.empty()) break;
+        p = std::move(idle_.back());
         idle_.pop_back();
-        return fd;
       }
+      if (Clock::now() - p.since > kPoolRest) continue;
+      pollfd q{p.fd.get(), POLLIN, 0};
+      if (::poll(&q, 1, 0) != 0) {
+        // Closed by the server: it expired the connection (then it answers a new one at
+        // once), or it is gone (then waiting long for it helps nobody).
+        window = kClosedReconnectWindow;
+        continue;
+      }
+      return std::move(p.fd);
     }
-    return connect(Clock::now() + kReconnectWindow, false);
+    return connect(Clock::now() + window, false);
   }
 
   void release(UniqueFd fd) {
     std::lock_guard lock(mutex_);
-    if (idle_.size() < kMaxIdleConnections) idle_.push_back(std::move(fd));
+    if (idle_.size() < kMaxIdleConnections) idle_.push_back({std::move(fd), Clock::now()});
   }
 
-  // Connects and shakes hands, retrying refused or unreachable attempts with a short
-  // backoff until `deadline`.
+  // Connects and shakes hands, retrying refused or unreachable attempts, and handshakes
+  // that end by EOF (a server at its client limit, a rank 0 still starting), with a short
+  // backoff until `deadline`. The name is resolved once per call, and again only after
+  // every address failed and kResolveAgain has passed: waiting ranks make no DNS storm.
   UniqueFd connect(Deadline deadline, bool first) {
     const auto start = Clock::now();
     auto pause = milliseconds(10);
     std::string last_error = "no attempt made";
+    AddrInfoPtr addrs;
+    auto resolved_at = Clock::time_point{};
     for (;;) {
       std::string error;
-      if (AddrInfoPtr addrs = resolve(host_, port_, false, error)) {
+      if (!addrs || Clock::now() - resolved_at > kResolveAgain) {
+        addrs = resolve(host_, port_, false, error);
+        resolved_at = Clock::now();
+      }
+      if (addrs) {
         for (addrinfo* ai = addrs.get(); ai != nullptr; ai = ai->ai_next) {
           UniqueFd fd = try_connect(ai, deadline, error);
-          if (fd) {
+          if (!fd) continue;
+          try {
             handshake(fd.get(), std::max(deadline, Clock::now() + milliseconds(100)));
             return fd;
+          } catch (const Error& e) {
+            if (e.error_code() != ErrorCode::peer_lost) throw;
+            error = e.cause();
           }
         }
       }
       last_error = error;
+      if (first && stop_.stop_requested()) {
+        throw Error(ErrorCode::aborted,
+                    str_cat("interrupted while reaching the rendezvous store at ", where_));
+      }
       auto now = Clock::now();
       if (now >= deadline) break;
       std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - now));
@@ -972,8 +1192,13 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   int port_ = 0;
   std::string where_;
   std::string local_address_;
+  std::stop_token stop_;  // of the initial connection
+  struct Pooled {
+    UniqueFd fd;
+    Clock::time_point since;  // returned to the pool
+  };
   std::mutex mutex_;
-  std::vector<UniqueFd> idle_;
+  std::vector<Pooled> idle_;
 };
 
 }  // namespace

@@ -129,7 +129,8 @@ Launch start_launch(const Options& options, const EnvLookup& env) {
   return launch;
 }
 
-std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline, const std::string& secret) {
+std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline, const std::string& secret,
+                                     std::stop_token stop) {
   LaunchInfo& info = launch.info;
   if (info.size == 1 && info.store_host.empty()) {
     launch.kvs.reset();
@@ -144,6 +145,7 @@ std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline, const st
     so.deadline = deadline;
     so.job_identity = info.job_identity;
     so.secret = secret;
+    so.stop = stop;
     launch.rendezvous = str_cat(net::join_host_port(info.store_host, info.store_port),
                                 " (port from ", info.port_from, ", served by ",
                                 info.serves_store ? "this rank" : "another rank", ")");
@@ -173,6 +175,7 @@ std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline, const st
     so.deadline = deadline;
     so.job_identity = info.job_identity;
     so.secret = secret;
+    so.stop = stop;
     store = make_tcp_store(so);
     address = net::join_host_port(host, tcp_store_port(*store));
     kvs.put("ringlet.store", address);
@@ -190,6 +193,7 @@ std::shared_ptr<Store> connect_store(Launch& launch, Deadline deadline, const st
     so.deadline = deadline;
     so.job_identity = info.job_identity;
     so.secret = secret;
+    so.stop = stop;
     store = make_tcp_store(so);
   }
   auto ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/resource.h>
 
 #include <cerrno>
 
@@ -72,6 +73,20 @@ SendStatus send_all(int fd, const void* data, std::size_t size, Deadline deadlin
     }
   }
   return SendStatus::ok;
+}
+
+std::size_t raise_descriptor_limit() noexcept {
+  static const std::size_t limit = [] {
+    rlimit r{};
+    if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return std::size_t{0};
+    if (r.rlim_cur < r.rlim_max) {
+      rlimit raised = r;
+      raised.rlim_cur = r.rlim_max;
+      if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) r = raised;
+    }
+    return r.rlim_cur == RLIM_INFINITY ? SIZE_MAX : static_cast<std::size_t>(r.rlim_cur);
+  }();
+  return limit;
 }
 
 }  // namespace ringlet::net

@@ -42,4 +42,9 @@ enum class SendStatus {
 // is full, by `deadline`. Never raises SIGPIPE.
 SendStatus send_all(int fd, const void* data, std::size_t size, Deadline deadline) noexcept;
 
+// Raises this process's RLIMIT_NOFILE soft limit to its hard limit (once per process; later
+// calls do nothing), so that rank 0's store and the data listeners are not capped at the
+// usual soft limit of 1024 descriptors. Returns the soft limit now in force (0: unknown).
+std::size_t raise_descriptor_limit() noexcept;
+
 }  // namespace ringlet::net

@@ -11,12 +11,15 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "src/bootstrap/store.hpp"
 #include "src/common/str_cat.hpp"
 #include "src/common/unique_fd.hpp"
+#include "src/communicator.hpp"
 #include "tests/multirank/rank_group.hpp"
 
 namespace ringlet::testing {
@@ -345,6 +348,115 @@ TEST_P(GarbageTest, GarbageClientsAreDroppedAndTheJobCompletes) {
 INSTANTIATE_TEST_SUITE_P(All, GarbageTest,
                          ::testing::Values(RankMode::threads, RankMode::processes),
                          [](const auto& info) { return to_string(info.param); });
+
+// --- Set-up robustness (issue 17) -------------------------------------------------------
+
+Options two_rank_options(int rank) {
+  Options o;
+  o.rank = rank;
+  o.size = 2;
+  o.timeout = std::chrono::seconds(30);
+  return o;
+}
+
+TEST(SetupTest, AMalformedStoreValueIsAnErrorNamingTheKey) {
+  // Review finding 6: "x y z" under info/1 made create() throw std::invalid_argument("stoul").
+  auto store = bootstrap::make_hash_store();
+  store->set_string("c/info/1", "x y z");
+  try {
+    detail::create_with_store(two_rank_options(0), store);
+    FAIL() << "create() accepted a malformed rendezvous record";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.error_code(), ErrorCode::transport) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'info/1'"), std::string::npos) << e.what();
+  }
+  auto other = bootstrap::make_hash_store();
+  other->set_string("c/job", "not a number");
+  try {
+    detail::create_with_store(two_rank_options(1), other);
+    FAIL() << "create() accepted a malformed job id";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'job'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SetupTest, ASecondProcessWithTheSameRankIsMismatchClaimedTwice) {
+  // Review finding 10: a duplicate rank 1 read stale keys and waited out its timeout.
+  make_rank_group(RankMode::threads)->run(2, [](RankContext& ctx) {
+    Communicator comm = ctx.create();
+    ctx.sync("created");
+    if (ctx.rank == 1) {
+      const auto start = std::chrono::steady_clock::now();
+      try {
+        Options o;
+        o.timeout = std::chrono::seconds(30);
+        ctx.create(o);
+        ADD_FAILURE() << "a second rank 1 joined";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.error_code(), ErrorCode::mismatch) << e.what();
+        EXPECT_NE(std::string(e.what()).find("rank 1 claimed twice"), std::string::npos)
+            << e.what();
+      }
+      EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+    }
+    ctx.sync("checked");
+  });
+}
+
+TEST(SetupTest, ConfigurationThatMustAgreeIsMismatchNamingTheVariable) {
+  // Review L4: disagreement showed only as a timeout (RINGLET_SHM) or at the first call.
+  make_rank_group(RankMode::threads)->run(2, [](RankContext& ctx) {
+    Options o;
+    o.timeout = std::chrono::seconds(30);
+    if (ctx.rank == 1) o.algorithm = "ring";
+    try {
+      ctx.create(o);
+      ADD_FAILURE() << "ranks with different RINGLET_ALGO connected";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.error_code(), ErrorCode::mismatch) << e.what();
+      EXPECT_NE(std::string(e.what()).find("RINGLET_ALGO is "), std::string::npos) << e.what();
+    }
+  });
+}
+
+TEST(SetupTest, AStopTokenInterruptsACreateThatWaitsForAMissingRank) {
+  // Review finding 8: nothing could interrupt create() while it waited for a rank.
+  auto store = bootstrap::make_hash_store();
+  std::stop_source stop;
+  Options o = two_rank_options(0);
+  o.stop = stop.get_token();
+  std::jthread watchdog([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    stop.request_stop();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    detail::create_with_store(o, store);
+    FAIL() << "create() returned without rank 1";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.error_code(), ErrorCode::aborted) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+TEST(SetupTest, AbortInterruptsADupThatAPeerNeverJoins) {
+  // Review finding 8: abort() did not reach a dup() waiting for a peer.
+  make_rank_group(RankMode::threads)->run(2, [](RankContext& ctx) {
+    Options o;
+    o.timeout = std::chrono::seconds(60);
+    Communicator comm = ctx.create(o);
+    if (ctx.rank == 0) {
+      std::jthread watchdog([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        comm.abort();
+      });
+      const auto start = std::chrono::steady_clock::now();
+      EXPECT_THROW(comm.dup(), Error);
+      EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+    }
+    ctx.sync("dup-done", std::chrono::seconds(60));
+  });
+}
 
 }  // namespace
 }  // namespace ringlet::testing

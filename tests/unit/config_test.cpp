@@ -117,5 +117,36 @@ TEST(ConfigTest, DescribeListsEveryValue) {
   }
 }
 
+TEST(ConfigTest, InfiniteAndHugeTimeoutsAreClampedToOneYear) {
+  // Review L3: inf was an undefined cast, and a huge value put the deadline in the past.
+  const auto year = std::chrono::milliseconds(365LL * 24 * 3600 * 1000);
+  EXPECT_EQ(resolve_config({}, 2, env_of({{"RINGLET_TIMEOUT", "inf"}})).timeout, year);
+  EXPECT_EQ(resolve_config({}, 2, env_of({{"RINGLET_TIMEOUT", "1e300"}})).timeout, year);
+  Options o;
+  o.timeout = std::chrono::milliseconds::max();
+  EXPECT_EQ(resolve_config(o, 2, env_of({})).timeout, year);
+  EXPECT_EQ(resolve_config({}, 2, env_of({{"RINGLET_TIMEOUT", "0.0001"}})).timeout.count(), 1);
+  EXPECT_THROW(resolve_config({}, 2, env_of({{"RINGLET_TIMEOUT", "nan"}})), Error);
+}
+
+TEST(ConfigTest, SettingsThatMustAgreeNameTheFirstDifference) {
+  // Review L4: a RINGLET_SHM that differed across local ranks showed only as a timeout.
+  const Config a = resolve_config({}, 4, env_of({}));
+  const Config b = resolve_config({}, 4, env_of({{"RINGLET_SHM", "0"}}));
+  const std::string sa = agreed_settings(a), sb = agreed_settings(b);
+  EXPECT_NE(settings_digest(sa), settings_digest(sb));
+  EXPECT_EQ(settings_digest(sa),
+            settings_digest(agreed_settings(resolve_config({}, 4, env_of({})))));
+  EXPECT_EQ(settings_difference(sa, sb, 3), "RINGLET_SHM is 1 here and 0 at rank 3");
+  EXPECT_EQ(settings_difference(sa, sa, 3), "");
+  const Config c = resolve_config({}, 4, env_of({{"RINGLET_SOCKETS", "2"}}));
+  EXPECT_EQ(settings_difference(sa, agreed_settings(c), 1),
+            "RINGLET_SOCKETS is 0 here and 2 at rank 1");
+  // What may differ per rank does not count: the timeout, the interface names.
+  const Config d =
+      resolve_config({}, 4, env_of({{"RINGLET_TIMEOUT", "7"}, {"RINGLET_SOCKET_IFNAME", "eth1"}}));
+  EXPECT_EQ(agreed_settings(d), sa);
+}
+
 }  // namespace
 }  // namespace ringlet

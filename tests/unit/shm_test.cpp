@@ -5,8 +5,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +18,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -29,6 +34,8 @@
 #include "groups/shm/group.hpp"
 #include "src/bootstrap/store.hpp"
 #include "src/common/partition.hpp"
+#include "src/common/str_cat.hpp"
+#include "src/common/unique_fd.hpp"
 #include "src/exec/executor.hpp"
 #include "src/fingerprint.hpp"
 
@@ -663,6 +670,114 @@ TEST(ShmProcesses, KilledRankFailsTheOthers) {
         << "local rank " << r << " exited with " << code;
   }
   EXPECT_LT(result.elapsed, kTimeout + 5s);
+}
+
+// --- Robustness (issue 17): what the group trusts, and /dev/shm's size ----------------
+
+std::string what_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ShmSegmentChecks, RefusesASegmentNameThatIsNotThisJobs) {
+  // Review finding 9: local ranks opened whatever name the store held.
+  auto store = bootstrap::make_hash_store();
+  const std::uint64_t job = unique_job_id();
+  const std::string evil = "/not-ringlet";
+  store->set("shm/100/segment", std::as_bytes(std::span(evil.data(), evil.size())));
+  const std::string what =
+      what_of([&] { ShmGroup::create(options_for(1, 2, job, store), in(5s)); });
+  EXPECT_NE(what.find("refusing it"), std::string::npos) << what;
+}
+
+TEST(ShmSegmentChecks, RefusesASegmentOtherUsersCanWrite) {
+  // Review finding 9: a world-writable segment prepared by another account was accepted.
+  auto store = bootstrap::make_hash_store();
+  const std::uint64_t job = unique_job_id();
+  const std::string name = str_cat("/ringlet-", std::hex, job, std::dec, "-100-", ::getpid());
+  UniqueFd fd(::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0666));
+  ASSERT_TRUE(fd) << std::strerror(errno);
+  ASSERT_EQ(::fchmod(fd.get(), 0666), 0);
+  store->set("shm/100/segment", std::as_bytes(std::span(name.data(), name.size())));
+  const std::string what =
+      what_of([&] { ShmGroup::create(options_for(1, 2, job, store), in(5s)); });
+  ::shm_unlink(name.c_str());
+  EXPECT_NE(what.find("accepts only its own user's segment"), std::string::npos) << what;
+}
+
+TEST(ShmSegmentChecks, ASmallDevShmIsAnErrorOnEveryLocalRankNotSigbus) {
+  // Review finding 7: ftruncate reserved nothing; a 256 KiB /dev/shm killed a rank by SIGBUS.
+  // In a child with its own mount namespace and a 256 KiB tmpfs on /dev/shm.
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=256k") != 0) {
+      ::_exit(77);
+    }
+    int code = 0;
+    std::vector<std::string> whats(2);
+    auto store = bootstrap::make_hash_store();
+    const std::uint64_t job = unique_job_id();
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] {
+        whats[r] = what_of([&] {
+          auto g = ShmGroup::create(options_for(r, 2, job, store), in(20s));
+          Calls calls(*g);
+          std::vector<float> data(std::size_t{1} << 20, 1.0f);
+          calls.allreduce(data.data(), data.size(), DataType::float32, ReduceOp::sum, in(20s));
+        });
+      });
+    }
+    for (auto& t : threads) t.join();
+    if (whats[0].find("/dev/shm has no room") == std::string::npos) code |= 1;
+    if (whats[1].find("could not create the segment") == std::string::npos) code |= 2;
+    if (code != 0)
+      std::fprintf(stderr, "rank 0: %s\nrank 1: %s\n", whats[0].c_str(), whats[1].c_str());
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 77) GTEST_SKIP() << "no mount namespace here";
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(ShmProcesses, SurvivorsNameTheKilledRankNotTheOneThatNoticed) {
+  // Review: with a SIGKILLed local rank 2, survivors reported "local rank 3 failed".
+  constexpr int kSize = 4, kVictim = 2;
+  auto result = run_forked(
+      kSize,
+      [&](int r, std::shared_ptr<bootstrap::Store> store, std::uint64_t job) {
+        auto group = ShmGroup::create(options_for(r, kSize, job, store), in(30s));
+        Calls calls(*group);
+        calls.barrier(in(30s));
+        if (r == kVictim) ::raise(SIGKILL);
+        std::vector<float> data(1024, 1.0f);
+        try {
+          calls.allreduce(data.data(), data.size(), DataType::float32, ReduceOp::sum, in(20s));
+        } catch (const Error& e) {
+          if (e.error_code() != ErrorCode::peer_lost || e.ranks().size() != 1) {
+            std::fprintf(stderr, "local rank %d: %s\n", r, e.what());
+            return 3;
+          }
+          if (e.ranks()[0] != 100 + kVictim)
+            std::fprintf(stderr, "local rank %d: %s\n", r, e.what());
+          return 50 + (e.ranks()[0] - 100);
+        }
+        return 4;
+      },
+      60s);
+  for (int r = 0; r < kSize; ++r) {
+    if (r == kVictim) continue;
+    EXPECT_EQ(result.codes[r], 50 + kVictim) << "local rank " << r << " named another rank";
+  }
 }
 
 }  // namespace

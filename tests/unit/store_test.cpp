@@ -6,23 +6,28 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <random>
 #include <set>
+#include <stop_token>
 #include <thread>
 
 #include "include/ringlet/ringlet.hpp"
 #include "src/bootstrap/tcp_store_protocol.hpp"
+#include "src/common/socket.hpp"
 #include "src/common/unique_fd.hpp"
 
 namespace ringlet::bootstrap {
@@ -543,6 +548,309 @@ TEST(TcpStoreTest, LostServerGivesPeerLost) {
     EXPECT_EQ(e.code(), ErrorCode::peer_lost) << e.what();
     EXPECT_NE(std::string(e.what()).find("closed the connection"), std::string::npos) << e.what();
   }
+}
+
+// --- Robustness (issue 17): bounds, exceptions, idle clients, descriptors --------------
+
+std::array<std::byte, detail::kFrameHeaderBytes + 3> get_frame(const char* key3) {
+  std::array<std::byte, detail::kFrameHeaderBytes + 3> get{};
+  get[0] = static_cast<std::byte>(detail::StoreOp::get);
+  detail::put_u32(get.data() + 4, 3);
+  std::memcpy(get.data() + detail::kFrameHeaderBytes, key3, 3);
+  return get;
+}
+
+long rss_kib() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  long kib = -1;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::strncmp(line, "VmRSS:", 6) == 0) kib = std::strtol(line + 6, nullptr, 10);
+  }
+  std::fclose(f);
+  return kib;
+}
+
+TEST(TcpStoreRobustTest, ClientsThatGetALargeValueAndNeverReadShareOneCopy) {
+  // Review finding 2: each get of a 64 MiB value queued a copy (8 idle clients: +512 MiB).
+  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  const int port = tcp_store_port(*server);
+  server->set("big", std::vector<std::byte>(32 << 20, std::byte{7}));
+  const long before = rss_kib();
+  std::vector<UniqueFd> greedy;
+  for (int i = 0; i < 8; ++i) {
+    greedy.push_back(raw_connect(port));
+    raw_send(greedy.back().get(), hello(kStoreProtocolVersion));
+    raw_send(greedy.back().get(), get_frame("big"));
+  }
+  // The server has answered every get once a new client's request round-trips.
+  auto client = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(client->add("n", 1), i + 1);
+  std::this_thread::sleep_for(200ms);
+  const long grown_mib = (rss_kib() - before) / 1024;
+  EXPECT_LT(grown_mib, 64) << "8 unread gets of a 32 MiB value grew the server by " << grown_mib
+                           << " MiB";
+}
+
+TEST(TcpStoreRobustTest, ByteAndKeyBudgetsRefuseSetsWithAClearError) {
+  TcpStoreOptions o{"127.0.0.1", 0, true, in(5s)};
+  o.limits.max_bytes = 3 << 20;
+  o.limits.max_keys = 4;
+  auto server = make_tcp_store(o);
+  server->set("a", std::vector<std::byte>(2 << 20, std::byte{1}));
+  try {
+    server->set("b", std::vector<std::byte>(2 << 20, std::byte{2}));
+    FAIL() << "a set past the byte budget was stored";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::transport);
+    EXPECT_NE(std::string(e.what()).find("rendezvous store is full"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("'b'"), std::string::npos) << e.what();
+  }
+  server->set_string("c", "1");
+  server->set_string("d", "1");
+  server->set_string("e", "1");
+  EXPECT_THROW(server->set_string("f", "1"), Error);
+  EXPECT_THROW(server->add("g", 1), Error);
+  // Replacing and removing still work, and a removal frees a key.
+  server->set_string("c", "2");
+  EXPECT_TRUE(server->remove("a"));
+  server->set_string("f", "1");
+  EXPECT_EQ(server->get_string("f", in(1s)), "1");
+}
+
+TEST(TcpStoreRobustTest, IdleGreetedClientsAreDroppedAndPooledConnectionsReconnect) {
+  TcpStoreOptions o{"127.0.0.1", 0, true, in(5s)};
+  o.limits.idle_timeout = 300ms;
+  auto server = make_tcp_store(o);
+  const int port = tcp_store_port(*server);
+  UniqueFd idle = raw_connect(port);
+  raw_send(idle.get(), hello(kStoreProtocolVersion));
+  EXPECT_TRUE(closed_by_peer(idle.get(), 3000ms)) << "a greeted idle client was never dropped";
+  // The server expired this client's pooled connection too; the next request reconnects.
+  auto client = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+  client->set_string("k", "v");
+  std::this_thread::sleep_for(800ms);
+  EXPECT_EQ(client->get_string("k", in(2s)), "v");
+  // A get that waits is not idle.
+  std::jthread setter([&] {
+    std::this_thread::sleep_for(900ms);
+    server->set_string("late", "x");
+  });
+  EXPECT_EQ(client->get_string("late", in(5s)), "x");
+}
+
+TEST(TcpStoreRobustTest, CloseIdleReleasesTheConnectionsAndLaterRequestsReconnect) {
+  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  auto client = make_tcp_store({"127.0.0.1", tcp_store_port(*server), false, in(5s)});
+  client->set_string("k", "v");
+  client->close_idle();
+  server->close_idle();
+  EXPECT_EQ(client->get_string("k", in(2s)), "v");
+  EXPECT_EQ(make_prefix_store("p", client)->add("n", 2), 2);
+}
+
+TEST(TcpStoreRobustTest, AnOutOfMemoryServerDropsTheClientAndKeepsServing) {
+  // Review finding 3: bad_alloc on the server thread called std::terminate (rank 0 died).
+  // In a child, under an address-space limit, one client stores 16 MiB values until
+  // something fails; the server must survive and answer a new client.
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int code = 0;
+    try {
+      TcpStoreOptions o{"127.0.0.1", 0, true, in(5s)};
+      o.limits.max_bytes = std::size_t{1} << 40;  // no budget: let memory run out
+      auto server = make_tcp_store(o);
+      const int port = tcp_store_port(*server);
+      rlimit as{};
+      ::getrlimit(RLIMIT_AS, &as);
+      long vm_kib = 0;
+      if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+        char line[256];
+        while (std::fgets(line, sizeof line, f) != nullptr) {
+          if (std::strncmp(line, "VmSize:", 7) == 0) vm_kib = std::strtol(line + 7, nullptr, 10);
+        }
+        std::fclose(f);
+      }
+      as.rlim_cur = static_cast<rlim_t>(vm_kib) * 1024 + (std::size_t{400} << 20);
+      ::setrlimit(RLIMIT_AS, &as);
+      bool failed = false;
+      {
+        std::vector<std::byte> v(16 << 20, std::byte{3});
+        auto client = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+        for (int i = 0; i < 64 && !failed; ++i) {
+          try {
+            client->set("k" + std::to_string(i), v);
+          } catch (...) {
+            failed = true;
+          }
+        }
+      }
+      as.rlim_cur = as.rlim_max;
+      ::setrlimit(RLIMIT_AS, &as);
+      auto fresh = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+      code = failed && fresh->get("k0", in(5s)).size() == (16 << 20) ? 0 : 2;
+    } catch (...) {
+      code = 3;
+    }
+    std::_Exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(TcpStoreRobustTest, OutOfDescriptorsTheServerBacksOffInsteadOfSpinning) {
+  // Review finding 4: EMFILE on the level-triggered listener made the server thread spin.
+  int ready[2];
+  int go[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(go), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int code = 0;
+    try {
+      auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+      int port = tcp_store_port(*server);
+      // Room for a few more descriptors only.
+      int highest = ::dup(0);
+      ::close(highest);
+      rlimit nofile{};
+      ::getrlimit(RLIMIT_NOFILE, &nofile);
+      nofile.rlim_cur = static_cast<rlim_t>(highest + 4);
+      ::setrlimit(RLIMIT_NOFILE, &nofile);
+      [[maybe_unused]] auto w = ::write(ready[1], &port, sizeof port);
+      char c;
+      [[maybe_unused]] auto r = ::read(go[0], &c, 1);  // the parent has flooded the listener
+      rusage a{}, b{};
+      ::getrusage(RUSAGE_SELF, &a);
+      std::this_thread::sleep_for(1s);
+      ::getrusage(RUSAGE_SELF, &b);
+      auto cpu = [](const rusage& u) {
+        return u.ru_utime.tv_sec + u.ru_stime.tv_sec +
+               (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+      };
+      code = cpu(b) - cpu(a) < 0.3 ? 0 : 2;
+    } catch (...) {
+      code = 3;
+    }
+    std::_Exit(code);
+  }
+  int port = 0;
+  ASSERT_EQ(::read(ready[0], &port, sizeof port), static_cast<ssize_t>(sizeof port));
+  std::vector<UniqueFd> flood;
+  for (int i = 0; i < 32; ++i) flood.push_back(raw_connect(port));
+  std::this_thread::sleep_for(200ms);
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  ::close(go[0]);
+  ::close(go[1]);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the server used more than 0.3 s of CPU in 1 s idle";
+}
+
+TEST(TcpStoreRobustTest, AHandshakeThatEndsByEofIsRetriedWithinTheDeadline) {
+  // Review finding 4 / L8: a server that closed during the handshake (at its client limit,
+  // or a rank 0 restarting) failed connect() at once with peer_lost.
+  UniqueFd fake(::socket(AF_INET, SOCK_STREAM, 0));
+  int one = 1;
+  ::setsockopt(fake.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fake.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fake.get(), 8), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fake.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  const int port = ntohs(a.sin_port);
+  std::shared_ptr<Store> server;
+  std::jthread rank0([&] {
+    UniqueFd first(::accept(fake.get(), nullptr, nullptr));
+    first.reset();  // EOF in the client's handshake
+    fake.reset();
+    server = make_tcp_store({"127.0.0.1", port, true, in(5s)});
+  });
+  auto client = make_tcp_store({"127.0.0.1", port, false, in(10s)});
+  EXPECT_EQ(client->add("x", 1), 1);
+  rank0.join();
+  client.reset();
+}
+
+TEST(TcpStoreRobustTest, TheDescriptorSoftLimitIsRaisedToTheHardLimit) {
+  // Review finding 4: nothing raised RLIMIT_NOFILE; about 1000 ranks hit EMFILE at rank 0.
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    rlimit r{};
+    ::getrlimit(RLIMIT_NOFILE, &r);
+    if (r.rlim_max <= 256) std::_Exit(77);
+    r.rlim_cur = 256;
+    ::setrlimit(RLIMIT_NOFILE, &r);
+    net::raise_descriptor_limit();
+    rlimit now{};
+    ::getrlimit(RLIMIT_NOFILE, &now);
+    std::_Exit(now.rlim_cur == r.rlim_max ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "hard limit too low to test";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(FileStoreTest, RefusesAWorldWritableDirectoryAndPlantedSymlinks) {
+  // Review L10: temp and lock files followed symlinks; any directory was accepted.
+  const std::string dir = temp_dir();
+  std::filesystem::create_directories(dir);
+  std::filesystem::permissions(dir, std::filesystem::perms::all);
+  EXPECT_THROW(make_file_store(dir), Error);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all);
+  auto store = make_file_store(dir);
+  // A key file that is a symlink to a file elsewhere is not read through.
+  const std::string victim = dir + ".victim";
+  {
+    std::FILE* f = std::fopen(victim.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("secret", f);
+    std::fclose(f);
+  }
+  std::filesystem::create_symlink(victim, dir + "/planted");
+  EXPECT_THROW(store->get("planted", in(200ms)), Error);
+  std::filesystem::remove(victim);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(TcpStoreRobustTest, AStopTokenInterruptsTheWaitForRankZerosStore) {
+  // Review finding 8: create() could not be interrupted while rank 0's store was not up.
+  UniqueFd holder(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(holder.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(holder.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  std::stop_source stop;
+  TcpStoreOptions o{"127.0.0.1", ntohs(a.sin_port), false, in(30s)};
+  o.stop = stop.get_token();
+  std::jthread watchdog([&] {
+    std::this_thread::sleep_for(300ms);
+    stop.request_stop();
+  });
+  const auto start = Clock::now();
+  try {
+    make_tcp_store(o);
+    FAIL() << "connected to a dead port";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::aborted) << e.what();
+  }
+  EXPECT_LT(Clock::now() - start, 300ms + kSlack);
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -955,6 +957,58 @@ TEST(TcpInterfacesTest, Selection) {
     EXPECT_NE(what.find("lo (127.0.0.1)"), std::string::npos) << what;
   }
   EXPECT_FALSE(select_interfaces("").empty());
+}
+
+TEST(TcpTransportTest, OutOfDescriptorsTheAcceptorBacksOffInsteadOfSpinning) {
+  // Review finding 4: EMFILE broke out of accept and the next poll returned at once, so
+  // the listener spun (and logged a WARN line per round) until the connect deadline.
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int code = 0;
+    try {
+      Group g = make_group(2);
+      const auto blob = tcp::AddressBlob::decode(g.blobs[1]);
+      // A few connections to rank 1's listener fill the last descriptors; the next ones
+      // wait in its backlog, where accept meets EMFILE.
+      int highest = ::dup(0);
+      ::close(highest);
+      rlimit nofile{};
+      ::getrlimit(RLIMIT_NOFILE, &nofile);
+      nofile.rlim_cur = static_cast<rlim_t>(highest + 4);
+      ::setrlimit(RLIMIT_NOFILE, &nofile);
+      std::vector<UniqueFd> flood;
+      for (int i = 0; i < 3; ++i) {  // one descriptor left: accept takes it, then EMFILE
+        UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
+        if (!fd) break;
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(blob.port);
+        std::memcpy(&a.sin_addr, blob.addr.data(), 4);
+        if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) break;
+        flood.push_back(std::move(fd));
+      }
+      rusage a{}, b{};
+      ::getrusage(RUSAGE_SELF, &a);
+      try {
+        g.transports[1]->connect(0, g.blobs[0], in(1500ms));
+      } catch (const Error&) {
+      }
+      ::getrusage(RUSAGE_SELF, &b);
+      auto cpu = [](const rusage& u) {
+        return u.ru_utime.tv_sec + u.ru_stime.tv_sec +
+               (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+      };
+      code = cpu(b) - cpu(a) < 0.5 ? 0 : 2;
+    } catch (...) {
+      code = 3;
+    }
+    std::_Exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the acceptor used more than 0.5 s of CPU in 1.5 s";
 }
 
 }  // namespace

@@ -211,6 +211,7 @@ std::vector<std::string> rank_argv(const RunOptions& opts, const HostSpec& host,
               "BatchMode=yes",
               "-o",
               "ConnectTimeout=10",
+              "--",  // a host name that starts with '-' is a host, never an ssh option
               host.addr.empty() ? host.name : host.addr,
               remote};
       break;

@@ -179,7 +179,8 @@ bool Supervisor::spawn(int r) {
     if (feed) {
       ::dup2(in_rd.get(), 0);
     } else if (!give_stdin) {
-      int null_fd = ::open("/dev/null", O_RDONLY);
+      // Close-on-exec: the rank gets /dev/null as fd 0 only, not a second copy of it.
+      int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
       if (null_fd >= 0) ::dup2(null_fd, 0);
     }
     ::execvpe(argv[0], argv.data(), envp.data());
