@@ -719,9 +719,7 @@ class TcpStoreServer {
                 " (RINGLET_SECRET)");
     std::string text = str_cat(auth_failures_, " ", c.peer.empty() ? "?" : c.peer, " (", why, ")");
     std::string key(kAuthFailuresKey);
-    data_.insert_or_assign(
-        key, std::vector<std::byte>(reinterpret_cast<const std::byte*>(text.data()),
-                                    reinterpret_cast<const std::byte*>(text.data()) + text.size()));
+    store(key, std::as_bytes(std::span(text)));  // one small key, replaced in place
     wake_waiters(key);
   }
 

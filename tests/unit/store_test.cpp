@@ -574,7 +574,7 @@ long rss_kib() {
 
 TEST(TcpStoreRobustTest, ClientsThatGetALargeValueAndNeverReadShareOneCopy) {
   // Review finding 2: each get of a 64 MiB value queued a copy (8 idle clients: +512 MiB).
-  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+  auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
   const int port = tcp_store_port(*server);
   server->set("big", std::vector<std::byte>(32 << 20, std::byte{7}));
   const long before = rss_kib();
@@ -585,7 +585,7 @@ TEST(TcpStoreRobustTest, ClientsThatGetALargeValueAndNeverReadShareOneCopy) {
     raw_send(greedy.back().get(), get_frame("big"));
   }
   // The server has answered every get once a new client's request round-trips.
-  auto client = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+  auto client = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
   for (int i = 0; i < 8; ++i) EXPECT_EQ(client->add("n", 1), i + 1);
   std::this_thread::sleep_for(200ms);
   const long grown_mib = (rss_kib() - before) / 1024;
@@ -594,7 +594,7 @@ TEST(TcpStoreRobustTest, ClientsThatGetALargeValueAndNeverReadShareOneCopy) {
 }
 
 TEST(TcpStoreRobustTest, ByteAndKeyBudgetsRefuseSetsWithAClearError) {
-  TcpStoreOptions o{"127.0.0.1", 0, true, in(5s)};
+  TcpStoreOptions o = topts("127.0.0.1", 0, true, in(5s));
   o.limits.max_bytes = 3 << 20;
   o.limits.max_keys = 4;
   auto server = make_tcp_store(o);
@@ -621,7 +621,7 @@ TEST(TcpStoreRobustTest, ByteAndKeyBudgetsRefuseSetsWithAClearError) {
 }
 
 TEST(TcpStoreRobustTest, IdleGreetedClientsAreDroppedAndPooledConnectionsReconnect) {
-  TcpStoreOptions o{"127.0.0.1", 0, true, in(5s)};
+  TcpStoreOptions o = topts("127.0.0.1", 0, true, in(5s));
   o.limits.idle_timeout = 300ms;
   auto server = make_tcp_store(o);
   const int port = tcp_store_port(*server);
@@ -629,7 +629,7 @@ TEST(TcpStoreRobustTest, IdleGreetedClientsAreDroppedAndPooledConnectionsReconne
   raw_send(idle.get(), hello(kStoreProtocolVersion));
   EXPECT_TRUE(closed_by_peer(idle.get(), 3000ms)) << "a greeted idle client was never dropped";
   // The server expired this client's pooled connection too; the next request reconnects.
-  auto client = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+  auto client = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
   client->set_string("k", "v");
   std::this_thread::sleep_for(800ms);
   EXPECT_EQ(client->get_string("k", in(2s)), "v");
@@ -642,8 +642,8 @@ TEST(TcpStoreRobustTest, IdleGreetedClientsAreDroppedAndPooledConnectionsReconne
 }
 
 TEST(TcpStoreRobustTest, CloseIdleReleasesTheConnectionsAndLaterRequestsReconnect) {
-  auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
-  auto client = make_tcp_store({"127.0.0.1", tcp_store_port(*server), false, in(5s)});
+  auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
+  auto client = make_tcp_store(topts("127.0.0.1", tcp_store_port(*server), false, in(5s)));
   client->set_string("k", "v");
   client->close_idle();
   server->close_idle();
@@ -660,7 +660,7 @@ TEST(TcpStoreRobustTest, AnOutOfMemoryServerDropsTheClientAndKeepsServing) {
   if (pid == 0) {
     int code = 0;
     try {
-      TcpStoreOptions o{"127.0.0.1", 0, true, in(5s)};
+      TcpStoreOptions o = topts("127.0.0.1", 0, true, in(5s));
       o.limits.max_bytes = std::size_t{1} << 40;  // no budget: let memory run out
       auto server = make_tcp_store(o);
       const int port = tcp_store_port(*server);
@@ -679,7 +679,7 @@ TEST(TcpStoreRobustTest, AnOutOfMemoryServerDropsTheClientAndKeepsServing) {
       bool failed = false;
       {
         std::vector<std::byte> v(16 << 20, std::byte{3});
-        auto client = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+        auto client = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
         for (int i = 0; i < 64 && !failed; ++i) {
           try {
             client->set("k" + std::to_string(i), v);
@@ -690,7 +690,7 @@ TEST(TcpStoreRobustTest, AnOutOfMemoryServerDropsTheClientAndKeepsServing) {
       }
       as.rlim_cur = as.rlim_max;
       ::setrlimit(RLIMIT_AS, &as);
-      auto fresh = make_tcp_store({"127.0.0.1", port, false, in(5s)});
+      auto fresh = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
       code = failed && fresh->get("k0", in(5s)).size() == (16 << 20) ? 0 : 2;
     } catch (...) {
       code = 3;
@@ -714,7 +714,7 @@ TEST(TcpStoreRobustTest, OutOfDescriptorsTheServerBacksOffInsteadOfSpinning) {
   if (pid == 0) {
     int code = 0;
     try {
-      auto server = make_tcp_store({"127.0.0.1", 0, true, in(5s)});
+      auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
       int port = tcp_store_port(*server);
       // Room for a few more descriptors only.
       int highest = ::dup(0);
@@ -775,9 +775,9 @@ TEST(TcpStoreRobustTest, AHandshakeThatEndsByEofIsRetriedWithinTheDeadline) {
     UniqueFd first(::accept(fake.get(), nullptr, nullptr));
     first.reset();  // EOF in the client's handshake
     fake.reset();
-    server = make_tcp_store({"127.0.0.1", port, true, in(5s)});
+    server = make_tcp_store(topts("127.0.0.1", port, true, in(5s)));
   });
-  auto client = make_tcp_store({"127.0.0.1", port, false, in(10s)});
+  auto client = make_tcp_store(topts("127.0.0.1", port, false, in(10s)));
   EXPECT_EQ(client->add("x", 1), 1);
   rank0.join();
   client.reset();
@@ -837,7 +837,7 @@ TEST(TcpStoreRobustTest, AStopTokenInterruptsTheWaitForRankZerosStore) {
   socklen_t len = sizeof a;
   ::getsockname(holder.get(), reinterpret_cast<sockaddr*>(&a), &len);
   std::stop_source stop;
-  TcpStoreOptions o{"127.0.0.1", ntohs(a.sin_port), false, in(30s)};
+  TcpStoreOptions o = topts("127.0.0.1", ntohs(a.sin_port), false, in(30s));
   o.stop = stop.get_token();
   std::jthread watchdog([&] {
     std::this_thread::sleep_for(300ms);
