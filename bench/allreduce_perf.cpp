@@ -79,7 +79,7 @@ int run(const perf::PerfArgs& args) {
     perf::fill_for_timing(pattern, args.type, args.op, tensor.data, tensor.count, rank);
     // One iteration: -m collectives issued back to back, then waited (-z 0), or -m blocking
     // calls (-z 1).
-    std::vector<Work> works(static_cast<std::size_t>(args.agg_iters));
+    std::vector<ringlet::Work> works(static_cast<std::size_t>(args.agg_iters));
     auto iteration = [&] {
       if (args.blocking) {
         for (int j = 0; j < args.agg_iters; ++j) comm.allreduce(tensor, args.op);
