@@ -252,9 +252,43 @@ void Communicator::Impl::explain_with_fingerprints(FingerprintExchange& x, const
   if (e.error_code() != ErrorCode::mismatch) check_fingerprints(x, fp, deadline, true);
 }
 
+void Communicator::Impl::set_phase(Phase phase) noexcept {
+  progress_.phase.store(phase, std::memory_order_relaxed);
+}
+
+std::string Communicator::Impl::describe_progress(const Fingerprint& fp) const {
+  const long long since = progress_.since_ns.load(std::memory_order_relaxed);
+  const long long now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  std::string phase;
+  switch (progress_.phase.load(std::memory_order_relaxed)) {
+    case local_agreement:
+      phase = "agreeing in the local group";
+      break;
+    case fingerprint_exchange:
+      phase = str_cat("exchanging fingerprints with ranks ", mod(rank() - 1, size()), " and ",
+                      mod(rank() + 1, size()));
+      break;
+    case algorithm:
+      phase = "moving data";
+      break;
+    default:
+      phase = "not started";
+      break;
+  }
+  return str_cat("progress: collective #", progress_.seq.load(std::memory_order_relaxed), " ",
+                 describe(fp), ", ", phase, ", started ", (now - since) / 1000000, " ms ago");
+}
+
 void Communicator::Impl::fail_and_throw(const Error& e, const Fingerprint& fp) {
-  fail(e);
   Error out = e;
+  // A deadline this rank saw quotes where the collective stood.
+  if (e.error_code() == ErrorCode::timeout && e.origin_rank() < 0) {
+    out =
+        Error(ErrorCode::timeout, str_cat(e.cause(), " [", describe_progress(fp), "]"), e.ranks());
+  }
+  set_phase(idle);
+  fail(out);
   throw std::move(out.in_collective(to_string(fp.kind), fp.seq));
 }
 
@@ -267,6 +301,12 @@ template <class Body>
 void Communicator::Impl::run(const Fingerprint& fp, Body& body, Check check) {
   check_usable(true);
   const Deadline deadline = Clock::now() + config_.timeout;
+  // The record takes no clock reading of its own: the start is the deadline's.
+  progress_.seq.store(fp.seq, std::memory_order_relaxed);
+  progress_.since_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               (deadline - config_.timeout).time_since_epoch())
+                               .count(),
+                           std::memory_order_relaxed);
   // Every exception becomes a ringlet::Error that aborts the communicator and tells the
   // peers: an Error as it is, out of memory and any other exception (a thread that could not
   // start, a bad value) as a transport failure of this rank.
@@ -282,9 +322,12 @@ void Communicator::Impl::run(const Fingerprint& fp, Body& body, Check check) {
       // agreeing there first makes a rank in such an allreduce and a rank in another
       // collective disagree there too, so both get mismatch.
       if (size() > 1 && check != Check::none && table_.agree_locally()) {
+        set_phase(local_agreement);
         local_->agree(fp, deadline);
       }
+      set_phase(algorithm);
       body(deadline, fp);
+      set_phase(idle);
     } catch (const Error& e) {
       fail_and_throw(e, fp);
     } catch (const std::bad_alloc&) {
@@ -307,11 +350,15 @@ void Communicator::Impl::run(const Fingerprint& fp, Body& body, Check check) {
         local.root = 0;
         local.type = DataType::uint8;
       }
+      set_phase(local_agreement);
       local_->agree(local, deadline);
     }
+    set_phase(fingerprint_exchange);
     post_fingerprints(x, fp);
     check_fingerprints(x, fp, deadline, false);
+    set_phase(algorithm);
     body(deadline, fp);
+    set_phase(idle);
   } catch (const Error& e) {
     // A neighbour's fingerprint that has arrived explains a failure better than the failure.
     try {

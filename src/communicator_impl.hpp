@@ -168,6 +168,19 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   bool propagated_ = false;  // the failure has been reported to the peers
   std::string abort_reason_;
   FingerprintExchange fx_;
+  // The progress record of the collective being run (at most one runs at a time): always
+  // on, a few relaxed stores per collective; deadline errors quote it. The step inside an
+  // algorithm and the peer awaited are not recorded yet.
+  struct ProgressRecord {
+    std::atomic<std::uint64_t> seq{0};
+    std::atomic<int> phase{0};           // a Phase
+    std::atomic<long long> since_ns{0};  // when the collective started (steady clock)
+  };
+  enum Phase { idle, local_agreement, fingerprint_exchange, algorithm };
+  void set_phase(Phase phase) noexcept;
+  // "collective #7 allreduce(..), exchanging fingerprints with ranks 1 and 3, started 30001 ms ago"
+  std::string describe_progress(const Fingerprint& fp) const;
+  ProgressRecord progress_;
   std::vector<ListEntry> list_mine_;
   std::vector<std::uint64_t> list_lengths_;  // [0] mine, [1..2] the neighbours'
   std::vector<std::vector<ListEntry>> list_theirs_;
