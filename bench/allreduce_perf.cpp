@@ -83,13 +83,24 @@ int run(const perf::PerfArgs& args) {
 
     // Timed: warm-up, then `iters` back-to-back in-place allreduces started together.
     perf::fill_for_timing(pattern, args.type, args.op, tensor.data, tensor.count, rank);
-    for (int i = 0; i < args.warmup_iters; ++i) comm.allreduce(tensor, args.op);
+    // One iteration: -m collectives issued back to back, then waited (-z 0), or -m blocking
+    // calls (-z 1).
+    std::vector<ringlet::Work> works(static_cast<std::size_t>(args.agg_iters));
+    auto iteration = [&] {
+      if (args.blocking) {
+        for (int j = 0; j < args.agg_iters; ++j) comm.allreduce(tensor, args.op);
+        return;
+      }
+      for (auto& w : works) w = comm.allreduce_async(tensor, args.op);
+      for (auto& w : works) w.wait();
+    };
+    for (int i = 0; i < args.warmup_iters; ++i) iteration();
     sync_ranks(comm);
     const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < args.iters; ++i) comm.allreduce(tensor, args.op);
+    for (int i = 0; i < args.iters; ++i) iteration();
     const std::chrono::duration<double, std::micro> elapsed =
         std::chrono::steady_clock::now() - start;
-    const double time_us = max_over_ranks(comm, elapsed.count() / args.iters);
+    const double time_us = max_over_ranks(comm, elapsed.count() / args.iters / args.agg_iters);
 
     // Check: a separate, untimed run on freshly written data.
     std::int64_t wrong = -1;

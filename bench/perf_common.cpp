@@ -44,10 +44,10 @@ struct Flag {
 };
 
 constexpr Flag kFlags[] = {
-    {'b', "minbytes", true}, {'e', "maxbytes", true},     {'f', "stepfactor", true},
-    {'n', "iters", true},    {'w', "warmup_iters", true}, {'c', "check", true},
-    {'d', "datatype", true}, {'o', "op", true},           {'\0', "algo", true},
-    {'h', "help", false},
+    {'b', "minbytes", true},  {'e', "maxbytes", true},     {'f', "stepfactor", true},
+    {'n', "iters", true},     {'w', "warmup_iters", true}, {'c', "check", true},
+    {'d', "datatype", true},  {'o', "op", true},           {'\0', "algo", true},
+    {'m', "agg_iters", true}, {'z', "blocking", true},     {'h', "help", false},
 };
 
 // Applies one flag's value to `args`; returns an error message or "".
@@ -86,6 +86,17 @@ std::string apply(const Flag& flag, std::string_view value, PerfArgs& args) {
     case 'c': {
       if (value != "0" && value != "1") return bad("expected 0 or 1");
       args.check = value == "1";
+      return "";
+    }
+    case 'm': {
+      auto agg = parse_int<int>(value);
+      if (!agg || *agg < 1) return bad("expected an integer of at least 1");
+      args.agg_iters = *agg;
+      return "";
+    }
+    case 'z': {
+      if (value != "0" && value != "1") return bad("expected 0 or 1");
+      args.blocking = value == "1";
       return "";
     }
     case 'd': {
@@ -387,6 +398,10 @@ std::string usage(std::string_view program) {
       "  -n, --iters N            timed iterations per size; default 20\n"
       "  -w, --warmup_iters N     untimed iterations before them; default 5\n"
       "  -c, --check 0|1          verify the result in a separate untimed run; default 1\n"
+      "  -m, --agg_iters N        collectives issued back to back per timed iteration, then\n"
+      "                           waited; the time is per collective; default 1\n"
+      "  -z, --blocking 0|1       0: the asynchronous form and Work::wait(); 1: the blocking\n"
+      "                           form; default 0\n"
       "  -d, --datatype TYPE      int8 uint8 int32 int64 half bfloat16 float double; "
       "default float\n"
       "                           (also char, int, float16, fp16, bf16, float32, fp32, "
@@ -598,10 +613,10 @@ void print_header(std::FILE* out, const PerfArgs& args, const RunInfo& info) {
                info.algo.c_str());
   std::fprintf(out,
                "# minBytes %zu maxBytes %zu step: %zu(factor) warmup iters: %d iters: %d "
-               "validation: %d type: %s op: %s\n",
+               "agg iters: %d blocking: %d validation: %d type: %s op: %s\n",
                args.min_bytes, args.max_bytes, args.step_factor, args.warmup_iters, args.iters,
-               args.check ? 1 : 0, std::string(type_name(args.type)).c_str(),
-               std::string(op_name(args.op)).c_str());
+               args.agg_iters, args.blocking ? 1 : 0, args.check ? 1 : 0,
+               std::string(type_name(args.type)).c_str(), std::string(op_name(args.op)).c_str());
   std::fprintf(out, "# time: mean over the iterations on each rank, then the maximum over ranks\n");
   std::fprintf(out, "# algbw = size / time, busbw = algbw * 2(n-1)/n, GB = 1e9 bytes\n");
   std::fprintf(out, "#\n");

@@ -23,6 +23,8 @@ struct PerfArgs {
   std::size_t step_factor = 2;               // -f
   int iters = 20;                            // -n
   int warmup_iters = 5;                      // -w
+  int agg_iters = 1;                         // -m: collectives issued back to back per iteration
+  bool blocking = false;                     // -z: 1 calls the blocking form, 0 async + wait
   bool check = true;                         // -c
   DataType type = DataType::float32;         // -d
   ReduceOp op = ReduceOp::sum;               // -o

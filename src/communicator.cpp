@@ -146,11 +146,11 @@ void Communicator::Impl::set_up(const Identity& id) {
   // Every rank has read what it needs from the store once this barrier completes. The
   // store's server stays up for dup(), but this rank's connections to it close: rank 0
   // holds no descriptor per rank for the life of the job, and dup() reconnects.
-  barrier();
+  barrier(false);
   base_store_->close_idle();
 }
 
-Communicator::Impl::~Impl() = default;
+Communicator::Impl::~Impl() { stop_engine(); }
 
 void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   // Each rank claims its number: a second process with the same rank (a double launch, a
@@ -291,6 +291,30 @@ void Communicator::Impl::post_fingerprints(FingerprintExchange& x, const Fingerp
 
 void Communicator::Impl::check_fingerprints(FingerprintExchange& x, const Fingerprint& fp,
                                             Deadline deadline, bool only_arrived) {
+  if (fp.kind == CollectiveKind::allreduce_list && !only_arrived) {
+    // Two lists whose digests differ: exchange the lists with those neighbours, so that the
+    // error names the first differing tensor on both sides.
+    std::vector<int> differ;
+    for (int i = 0; i < x.n; ++i) {
+      if (!x.received[i]) {
+        peers_[static_cast<std::size_t>(x.neighbours[i])]->wait(x.recv[i], deadline);
+        x.received[i] = true;
+      }
+      const Fingerprint theirs = decode(x.theirs[i]);
+      if (looks_like_fingerprint(x.theirs[i]) &&
+          x.theirs[i].version == kCollectiveProtocolVersion &&
+          theirs.kind == CollectiveKind::allreduce_list && theirs.seq == fp.seq &&
+          theirs.op == fp.op && theirs != fp) {
+        differ.push_back(x.neighbours[i]);
+      }
+    }
+    if (!differ.empty()) name_list_difference(differ, fp, deadline);
+    for (int i = 0; i < x.n; ++i) check_agreement(x.neighbours[i], x.theirs[i], rank(), fp);
+    for (int i = 0; i < x.n; ++i) {
+      peers_[static_cast<std::size_t>(x.neighbours[i])]->wait(x.send[i], deadline);
+    }
+    return;
+  }
   for (int i = 0; i < x.n; ++i) {
     if (x.received[i]) continue;
     auto* c = peers_[static_cast<std::size_t>(x.neighbours[i])];
@@ -325,9 +349,43 @@ void Communicator::Impl::explain_with_fingerprints(FingerprintExchange& x, const
   if (e.error_code() != ErrorCode::mismatch) check_fingerprints(x, fp, deadline, true);
 }
 
+void Communicator::Impl::set_phase(Phase phase) noexcept {
+  progress_.phase.store(phase, std::memory_order_relaxed);
+}
+
+std::string Communicator::Impl::describe_progress(const Fingerprint& fp) const {
+  const long long since = progress_.since_ns.load(std::memory_order_relaxed);
+  const long long now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  std::string phase;
+  switch (progress_.phase.load(std::memory_order_relaxed)) {
+    case local_agreement:
+      phase = "agreeing in the local group";
+      break;
+    case fingerprint_exchange:
+      phase = str_cat("exchanging fingerprints with ranks ", mod(rank() - 1, size()), " and ",
+                      mod(rank() + 1, size()));
+      break;
+    case algorithm:
+      phase = "moving data";
+      break;
+    default:
+      phase = "not started";
+      break;
+  }
+  return str_cat("progress: collective #", progress_.seq.load(std::memory_order_relaxed), " ",
+                 describe(fp), ", ", phase, ", started ", (now - since) / 1000000, " ms ago");
+}
+
 void Communicator::Impl::fail_and_throw(const Error& e, const Fingerprint& fp) {
-  fail(e);
   Error out = e;
+  // A deadline this rank saw quotes where the collective stood.
+  if (e.error_code() == ErrorCode::timeout && e.origin_rank() < 0) {
+    out =
+        Error(ErrorCode::timeout, str_cat(e.cause(), " [", describe_progress(fp), "]"), e.ranks());
+  }
+  set_phase(idle);
+  fail(out);
   throw std::move(out.in_collective(to_string(fp.kind), fp.seq));
 }
 
@@ -337,10 +395,22 @@ void Communicator::Impl::fail_out_of_memory(const Fingerprint& fp) {
 }
 
 template <class Body>
-void Communicator::Impl::run(Fingerprint& fp, Body&& body, Check check) {
-  check_usable();
-  fp.seq = ++seq_;
+void Communicator::Impl::run(const Fingerprint& fp, Body& body, Check check) {
+  check_usable(true);
   const Deadline deadline = Clock::now() + config_.timeout;
+  // The record takes no clock reading of its own: the start is the deadline's.
+  progress_.seq.store(fp.seq, std::memory_order_relaxed);
+  progress_.since_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               (deadline - config_.timeout).time_since_epoch())
+                               .count(),
+                           std::memory_order_relaxed);
+  // Every exception becomes a ringlet::Error that aborts the communicator and tells the
+  // peers: an Error as it is, out of memory and any other exception (a thread that could not
+  // start, a bad value) as a transport failure of this rank.
+  auto other = [&](const std::exception& e) {
+    fail_and_throw(Error(ErrorCode::transport, str_cat("rank ", rank(), ": ", e.what()), {rank()}),
+                   fp);
+  };
   if (size() == 1 || check != Check::before) {
     // No exchange with the neighbours here (the body or the local group compares the
     // fingerprints): the latency path of small and one-node collectives, without its state.
@@ -349,22 +419,43 @@ void Communicator::Impl::run(Fingerprint& fp, Body&& body, Check check) {
       // agreeing there first makes a rank in such an allreduce and a rank in another
       // collective disagree there too, so both get mismatch.
       if (size() > 1 && check != Check::none && table_.agree_locally()) {
+        set_phase(local_agreement);
         local_->agree(fp, deadline);
       }
-      body(deadline);
+      set_phase(algorithm);
+      body(deadline, fp);
+      set_phase(idle);
     } catch (const Error& e) {
       fail_and_throw(e, fp);
     } catch (const std::bad_alloc&) {
       fail_out_of_memory(fp);
+    } catch (const std::exception& e) {
+      other(e);
     }
     return;
   }
-  FingerprintExchange x;
+  FingerprintExchange& x = fx_;
+  x = FingerprintExchange{};
   try {
-    if (table_.agree_locally()) local_->agree(fp, deadline);
+    if constexpr (requires { body.prepare(); }) body.prepare();
+    if (table_.agree_locally()) {
+      // The list's digest is compared with the neighbours, who then name the first differing
+      // tensor; in shared memory only the kind and the sequence number.
+      Fingerprint local = fp;
+      if (fp.kind == CollectiveKind::allreduce_list) {
+        local.count = 0;
+        local.root = 0;
+        local.type = DataType::uint8;
+      }
+      set_phase(local_agreement);
+      local_->agree(local, deadline);
+    }
+    set_phase(fingerprint_exchange);
     post_fingerprints(x, fp);
     check_fingerprints(x, fp, deadline, false);
-    body(deadline);
+    set_phase(algorithm);
+    body(deadline, fp);
+    set_phase(idle);
   } catch (const Error& e) {
     // A neighbour's fingerprint that has arrived explains a failure better than the failure.
     try {
@@ -375,7 +466,116 @@ void Communicator::Impl::run(Fingerprint& fp, Body&& body, Check check) {
     fail_and_throw(e, fp);
   } catch (const std::bad_alloc&) {
     fail_out_of_memory(fp);
+  } catch (const std::exception& e) {
+    other(e);
   }
+}
+
+template <class Body>
+Communicator::Impl::WorkPtr Communicator::Impl::issue(Fingerprint fp, Body&& body, Check check,
+                                                      bool async, bool small) {
+  fp.seq = ++seq_;
+  // Nothing pending (only this thread adds work, so the engine stays idle): run here, as
+  // before the engine existed; the latency path takes no lock and makes no allocation.
+  if (pending_.load(std::memory_order_acquire) == 0 && (!async || small)) {
+    if (!async) {
+      run(fp, body, check);
+      return nullptr;
+    }
+    try {
+      run(fp, body, check);
+    } catch (...) {
+      auto work = std::make_shared<detail::WorkState>();
+      work->complete(std::current_exception());
+      return work;
+    }
+    return nullptr;
+  }
+  auto work = std::make_shared<detail::WorkState>();
+  enqueue(
+      Task{[this, fp, body = std::forward<Body>(body), check]() mutable { run(fp, body, check); },
+           work});
+  if (!async) {
+    Work(work).wait();
+    return nullptr;
+  }
+  return work;
+}
+
+void Communicator::Impl::enqueue(Task task) {
+  std::lock_guard lock(engine_mutex_);
+  if (!engine_.joinable()) {
+    try {
+      engine_ = std::thread([this] { engine_main(); });
+    } catch (const std::exception& e) {
+      // Nothing runs yet: this thread may tell the peers.
+      Error err(ErrorCode::transport,
+                str_cat("rank ", rank(), ": cannot start the progress engine thread: ", e.what()),
+                {rank()});
+      fail(err);
+      throw err;
+    }
+  }
+  pending_.fetch_add(1, std::memory_order_acq_rel);
+  queue_.push_back(std::move(task));
+  engine_cv_.notify_one();
+}
+
+void Communicator::Impl::engine_main() noexcept {
+  log::set_thread_rank(rank());
+  on_helper_thread();
+  std::unique_lock lock(engine_mutex_);
+  for (;;) {
+    // Idle: asleep on the condition variable, no polling.
+    engine_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;
+    Task task = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      task.run();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    task.run = nullptr;
+    lock.lock();
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    drained_cv_.notify_all();
+    lock.unlock();
+    // The callbacks run without the lock: they may issue or wait on other communicators.
+    task.work->complete(error);
+    task.work.reset();
+    lock.lock();
+  }
+}
+
+void Communicator::Impl::stop_engine() noexcept {
+  std::unique_lock lock(engine_mutex_);
+  if (!engine_.joinable()) return;
+  auto drained = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (!drained_cv_.wait_until(lock, Clock::now() + config_.timeout, drained)) {
+    lock.unlock();
+    RINGLET_LOG(warn, "rank ", rank(), ": communicator destroyed with ", pending_.load(),
+                " collectives still pending after the deadline: aborting them");
+    abort();
+    lock.lock();
+    // Aborted, each pending collective fails at once.
+    drained_cv_.wait(lock, drained);
+  }
+  stopping_ = true;
+  engine_cv_.notify_all();
+  lock.unlock();
+  engine_.join();
+}
+
+HelperThread* Communicator::Impl::helper() noexcept {
+  try {
+    if (!helper_) helper_ = std::make_unique<HelperThread>([this] { on_helper_thread(); });
+  } catch (...) {
+    return nullptr;
+  }
+  return helper_.get();
 }
 
 void Communicator::Impl::recursive_doubling(algo::Context& ctx, std::byte* buf, std::size_t count,
@@ -480,8 +680,9 @@ void Communicator::Impl::execute_allreduce(const algo::Plan& plan, const std::by
   }
 }
 
-void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
-  check_usable();
+Communicator::Impl::WorkPtr Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op,
+                                                          bool async) {
+  check_usable(pending_.load(std::memory_order_acquire) == 0);
   check_tensor(in, "allreduce");
   check_tensor(out, "allreduce");
   if (in.count != out.count || in.type != out.type) {
@@ -509,16 +710,211 @@ void Communicator::Impl::allreduce(Tensor in, Tensor out, ReduceOp op) {
                                                                               : Check::before;
   auto* src = static_cast<const std::byte*>(in.data);
   auto* dst = static_cast<std::byte*>(out.data);
-  run(
+  const std::size_t count = in.count;
+  const DataType type = in.type;
+  return issue(
       fp,
-      [&](Deadline deadline) {
-        execute_allreduce(plan, src, dst, in.count, in.type, fp, deadline);
+      [this, plan, src, dst, count, type](Deadline deadline, const Fingerprint& f) {
+        execute_allreduce(plan, src, dst, count, type, f, deadline);
       },
-      check);
+      check, async, bytes <= config_.crossover_bytes);
 }
 
-void Communicator::Impl::broadcast(Tensor in, Tensor out, int root) {
-  check_usable();
+namespace {
+
+// FNV-1a over the list's length and (count, type) pairs, folded to the fingerprint's 32 bits.
+std::uint32_t list_digest(std::span<const Tensor> tensors) {
+  std::uint64_t h = 1469598103934665603ull;
+  auto mix = [&](std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= (v >> (8 * i)) & 0xff;
+      h *= 1099511628211ull;
+    }
+  };
+  mix(tensors.size());
+  for (const Tensor& t : tensors) {
+    mix(t.count);
+    mix(static_cast<std::uint64_t>(t.type));
+  }
+  return static_cast<std::uint32_t>(h ^ (h >> 32));
+}
+
+}  // namespace
+
+Communicator::Impl::WorkPtr Communicator::Impl::allreduce_list(std::span<const Tensor> tensors,
+                                                               ReduceOp op, bool async) {
+  check_usable(pending_.load(std::memory_order_acquire) == 0);
+  std::uint64_t total = 0;
+  std::size_t total_bytes = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
+    const std::string what = str_cat("allreduce (tensor #", i, " of the list)");
+    check_tensor(t, what.c_str());
+    check_op(t.type, op, what.c_str());
+    total += t.count;
+    total_bytes += t.bytes();
+  }
+  Fingerprint fp;
+  fp.kind = CollectiveKind::allreduce_list;
+  fp.type = tensors.empty() ? DataType::uint8 : tensors.front().type;
+  fp.op = op;
+  fp.count = total;
+  fp.root = static_cast<std::int32_t>(list_digest(tensors));
+  // The list is copied at the call.
+  auto list = std::make_shared<std::vector<Tensor>>(tensors.begin(), tensors.end());
+  // run() calls prepare() before the fingerprint exchange: the (count, type) pairs that are
+  // compared with a neighbour's when the digests differ.
+  struct ListBody {
+    Impl* self;
+    std::shared_ptr<std::vector<Tensor>> list;
+    ReduceOp op;
+    void prepare() {
+      self->list_mine_.clear();
+      for (const Tensor& t : *list) {
+        self->list_mine_.push_back({t.count, static_cast<std::uint64_t>(t.type)});
+      }
+    }
+    void operator()(Deadline deadline, const Fingerprint& f) {
+      self->reduce_list(*list, op, f, deadline);
+    }
+  };
+  return issue(fp, ListBody{this, std::move(list), op}, Check::before, async,
+               total_bytes <= config_.crossover_bytes);
+}
+
+void Communicator::Impl::reduce_list(const std::vector<Tensor>& tensors, ReduceOp op,
+                                     const Fingerprint& fp, Deadline deadline) {
+  const exec::Executor& exec = exec::host_executor();
+  const std::size_t cap = std::max<std::size_t>(config_.fusion_bytes, 64);
+  // One collective over `count` elements at `data`, in place, as allreduce would plan it. The
+  // list's fingerprint has been agreed on; each piece carries its own where the algorithm
+  // checks one (recursive doubling, the local group), the same on every rank.
+  auto reduce_one = [&](std::byte* data, std::size_t count, DataType type) {
+    Fingerprint piece;
+    piece.seq = fp.seq;
+    piece.kind = CollectiveKind::allreduce;
+    piece.type = type;
+    piece.op = op;
+    piece.count = count;
+    const std::size_t bytes = count * size_of(type);
+    const algo::Plan plan =
+        algo::select(table_, {CollectiveKind::allreduce, bytes, op, MemoryKind::host}, size());
+    execute_allreduce(plan, data, data, count, type, piece, deadline);
+  };
+  std::vector<const Tensor*> packed;
+  std::size_t used = 0;
+  auto flush = [&](DataType type) {
+    if (packed.empty()) return;
+    if (packed.size() == 1) {
+      // Alone in its buffer: reduced where it lies, no copy.
+      reduce_one(static_cast<std::byte*>(packed[0]->data), packed[0]->count, type);
+    } else {
+      if (fusion_.size() < cap) fusion_.assign(cap, std::byte{0});  // once, then kept
+      std::size_t off = 0;
+      for (const Tensor* t : packed) {
+        exec.copy(fusion_.data() + off, t->data, t->bytes());
+        off += t->bytes();
+      }
+      reduce_one(fusion_.data(), used / size_of(type), type);
+      off = 0;
+      for (const Tensor* t : packed) {
+        exec.copy(t->data, fusion_.data() + off, t->bytes());
+        off += t->bytes();
+      }
+    }
+    packed.clear();
+    used = 0;
+  };
+  // By type, in the order the types first appear; within a type, in list order.
+  std::vector<DataType> types;
+  for (const Tensor& t : tensors) {
+    if (std::find(types.begin(), types.end(), t.type) == types.end()) types.push_back(t.type);
+  }
+  for (DataType type : types) {
+    for (const Tensor& t : tensors) {
+      if (t.type != type || t.count == 0) continue;
+      const std::size_t b = t.bytes();
+      if (b > cap) {
+        flush(type);
+        reduce_one(static_cast<std::byte*>(t.data), t.count, type);
+        continue;
+      }
+      if (used + b > cap) flush(type);
+      packed.push_back(&t);
+      used += b;
+    }
+    flush(type);
+  }
+}
+
+void Communicator::Impl::name_list_difference(const std::vector<int>& peers, const Fingerprint& fp,
+                                              Deadline deadline) {
+  // Both sides of a pair whose digests differ come here, so the exchange is symmetric; it is
+  // bounded, and any failure leaves the plain fingerprint mismatch to be reported.
+  const Deadline d = std::min(deadline, Clock::now() + std::chrono::seconds(10));
+  constexpr std::uint64_t kMaxList = std::uint64_t{1} << 24;
+  try {
+    list_lengths_.assign(1 + peers.size(), 0);
+    list_lengths_[0] = list_mine_.size();
+    list_theirs_.assign(peers.size(), {});
+    std::vector<std::pair<transport::Connection*, transport::Request>> sends;
+    std::vector<transport::Request> recvs;
+    for (std::size_t k = 0; k < peers.size(); ++k) {
+      auto* c = peers_[static_cast<std::size_t>(peers[k])];
+      recvs.push_back(
+          c->post_recv({reinterpret_cast<std::byte*>(&list_lengths_[1 + k]), 8}, nullptr));
+      sends.emplace_back(
+          c, c->post_send({reinterpret_cast<const std::byte*>(&list_lengths_[0]), 8}, nullptr));
+      if (!list_mine_.empty()) {
+        sends.emplace_back(c, c->post_send({reinterpret_cast<const std::byte*>(list_mine_.data()),
+                                            list_mine_.size() * sizeof(ListEntry)},
+                                           nullptr));
+      }
+    }
+    for (std::size_t k = 0; k < peers.size(); ++k) {
+      auto* c = peers_[static_cast<std::size_t>(peers[k])];
+      c->wait(recvs[k], d);
+      const std::uint64_t n = list_lengths_[1 + k];
+      if (n > kMaxList) return;
+      list_theirs_[k].resize(n);
+      if (n > 0) {
+        auto r = c->post_recv(
+            {reinterpret_cast<std::byte*>(list_theirs_[k].data()), n * sizeof(ListEntry)}, nullptr);
+        c->wait(r, d);
+      }
+    }
+    for (auto& [c, r] : sends) c->wait(r, d);
+  } catch (const Error&) {
+    return;
+  }
+  const int peer = peers[0];
+  const auto& theirs = list_theirs_[0];
+  const auto& mine = list_mine_;
+  auto pair = [](const ListEntry& e) {
+    return str_cat("(count=", e.count, ", ", to_string(static_cast<DataType>(e.type)), ")");
+  };
+  std::size_t i = 0;
+  while (i < mine.size() && i < theirs.size() && mine[i].count == theirs[i].count &&
+         mine[i].type == theirs[i].type) {
+    ++i;
+  }
+  std::string what;
+  if (i < mine.size() && i < theirs.size()) {
+    what = str_cat("tensor #", i, " differs: rank ", peer, " passed ", pair(theirs[i]),
+                   " while rank ", rank(), " passed ", pair(mine[i]));
+  } else {
+    what = str_cat("the lists differ in length: rank ", peer, " passed ", theirs.size(),
+                   " tensors while rank ", rank(), " passed ", mine.size(), " (tensor #", i,
+                   " is the first one missing)");
+  }
+  throw Error(ErrorCode::mismatch,
+              str_cat("allreduce of a tensor list (collective #", fp.seq, "): ", what),
+              {peer, rank()});
+}
+
+Communicator::Impl::WorkPtr Communicator::Impl::broadcast(Tensor in, Tensor out, int root,
+                                                          bool async) {
+  check_usable(pending_.load(std::memory_order_acquire) == 0);
   if (root < 0 || root >= size()) {
     throw Error(
         ErrorCode::invalid_argument,
@@ -541,22 +937,25 @@ void Communicator::Impl::broadcast(Tensor in, Tensor out, int root) {
   fp.type = out.type;
   fp.root = root;
   fp.count = out.count;
-  run(
+  return issue(
       fp,
-      [&](Deadline deadline) {
-        algo::Context ctx = context(deadline, out.memory, &fp, nullptr);
+      [this, in, out, root](Deadline deadline, const Fingerprint& f) {
+        algo::Context ctx = context(deadline, out.memory, &f, nullptr);
         auto* dst = static_cast<std::byte*>(out.data);
         if (rank() == root) ctx.exec->copy(dst, in.data, out.bytes());
         algo::ring_broadcast(ctx, dst, out.bytes(), root);
       },
-      Check::before);
+      Check::before, async, out.bytes() <= config_.crossover_bytes);
 }
 
-void Communicator::Impl::allgather(Tensor in, Tensor out) {
-  check_usable();
+Communicator::Impl::WorkPtr Communicator::Impl::allgather(Tensor in, Tensor out, bool async) {
+  check_usable(pending_.load(std::memory_order_acquire) == 0);
   check_tensor(in, "allgather");
   check_tensor(out, "allgather");
-  if (in.type != out.type || out.count != in.count * static_cast<std::size_t>(size())) {
+  if (in.type != out.type ||
+      in.count > std::numeric_limits<std::size_t>::max() / static_cast<std::size_t>(size()) /
+                     size_of(in.type) ||
+      out.count != in.count * static_cast<std::size_t>(size())) {
     throw Error(
         ErrorCode::invalid_argument,
         str_cat("allgather: rank ", rank(), " passed input of ", in.count, " ", to_string(in.type),
@@ -576,22 +975,26 @@ void Communicator::Impl::allgather(Tensor in, Tensor out) {
   fp.kind = CollectiveKind::allgather;
   fp.type = in.type;
   fp.count = in.count;
-  run(
+  return issue(
       fp,
-      [&](Deadline deadline) {
-        algo::Context ctx = context(deadline, out.memory, &fp, nullptr);
+      [this, in, out, own, block](Deadline deadline, const Fingerprint& f) {
+        algo::Context ctx = context(deadline, out.memory, &f, nullptr);
         ctx.exec->copy(own, in.data, block);
         algo::ChunkLayout layout{out.count, size()};
         algo::ring_allgather(ctx, static_cast<std::byte*>(out.data), layout, in.type, rank());
       },
-      Check::before);
+      Check::before, async, out.bytes() <= config_.crossover_bytes);
 }
 
-void Communicator::Impl::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
-  check_usable();
+Communicator::Impl::WorkPtr Communicator::Impl::reduce_scatter(Tensor in, Tensor out, ReduceOp op,
+                                                               bool async) {
+  check_usable(pending_.load(std::memory_order_acquire) == 0);
   check_tensor(in, "reduce_scatter");
   check_tensor(out, "reduce_scatter");
-  if (in.type != out.type || in.count != out.count * static_cast<std::size_t>(size())) {
+  if (in.type != out.type ||
+      out.count > std::numeric_limits<std::size_t>::max() / static_cast<std::size_t>(size()) /
+                      size_of(in.type) ||
+      in.count != out.count * static_cast<std::size_t>(size())) {
     throw Error(
         ErrorCode::invalid_argument,
         str_cat("reduce_scatter: rank ", rank(), " passed input of ", in.count, " ",
@@ -616,9 +1019,9 @@ void Communicator::Impl::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
   fp.op = op;
   fp.count = out.count;
   const algo::Plan plan = algo::select(table_, {fp.kind, in.bytes(), op, in.memory}, size());
-  run(
+  return issue(
       fp,
-      [&](Deadline deadline) {
+      [this, in, out, src, in_place, block, plan](Deadline deadline, const Fingerprint& f) {
         // In place, the input itself accumulates; out of place, a staging copy kept by the
         // communicator does, so that the input is never written.
         std::byte* acc = src;
@@ -626,52 +1029,57 @@ void Communicator::Impl::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
           if (staging_.size() < in.bytes()) staging_.resize(in.bytes());
           acc = staging_.data();
         }
-        algo::Context ctx = context(deadline, in.memory, &fp, &plan);
+        algo::Context ctx = context(deadline, in.memory, &f, &plan);
         algo::ChunkLayout layout{in.count, size()};
         algo::ring_reduce_scatter(ctx, src, acc, layout, in.type, plan.op, -1);
         std::byte* mine = acc + static_cast<std::size_t>(rank()) * block;
         ctx.post_scale(*ctx.exec, mine, out.count, in.type);
         if (!in_place) ctx.exec->copy(out.data, mine, block);
       },
-      Check::before);
+      Check::before, async, in.bytes() <= config_.crossover_bytes);
 }
 
-void Communicator::Impl::barrier() {
+Communicator::Impl::WorkPtr Communicator::Impl::barrier(bool async) {
+  check_usable(pending_.load(std::memory_order_acquire) == 0);
   Fingerprint fp;
   fp.kind = CollectiveKind::barrier;
   fp.type = DataType::uint8;
   fp.op = ReduceOp::max;
   if (size() > 1 && table_.barrier() == algo::Algorithm::local) {
-    run(
-        fp, [&](Deadline deadline) { local_->barrier(fp, deadline); }, Check::none);
-    return;
+    return issue(
+        fp, [this](Deadline deadline, const Fingerprint& f) { local_->barrier(f, deadline); },
+        Check::none, async, true);
   }
-  run(
+  return issue(
       fp,
-      [&](Deadline deadline) {
+      [this](Deadline deadline, const Fingerprint& f) {
         if (size() == 1) return;
         std::byte token{0};
-        algo::Context ctx = context(deadline, MemoryKind::host, &fp, nullptr);
-        recursive_doubling(ctx, &token, 1, DataType::uint8, ReduceOp::max, fp);
+        algo::Context ctx = context(deadline, MemoryKind::host, &f, nullptr);
+        recursive_doubling(ctx, &token, 1, DataType::uint8, ReduceOp::max, f);
       },
-      Check::in_body);
+      Check::in_body, async, true);
 }
 
 std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {
+  check_usable(pending_.load(std::memory_order_acquire) == 0);
   Fingerprint fp;
   fp.kind = CollectiveKind::dup;
   fp.type = DataType::uint8;
   std::unique_ptr<Impl> child;
   const std::string child_prefix = str_cat(prefix_, ".", ++dups_);
-  run(
+  // Blocking; behind the pending collectives when there are any (the child is then built on
+  // the engine thread).
+  auto* slot = &child;
+  issue(
       fp,
-      [&](Deadline) {
+      [this, slot, child_prefix](Deadline, const Fingerprint&) {
         Identity id{rank(), size(), layout_.local_rank, layout_.local_size, node_id_};
         // The parent's abort() interrupts the child's set-up through abort_source_.
-        child = std::make_unique<Impl>(id, config_, base_store_, child_prefix,
+        *slot = std::make_unique<Impl>(id, config_, base_store_, child_prefix,
                                        abort_source_.get_token());
       },
-      Check::before);
+      Check::before, false, false);
   return child;
 }
 
@@ -693,20 +1101,31 @@ void Communicator::Impl::on_helper_thread() noexcept {
   }
 }
 
-void Communicator::Impl::check_usable() {
-  if (aborted_.load(std::memory_order_acquire)) {
-    // abort() came from another thread between calls: tell the peers now.
-    if (!propagated_) {
-      // The peers read "rank R: aborted its communicator" (the origin rank leads).
-      Error e(ErrorCode::aborted, "aborted its communicator", {rank()});
-      fail(e.reported_by(rank()));
-      abort_reason_.clear();  // this rank's own abort(): the message below says so
-    }
-    throw Error(ErrorCode::aborted,
-                str_cat("rank ", rank(), ": the communicator was aborted",
-                        abort_reason_.empty() ? std::string(" by abort()") : ": " + abort_reason_),
-                {rank()});
+void Communicator::Impl::check_usable(bool exclusive) {
+  if (!aborted_.load(std::memory_order_acquire)) return;
+  bool propagate = false;
+  {
+    std::lock_guard lock(fail_mutex_);
+    propagate = exclusive && !propagated_;
   }
+  if (propagate) {
+    // abort() came from another thread between calls: tell the peers now (only the thread
+    // that runs collectives uses the transport; the engine does it for queued ones).
+    // The peers read "rank R: aborted its communicator" (the origin rank leads).
+    Error e(ErrorCode::aborted, "aborted its communicator", {rank()});
+    fail(e.reported_by(rank()));
+    std::lock_guard lock(fail_mutex_);
+    abort_reason_.clear();  // this rank's own abort(): the message below says so
+  }
+  std::string reason;
+  {
+    std::lock_guard lock(fail_mutex_);
+    reason = abort_reason_;
+  }
+  throw Error(ErrorCode::aborted,
+              str_cat("rank ", rank(), ": the communicator was aborted",
+                      reason.empty() ? std::string(" by abort()") : ": " + reason),
+              {rank()});
 }
 
 void Communicator::Impl::check_tensor(const Tensor& t, const char* what) const {
@@ -725,6 +1144,13 @@ void Communicator::Impl::check_tensor(const Tensor& t, const char* what) const {
     throw Error(ErrorCode::invalid_argument,
                 str_cat(what, ": rank ", rank(), " passed an unknown data type"), {rank()});
   }
+  // Before any arithmetic on the count: its size in bytes must be representable.
+  if (t.count > std::numeric_limits<std::size_t>::max() / size_of(t.type)) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat(what, ": rank ", rank(), " passed a count of ", t.count, " ",
+                        to_string(t.type), " elements, more bytes than memory can hold"),
+                {rank()});
+  }
 }
 
 void Communicator::Impl::check_op(DataType type, ReduceOp op, const char* what) const {
@@ -738,10 +1164,13 @@ void Communicator::Impl::check_op(DataType type, ReduceOp op, const char* what) 
 
 void Communicator::Impl::fail(const Error& e) noexcept {
   aborted_.store(true, std::memory_order_release);
-  if (propagated_) return;
-  propagated_ = true;
   try {
-    abort_reason_ = reason_of(e);
+    {
+      std::lock_guard lock(fail_mutex_);
+      if (propagated_) return;
+      propagated_ = true;
+      abort_reason_ = reason_of(e);
+    }
     ErrorCode code = e.error_code();
     // An abort is seen by the peers as a lost peer.
     if (code == ErrorCode::aborted) code = ErrorCode::peer_lost;
@@ -809,15 +1238,48 @@ int Communicator::node_count() const noexcept { return impl_->node_count(); }
 
 Communicator Communicator::dup() { return Communicator(impl_->dup()); }
 
-void Communicator::allreduce(Tensor inout, ReduceOp op) { impl_->allreduce(inout, inout, op); }
-void Communicator::allreduce(Tensor in, Tensor out, ReduceOp op) { impl_->allreduce(in, out, op); }
-void Communicator::broadcast(Tensor inout, int root) { impl_->broadcast(inout, inout, root); }
-void Communicator::broadcast(Tensor in, Tensor out, int root) { impl_->broadcast(in, out, root); }
-void Communicator::allgather(Tensor in, Tensor out) { impl_->allgather(in, out); }
-void Communicator::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
-  impl_->reduce_scatter(in, out, op);
+void Communicator::allreduce(Tensor inout, ReduceOp op) {
+  impl_->allreduce(inout, inout, op, false);
 }
-void Communicator::barrier() { impl_->barrier(); }
+void Communicator::allreduce(Tensor in, Tensor out, ReduceOp op) {
+  impl_->allreduce(in, out, op, false);
+}
+void Communicator::allreduce(std::span<const Tensor> tensors, ReduceOp op) {
+  impl_->allreduce_list(tensors, op, false);
+}
+void Communicator::broadcast(Tensor inout, int root) {
+  impl_->broadcast(inout, inout, root, false);
+}
+void Communicator::broadcast(Tensor in, Tensor out, int root) {
+  impl_->broadcast(in, out, root, false);
+}
+void Communicator::allgather(Tensor in, Tensor out) { impl_->allgather(in, out, false); }
+void Communicator::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
+  impl_->reduce_scatter(in, out, op, false);
+}
+void Communicator::barrier() { impl_->barrier(false); }
+Work Communicator::allreduce_async(Tensor inout, ReduceOp op) {
+  return Work(impl_->allreduce(inout, inout, op, true));
+}
+Work Communicator::allreduce_async(Tensor in, Tensor out, ReduceOp op) {
+  return Work(impl_->allreduce(in, out, op, true));
+}
+Work Communicator::allreduce_async(std::span<const Tensor> tensors, ReduceOp op) {
+  return Work(impl_->allreduce_list(tensors, op, true));
+}
+Work Communicator::broadcast_async(Tensor inout, int root) {
+  return Work(impl_->broadcast(inout, inout, root, true));
+}
+Work Communicator::broadcast_async(Tensor in, Tensor out, int root) {
+  return Work(impl_->broadcast(in, out, root, true));
+}
+Work Communicator::allgather_async(Tensor in, Tensor out) {
+  return Work(impl_->allgather(in, out, true));
+}
+Work Communicator::reduce_scatter_async(Tensor in, Tensor out, ReduceOp op) {
+  return Work(impl_->reduce_scatter(in, out, op, true));
+}
+Work Communicator::barrier_async() { return Work(impl_->barrier(true)); }
 void Communicator::abort() noexcept { impl_->abort(); }
 
 namespace detail {

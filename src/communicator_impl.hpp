@@ -6,11 +6,17 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <span>
 #include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "groups/local_group.hpp"
@@ -18,16 +24,25 @@
 #include "src/algo/context.hpp"
 #include "src/algo/select.hpp"
 #include "src/bootstrap/store.hpp"
+#include "src/common/helper_thread.hpp"
 #include "src/common/job_context.hpp"
 #include "src/config.hpp"
+#include "src/engine/work.hpp"
 #include "src/fingerprint.hpp"
 #include "src/job_layout.hpp"
 #include "transports/transport.hpp"
 
 namespace ringlet {
 
-// Owned by Communicator. Used by one user thread at a time; abort() may come from any
-// thread and touches only aborted_ and the interrupts of the transport and local group.
+// Owned by Communicator. Collectives are issued by one user thread at a time; abort() may
+// come from any thread and touches only aborted_ and the interrupts of the transport and
+// local group.
+//
+// The progress engine: a collective runs on the calling thread when nothing is pending
+// (always for a blocking call, for an asynchronous one when it is small), otherwise it is
+// queued and the engine thread (started at the first queued collective) runs the queue in
+// issue order. At any time at most one thread, the caller or the engine, runs collectives,
+// so the transport, the local group and the scratch memory keep a single user.
 class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Runtime {
  public:
   // Who this rank is, as the launcher (or Options) said; negative local fields: computed.
@@ -52,12 +67,16 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   int local_size() const noexcept { return layout_.local_size; }
   int node_count() const noexcept { return layout_.node_count(); }
 
+  // Each collective returns its Work state when `async` and it has not finished at once;
+  // null otherwise (a blocking call has then finished, or thrown).
+  using WorkPtr = std::shared_ptr<detail::WorkState>;
   std::unique_ptr<Impl> dup();
-  void allreduce(Tensor in, Tensor out, ReduceOp op);
-  void broadcast(Tensor in, Tensor out, int root);
-  void allgather(Tensor in, Tensor out);
-  void reduce_scatter(Tensor in, Tensor out, ReduceOp op);
-  void barrier();
+  WorkPtr allreduce(Tensor in, Tensor out, ReduceOp op, bool async);
+  WorkPtr allreduce_list(std::span<const Tensor> tensors, ReduceOp op, bool async);
+  WorkPtr broadcast(Tensor in, Tensor out, int root, bool async);
+  WorkPtr allgather(Tensor in, Tensor out, bool async);
+  WorkPtr reduce_scatter(Tensor in, Tensor out, ReduceOp op, bool async);
+  WorkPtr barrier(bool async);
   void abort() noexcept override;
 
  private:
@@ -65,6 +84,8 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   // both ring neighbours before the data moves; inside the body (recursive doubling carries
   // the fingerprint in every message); or not at all here (the local group compares them).
   enum class Check { before, in_body, none };
+  // Owned by the communicator, not by a stack frame: a receive still posted when a
+  // collective fails points into memory that lives as long as the transport.
   struct FingerprintExchange {
     WireFingerprint mine{};
     WireFingerprint theirs[2]{};
@@ -74,6 +95,16 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
     int n = 0;
     bool received[2] = {false, false};
   };
+  // One queued collective: its run (fingerprint, checks, body, failure handling) and Work.
+  struct Task {
+    std::function<void()> run;
+    WorkPtr work;
+  };
+  // A tensor list as the fingerprint digests it and neighbours exchange it on a mismatch.
+  struct ListEntry {
+    std::uint64_t count;
+    std::uint64_t type;
+  };
 
   void set_up(const Identity& id);
   void rendezvous(const Identity& id, Deadline deadline);
@@ -81,8 +112,25 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   void register_scratch();
   // Runs one collective: sequence number, fingerprint check, then `body`. Any error aborts
   // the communicator, is reported to the peers, and is thrown with the collective's name.
+  // `body(deadline, fp)`.
   template <class Body>
-  void run(Fingerprint & fp, Body && body, Check check);
+  void run(const Fingerprint& fp, Body& body, Check check);
+  // Gives the collective its sequence number, then runs it here when nothing is pending
+  // (and the call is blocking or `small`), else queues it for the engine; a blocking call
+  // waits for it.
+  template <class Body>
+  WorkPtr issue(Fingerprint fp, Body && body, Check check, bool async, bool small);
+  void enqueue(Task task);
+  void engine_main() noexcept;
+  // Waits for the pending collectives, bounded by the deadline, then aborts; stops the engine.
+  void stop_engine() noexcept;
+  // The fused list: this rank's (count, type) pairs, compared with a neighbour's when the
+  // digests differ; throws a mismatch naming the first differing tensor.
+  void name_list_difference(const std::vector<int>& peers, const Fingerprint& fp,
+                            Deadline deadline);
+  void reduce_list(const std::vector<Tensor>& tensors, ReduceOp op, const Fingerprint& fp,
+                   Deadline deadline);
+  HelperThread* helper() noexcept override;
   void post_fingerprints(FingerprintExchange & x, const Fingerprint& fp);
   void check_fingerprints(FingerprintExchange & x, const Fingerprint& fp, Deadline deadline,
                           bool only_arrived);
@@ -102,7 +150,9 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   // The context of one collective on buffers of `memory`: its executor is that kind's.
   algo::Context context(Deadline deadline, MemoryKind memory, const Fingerprint* fp,
                         const algo::Plan* plan);
-  void check_usable();
+  // Throws aborted once the communicator is aborted; tells the peers first when this rank's
+  // own abort() is not yet propagated and this thread may use the transport (`exclusive`).
+  void check_usable(bool exclusive);
   void check_tensor(const Tensor& t, const char* what) const;
   // avg is defined for floating-point types only: invalid_argument otherwise.
   void check_op(DataType type, ReduceOp op, const char* what) const;
@@ -120,8 +170,36 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   std::uint64_t seq_ = 0;
   std::atomic<bool> aborted_{false};
   std::stop_source abort_source_;  // stopped by abort(): interrupts a child's set-up
+  std::mutex fail_mutex_;          // guards propagated_ and abort_reason_ (engine and caller)
   bool propagated_ = false;        // the failure has been reported to the peers
   std::string abort_reason_;
+  FingerprintExchange fx_;
+  // The progress record of the collective being run (at most one runs at a time): always
+  // on, a few relaxed stores per collective; deadline errors quote it. The step inside an
+  // algorithm and the peer awaited are not recorded yet.
+  struct ProgressRecord {
+    std::atomic<std::uint64_t> seq{0};
+    std::atomic<int> phase{0};           // a Phase
+    std::atomic<long long> since_ns{0};  // when the collective started (steady clock)
+  };
+  enum Phase { idle, local_agreement, fingerprint_exchange, algorithm };
+  void set_phase(Phase phase) noexcept;
+  // "collective #7 allreduce(..), exchanging fingerprints with ranks 1 and 3, started 30001 ms ago"
+  std::string describe_progress(const Fingerprint& fp) const;
+  ProgressRecord progress_;
+  std::vector<ListEntry> list_mine_;
+  std::vector<std::uint64_t> list_lengths_;  // [0] mine, [1..2] the neighbours'
+  std::vector<std::vector<ListEntry>> list_theirs_;
+  std::vector<std::byte> fusion_;  // the fusion buffer, allocated at the first list call
+  // The progress engine.
+  std::mutex engine_mutex_;
+  std::condition_variable engine_cv_;   // work queued, or stop
+  std::condition_variable drained_cv_;  // a collective finished
+  std::deque<Task> queue_;
+  std::atomic<std::size_t> pending_{0};  // queued or running on the engine
+  bool stopping_ = false;
+  std::thread engine_;
+  std::unique_ptr<HelperThread> helper_;  // the hierarchical pipeline's network side
   algo::SelectTable table_;
   transport::TransportTraits traits_;
   std::unique_ptr<transport::Transport> transport_;

@@ -32,6 +32,9 @@ struct Config {
   int ring_slots = 4;
   // Pipeline chunk of the hierarchical allreduce (measured: docs/perf/hierarchical-hosts.md).
   std::size_t hier_pipeline_bytes = std::size_t{1} << 20;
+  // Fusion buffer of the many-tensor allreduce (RINGLET_FUSION_BYTES): tensors of one type
+  // are packed into buffers of at most this size, each reduced as one collective.
+  std::size_t fusion_bytes = std::size_t{16} << 20;
   // Shared memory among the ranks of a node (RINGLET_SHM).
   bool shm = true;
   // Shared-memory slot per rank; 0: the group's measured default.

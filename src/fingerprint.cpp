@@ -25,6 +25,8 @@ std::string_view to_string(CollectiveKind kind) noexcept {
       return "barrier";
     case CollectiveKind::dup:
       return "dup";
+    case CollectiveKind::allreduce_list:
+      return "allreduce";
   }
   return "unknown";
 }
@@ -39,6 +41,9 @@ std::string describe(const Fingerprint& f) {
       return str_cat(s, "count=", f.count, ", ", to_string(f.type), ", root=", f.root, ")");
     case CollectiveKind::allgather:
       return str_cat(s, "count=", f.count, ", ", to_string(f.type), ")");
+    case CollectiveKind::allreduce_list:
+      return str_cat(s, "list of total count=", f.count,
+                     ", digest=", static_cast<std::uint32_t>(f.root), ", ", to_string(f.op), ")");
     case CollectiveKind::barrier:
     case CollectiveKind::dup:
       break;

@@ -17,7 +17,10 @@ enum class CollectiveKind : std::uint8_t {
   allgather,
   reduce_scatter,
   barrier,
-  dup
+  dup,
+  // The many-tensor allreduce: count is the total element count, root a digest of the
+  // list's counts and types, type the first tensor's type.
+  allreduce_list
 };
 
 std::string_view to_string(CollectiveKind kind) noexcept;

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <span>
 #include <stop_token>
@@ -102,7 +104,7 @@ constexpr DataType data_type_of() {
 // ringlet::Tensor
 //
 // A non-owning view of `count` contiguous elements. The caller keeps the memory alive, and
-// does not touch it, until the collective that uses it returns.
+// does not touch it, until the collective that uses it returns (or its Work is done).
 struct [[gnu::visibility("default")]] Tensor {
   void* data = nullptr;
   std::size_t count = 0;
@@ -195,14 +197,54 @@ struct Options {
   std::stop_token stop{};
 };
 
+namespace detail {
+struct WorkState;
+}
+
+// ringlet::Work
+//
+// The handle of an asynchronous collective (Communicator::allreduce_async and the others).
+// Move-only. Dropping a Work that has not finished does not cancel the collective: it still
+// runs, and its error, if any, aborts the communicator so that the next call on it throws.
+// test(), wait() and on_complete() may be used from any thread; the collective's buffers
+// belong to ringlet until it is done.
+class [[nodiscard]] [[gnu::visibility("default")]] Work {
+ public:
+  // A Work that is already done, without error.
+  Work() noexcept;
+  Work(Work &&) noexcept;
+  Work& operator=(Work&&) noexcept;
+  Work(const Work&) = delete;
+  Work& operator=(const Work&) = delete;
+  ~Work();
+
+  // True when the collective has finished; never blocks. Rethrows its ringlet::Error.
+  bool test();
+  // Blocks until the collective has finished (each collective ends by its deadline,
+  // Options::timeout, counted from when it starts). Rethrows its ringlet::Error.
+  void wait();
+  // Calls `done` once when the collective finishes, with its error (null on success): on the
+  // communicator's progress engine thread, or at once on this thread when it has already
+  // finished. `done` must not block on later collectives of the same communicator.
+  void on_complete(std::function<void(std::exception_ptr)> done);
+
+  explicit Work(std::shared_ptr<detail::WorkState> state) noexcept;
+
+ private:
+  std::shared_ptr<detail::WorkState> state_;
+};
+
 // ringlet::Communicator
 //
-// One member of a group of `size()` ranks. Not thread-safe: call it from one thread at a
-// time (abort() is the exception). Collectives must be issued in the same order, with the
-// same count, type, op and root, on every rank; otherwise every rank gets
-// ErrorCode::mismatch. Every blocking call ends by its deadline (Options::timeout).
-// After any error other than invalid_argument the communicator is aborted: later calls
-// throw ErrorCode::aborted, and a new communicator must be created.
+// One member of a group of `size()` ranks. Collectives are issued from one thread at a
+// time; test(), wait(), on_complete() of their Work and abort() may be used from any
+// thread. Collectives on one communicator run in the order they were issued (blocking and
+// asynchronous alike), and every rank must issue the same sequence, with the same count,
+// type, op and root; otherwise every rank gets ErrorCode::mismatch. Every collective ends by
+// its deadline (Options::timeout). After any error other than invalid_argument the
+// communicator is aborted: later calls throw ErrorCode::aborted, and a new communicator must
+// be created. Destroying (or assigning over) a communicator with collectives still pending
+// waits for them, bounded by the deadline, then aborts it. docs/guide/api.md has the rules.
 class [[gnu::visibility("default")]] Communicator {
  public:
   // Rendezvous with all ranks and connect to the peers. Blocks until connected.
@@ -247,10 +289,36 @@ class [[gnu::visibility("default")]] Communicator {
   // Returns once every rank has entered barrier().
   void barrier();
 
+  // Many tensors in one call: each tensor of the list is reduced in place as by
+  // allreduce(tensor, op), packed by type into fusion buffers of at most
+  // RINGLET_FUSION_BYTES so that the list runs as a few collectives. The list is copied at the
+  // call; every rank passes the same counts and types in the same order (a differing list is
+  // a mismatch naming the first differing tensor).
+  void allreduce(std::span<const Tensor> tensors, ReduceOp op = ReduceOp::sum);
+
+  // The asynchronous forms: they validate the arguments (invalid_argument is thrown here),
+  // queue the collective and return its Work. A collective that is small (at most the
+  // recursive-doubling crossover) and finds nothing pending runs at once on the calling
+  // thread, as its blocking form does, and returns a finished Work.
+  Work allreduce_async(Tensor inout, ReduceOp op = ReduceOp::sum);
+  Work allreduce_async(Tensor in, Tensor out, ReduceOp op = ReduceOp::sum);
+  Work allreduce_async(std::span<const Tensor> tensors, ReduceOp op = ReduceOp::sum);
+  Work broadcast_async(Tensor inout, int root);
+  Work broadcast_async(Tensor in, Tensor out, int root);
+  Work allgather_async(Tensor in, Tensor out);
+  Work reduce_scatter_async(Tensor in, Tensor out, ReduceOp op = ReduceOp::sum);
+  Work barrier_async();
+
   // Typed conveniences: comm.allreduce(std::span(grads)).
   template <class T, std::size_t N>
-  void allreduce(std::span<T, N> inout, ReduceOp op = ReduceOp::sum) {
+  requires(!std::is_same_v<std::remove_cv_t<T>, Tensor>) void allreduce(
+      std::span<T, N> inout, ReduceOp op = ReduceOp::sum) {
     allreduce(Tensor::of(inout), op);
+  }
+  template <class T, std::size_t N>
+  requires(!std::is_same_v<std::remove_cv_t<T>, Tensor>) Work allreduce_async(
+      std::span<T, N> inout, ReduceOp op = ReduceOp::sum) {
+    return allreduce_async(Tensor::of(inout), op);
   }
   template <class T, std::size_t N, class U, std::size_t M>
   void allreduce(std::span<T, N> in, std::span<U, M> out, ReduceOp op = ReduceOp::sum) {

@@ -11,6 +11,7 @@
 #include "groups/local_group.hpp"
 #include "include/ringlet/ringlet.hpp"
 #include "src/common/deadline.hpp"
+#include "src/common/helper_thread.hpp"
 #include "src/common/partition.hpp"
 #include "src/exec/executor.hpp"
 #include "src/fingerprint.hpp"
@@ -26,6 +27,9 @@ class Runtime {
   virtual void abort() noexcept = 0;
   // Runs first on a helper thread an algorithm starts (NUMA pinning). Never throws.
   virtual void on_helper_thread() noexcept {}
+  // The communicator's persistent helper thread for algorithms that overlap two activities
+  // (one job at a time); null: the algorithm makes its own.
+  virtual HelperThread* helper() noexcept { return nullptr; }
 
  protected:
   ~Runtime() = default;

@@ -6,10 +6,11 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
-#include <thread>
+#include <optional>
 
 #include "src/algo/ring.hpp"
 #include "src/common/check.hpp"
+#include "src/common/helper_thread.hpp"
 
 namespace ringlet::algo {
 
@@ -30,10 +31,14 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
   bool stop = false;
   std::exception_ptr network_error;
 
-  // The network thread: the inter-node ring over this local rank's shard of each chunk.
-  std::jthread network([&] {
+  // The network side runs on the communicator's persistent helper thread (no thread per
+  // call); without a runtime (unit use), on a helper of this call.
+  std::optional<HelperThread> own;
+  HelperThread* network = ctx.ring.runtime != nullptr ? ctx.ring.runtime->helper() : nullptr;
+  if (network == nullptr) network = &own.emplace();
+  // The inter-node ring over this local rank's shard of each chunk.
+  network->start([&] {
     try {
-      if (ctx.ring.runtime != nullptr) ctx.ring.runtime->on_helper_thread();
       for (std::size_t k = 0; k < chunks; ++k) {
         {
           std::unique_lock lock(mutex);
@@ -86,18 +91,22 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
                                 *ctx.ring.fp, ctx.ring.deadline);
     }
   } catch (...) {
+    bool network_first = false;
     {
       std::lock_guard lock(mutex);
+      network_first = network_error != nullptr;
       stop = true;
       cv.notify_all();
     }
     if (ctx.ring.runtime != nullptr) ctx.ring.runtime->abort();
-    network.join();
-    // The network's error explains a shared-memory abort better than the abort itself.
-    if (network_error) std::rethrow_exception(network_error);
+    network->join();
+    // The error of the side that failed first is the real one: the other side's is the
+    // abort it induced (a network error explains a shared-memory abort, and a shared-memory
+    // timeout or mismatch is not masked by the network's induced abort).
+    if (network_first) std::rethrow_exception(network_error);
     throw;
   }
-  network.join();
+  network->join();
   if (network_error) std::rethrow_exception(network_error);
 }
 

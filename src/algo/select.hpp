@@ -122,6 +122,7 @@ inline Plan select(const SelectTable& table, const CollectiveDesc& desc, int wor
     case CollectiveKind::allgather:
     case CollectiveKind::reduce_scatter:
     case CollectiveKind::dup:
+    case CollectiveKind::allreduce_list:
       plan.algorithm = Algorithm::ring;
       break;
   }
