@@ -70,9 +70,12 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
     algo::parse_algorithm_spec(c.algorithm, "RINGLET_ALGO");
   }
   const auto check_transport = [](const std::string& t, std::string_view what) {
-    if (t != "auto" && t != "tcp") {
-      throw Error(ErrorCode::invalid_argument,
-                  str_cat(what, "=", t, " is not one of auto, tcp (this build's transports)"));
+    if (t != "auto" && t != "tcp" && !(t == "rdma" && rdma_built())) {
+      throw Error(
+          ErrorCode::invalid_argument,
+          str_cat(what, "=", t, " is not one of ", rdma_built() ? "auto, tcp, rdma" : "auto, tcp",
+                  " (this build's transports",
+                  rdma_built() ? "" : "; rdma needs the ibverbs feature", ")"));
     }
   };
   if (!options.transport.empty()) {
@@ -105,6 +108,11 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
   if (auto v = read.integer("RINGLET_SHM_YIELDS", 0, 1 << 30)) c.shm_yields = static_cast<int>(*v);
   if (auto v = read.integer("RINGLET_SOCKETS", 1, 64)) c.tcp_sockets = static_cast<int>(*v);
   if (auto v = read.text("RINGLET_SOCKET_IFNAME")) c.socket_ifname = *v;
+  if (auto v = read.text("RINGLET_IBVERBS_LIBRARY")) c.ibverbs_library = *v;
+  if (auto v = read.text("RINGLET_IB_HCA")) c.ib_hca = *v;
+  if (auto v = read.integer("RINGLET_IB_GID_INDEX", 0, 255)) c.ib_gid_index = static_cast<int>(*v);
+  if (auto v = read.integer("RINGLET_IB_QPS_PER_CONNECTION", 1, 16))
+    c.ib_qps = static_cast<int>(*v);
   return c;
 }
 
@@ -118,7 +126,22 @@ std::string describe(const Config& c) {
       c.shm_chunk_bytes == 0 ? std::string("default") : std::to_string(c.shm_chunk_bytes),
       " shm_spin=", c.shm_spin, " shm_yields=", c.shm_yields,
       " tcp_sockets=", c.tcp_sockets == 0 ? std::string("default") : std::to_string(c.tcp_sockets),
-      " socket_ifname=", c.socket_ifname.empty() ? std::string("auto") : c.socket_ifname);
+      " socket_ifname=", c.socket_ifname.empty() ? std::string("auto") : c.socket_ifname,
+      rdma_built()
+          ? str_cat(
+                " ib_hca=", c.ib_hca.empty() ? std::string("auto") : c.ib_hca, " ib_gid_index=",
+                c.ib_gid_index < 0 ? std::string("auto") : std::to_string(c.ib_gid_index),
+                " ib_qps=", c.ib_qps == 0 ? std::string("default") : std::to_string(c.ib_qps),
+                c.ibverbs_library.empty() ? std::string() : " ibverbs_library=" + c.ibverbs_library)
+          : std::string());
+}
+
+bool rdma_built() noexcept {
+#ifdef RINGLET_HAVE_RDMA_TRANSPORT
+  return true;
+#else
+  return false;
+#endif
 }
 
 }  // namespace ringlet
