@@ -575,14 +575,15 @@ void Engine::apply_failure(Channel& c) {
     const bool all_issued = op.started && op.issued == op.length;
     if (!all_issued || c.local_failure) op.error = *c.failure;
   }
-  // Receives fail from the first one whose chunk will not arrive.
-  const std::uint64_t limit = c.local_failure ? c.chunks_arrived : c.failure_after;
+  // Receives fail from the first one whose chunk will not arrive: after a local failure
+  // nothing more arrives (a later chunk may have come on another queue pair while this one
+  // was lost); after the peer's report, what it sent before reporting still arrives.
   bool failing = false;
   for (RecvOp& op : c.recvs) {
     if (op.done || op.error) continue;
     if (!failing) {
       const std::size_t slot = c.next_chunk % c.slots;
-      failing = !c.arrived[slot].present && c.next_chunk >= limit;
+      failing = !c.arrived[slot].present && (c.local_failure || c.next_chunk >= c.failure_after);
       if (!failing) break;
     }
     op.error = *c.failure;
