@@ -63,7 +63,10 @@ class RdmaTransport final : public Transport {
   TransportTraits traits() const noexcept override {
     TransportTraits t;
     t.slice_bytes = kRdmaSlotBytes;
-    t.max_outstanding = kRdmaSlots;
+    // Posts beyond the credits wait in user space and flow as credits return (as tcp's
+    // queue): a limit here would make the ring wait for a send whose credit needs the peer to
+    // post a receive while the peer waits in its own send loop.
+    t.max_outstanding = 0;
     t.needs_registration = true;
     t.device_memory = false;  // GPUDirect (dma-buf) unverified: see docs/rdma.md
     return t;
