@@ -15,7 +15,7 @@ for ((i = 0; i < runs; i++)); do
   for t in tcp rdma; do
     RINGLET_SHM=0 RINGLET_TRANSPORT=$t RINGLET_IBVERBS_LIBRARY="$emu" timeout 300 \
       "$build/tools/ringlet-run" -np "$np" "$build/bench/allreduce_perf" -b 64K -e 64M -f 4 -n 20 -w 5 \
-      | awk '/^ +[0-9]+ +[0-9]+ +float/ {print $1, $8, $9}' >"$out/$t.$i"
+      | awk '/^ +[0-9]+ +[0-9]+ +float/ {print $1, $7, $8}' >"$out/$t.$i"
   done
 done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

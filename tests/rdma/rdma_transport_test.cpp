@@ -20,6 +20,8 @@
 #include "ringlet_verbs_emu.h"
 #include "src/bootstrap/store.hpp"
 #include "src/common/str_cat.hpp"
+#include "src/job_layout.hpp"
+#include "transports/factory.hpp"
 #include "transports/rdma/connection.hpp"
 #include "transports/rdma/transport.hpp"
 
@@ -422,6 +424,38 @@ TEST_F(RdmaTest, ProbeNamesWhatItFound) {
   p = probe_rdma(o);
   EXPECT_FALSE(p.usable);
   EXPECT_NE(p.reason.find("cannot load"), std::string::npos) << p.reason;
+}
+
+// The factory: auto takes rdma with an active port, falls back to tcp without one; rdma
+// without one is a clear transport error naming what was found, at once.
+TEST_F(RdmaTest, FactoryChoosesRdmaOrFallsBackToTcp) {
+  const JobLayout layout = JobLayout::from_node_ids(0, {"a", "b"});
+  JobContext job;
+  job.rank = 0;
+  job.size = 2;
+  job.job_id = kJob;
+  auto store = bootstrap::make_hash_store();
+  Config config;
+  config.ibverbs_library = library();
+  EXPECT_EQ(make_network_transport(config, layout, job, "127.0.0.1", store).transport->name(),
+            "rdma");
+  config.transport = "tcp";
+  EXPECT_EQ(make_network_transport(config, layout, job, "127.0.0.1", store).transport->name(),
+            "tcp");
+  config.transport = "auto";
+  config.ib_hca = "=no_such_hca";
+  EXPECT_EQ(make_network_transport(config, layout, job, "127.0.0.1", store).transport->name(),
+            "tcp");
+  config.transport = "rdma";
+  const auto start = Clock::now();
+  try {
+    (void)make_network_transport(config, layout, job, "127.0.0.1", store);
+    FAIL() << "rdma without a selected port was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.error_code(), ErrorCode::transport) << e.what();
+    EXPECT_NE(std::string(e.what()).find("rlemu0:1 ACTIVE"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(Clock::now() - start, 5s);
 }
 
 }  // namespace
