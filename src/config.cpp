@@ -110,9 +110,12 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
     algo::parse_algorithm_spec(c.algorithm, "RINGLET_ALGO");
   }
   const auto check_transport = [](const std::string& t, std::string_view what) {
-    if (t != "auto" && t != "tcp") {
-      throw Error(ErrorCode::invalid_argument,
-                  str_cat(what, "=", t, " is not one of auto, tcp (this build's transports)"));
+    if (t != "auto" && t != "tcp" && !(t == "rdma" && rdma_built())) {
+      throw Error(
+          ErrorCode::invalid_argument,
+          str_cat(what, "=", t, " is not one of ", rdma_built() ? "auto, tcp, rdma" : "auto, tcp",
+                  " (this build's transports",
+                  rdma_built() ? "" : "; rdma needs the ibverbs feature", ")"));
     }
   };
   if (!options.transport.empty()) {
@@ -187,6 +190,11 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
                 "RINGLET_ENCRYPT=1 is not available with RINGLET_TRANSPORT=rdma (RDMA writes "
                 "bypass the CPU); use tcp or leave RINGLET_ENCRYPT unset");
   }
+  if (auto v = read.text("RINGLET_IBVERBS_LIBRARY")) c.ibverbs_library = *v;
+  if (auto v = read.text("RINGLET_IB_HCA")) c.ib_hca = *v;
+  if (auto v = read.integer("RINGLET_IB_GID_INDEX", 0, 255)) c.ib_gid_index = static_cast<int>(*v);
+  if (auto v = read.integer("RINGLET_IB_QPS_PER_CONNECTION", 1, 16))
+    c.ib_qps = static_cast<int>(*v);
   return c;
 }
 
@@ -202,16 +210,23 @@ std::string describe(const Config& c) {
       " tcp_sockets=", c.tcp_sockets == 0 ? std::string("default") : std::to_string(c.tcp_sockets),
       " socket_ifname=", c.socket_ifname.empty() ? std::string("auto") : c.socket_ifname,
       " secret=", c.secret.empty() ? std::string("none") : str_cat("set (", c.secret_source, ")"),
-      " encrypt=", c.encrypt ? 1 : 0);
+      " encrypt=", c.encrypt ? 1 : 0,
+      rdma_built()
+          ? str_cat(
+                " ib_hca=", c.ib_hca.empty() ? std::string("auto") : c.ib_hca, " ib_gid_index=",
+                c.ib_gid_index < 0 ? std::string("auto") : std::to_string(c.ib_gid_index),
+                " ib_qps=", c.ib_qps == 0 ? std::string("default") : std::to_string(c.ib_qps),
+                c.ibverbs_library.empty() ? std::string() : " ibverbs_library=" + c.ibverbs_library)
+          : std::string());
 }
 
 std::string agreed_settings(const Config& c) {
-  return str_cat("RINGLET_SHM=", c.shm ? 1 : 0, "\nRINGLET_ALGO=", c.algorithm,
-                 "\nRINGLET_TRANSPORT=", c.transport,
-                 "\nRINGLET_CROSSOVER_BYTES=", c.crossover_bytes,
-                 "\nRINGLET_SLICE_BYTES=", c.slice_bytes, "\nRINGLET_SOCKETS=", c.tcp_sockets,
-                 "\nring_slots=", c.ring_slots, "\nhier_pipeline_bytes=", c.hier_pipeline_bytes,
-                 "\nshm_chunk_bytes=", c.shm_chunk_bytes, "\n");
+  return str_cat(
+      "RINGLET_SHM=", c.shm ? 1 : 0, "\nRINGLET_ALGO=", c.algorithm,
+      "\nRINGLET_TRANSPORT=", c.transport, "\nRINGLET_CROSSOVER_BYTES=", c.crossover_bytes,
+      "\nRINGLET_SLICE_BYTES=", c.slice_bytes, "\nRINGLET_SOCKETS=", c.tcp_sockets,
+      "\nring_slots=", c.ring_slots, "\nhier_pipeline_bytes=", c.hier_pipeline_bytes,
+      "\nshm_chunk_bytes=", c.shm_chunk_bytes, "\nRINGLET_FUSION_BYTES=", c.fusion_bytes, "\n");
 }
 
 std::string settings_digest(const std::string& settings) {
@@ -252,6 +267,14 @@ std::string settings_difference(const std::string& mine, const std::string& thei
   }
   return mine == theirs ? std::string()
                         : str_cat("the settings differ from rank ", their_rank, "'s");
+}
+
+bool rdma_built() noexcept {
+#ifdef RINGLET_HAVE_RDMA_TRANSPORT
+  return true;
+#else
+  return false;
+#endif
 }
 
 }  // namespace ringlet

@@ -19,7 +19,8 @@ struct Config {
   // Algorithm selection, RINGLET_ALGO's syntax (src/algo/select.hpp): "auto", a name, or
   // ranges "rd:0-64K;ring:64K-max".
   std::string algorithm = "auto";
-  // Network transport: "auto" or "tcp" (RINGLET_TRANSPORT).
+  // Network transport: "auto", "tcp" or, in builds with the ibverbs feature, "rdma"
+  // (RINGLET_TRANSPORT). auto takes rdma where an active port exists, tcp otherwise.
   std::string transport = "auto";
   // Deadline of every blocking call (RINGLET_TIMEOUT).
   std::chrono::milliseconds timeout{300000};
@@ -54,10 +55,21 @@ struct Config {
   std::string secret_source;
   // Encrypt and authenticate every TCP frame (RINGLET_ENCRYPT); needs a secret.
   bool encrypt = false;
+  // rdma: the verbs library to load (RINGLET_IBVERBS_LIBRARY, test-only; empty:
+  // libibverbs.so.1), the devices and ports (RINGLET_IB_HCA, NCCL_IB_HCA's syntax), the GID
+  // index (RINGLET_IB_GID_INDEX; -1: automatic) and queue pairs per connection
+  // (RINGLET_IB_QPS_PER_CONNECTION; 0: the transport's default).
+  std::string ibverbs_library;
+  std::string ib_hca;
+  int ib_gid_index = -1;
+  int ib_qps = 0;
 };
 
 // Secrets shorter than this are refused (ringlet-run generates 64 hexadecimal digits).
 inline constexpr std::size_t kMinSecretBytes = 16;
+
+// True in builds with the rdma transport (the ibverbs feature).
+bool rdma_built() noexcept;
 
 // How a variable is looked up: the process environment in production, a map in tests.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

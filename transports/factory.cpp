@@ -9,6 +9,9 @@
 #include "src/common/log.hpp"
 #include "src/topo/topology.hpp"
 #include "transports/tcp/transport.hpp"
+#ifdef RINGLET_HAVE_RDMA_TRANSPORT
+#include "transports/rdma/transport.hpp"
+#endif
 
 namespace ringlet::transport {
 namespace {
@@ -62,12 +65,72 @@ std::string choose_bind_address(const Config& config, const JobLayout& layout,
   return bind;
 }
 
+#ifdef RINGLET_HAVE_RDMA_TRANSPORT
+// The rdma transport when Config::transport allows it and a port is usable; null otherwise
+// (auto), with the reason logged.
+std::unique_ptr<Transport> try_rdma(const Config& config, const JobLayout& layout,
+                                    const JobContext& job,
+                                    const std::shared_ptr<bootstrap::Store>& store,
+                                    int* numa_node) {
+  const bool forced = config.transport == "rdma";
+  if (!store) {
+    if (forced) {
+      throw Error(ErrorCode::invalid_argument,
+                  "RINGLET_TRANSPORT=rdma: no rendezvous store to exchange connection records");
+    }
+    return nullptr;
+  }
+  RdmaOptions o;
+  static_cast<JobContext&>(o) = job;
+  o.library = config.ibverbs_library;
+  o.hca = config.ib_hca;
+  o.gid_index = config.ib_gid_index;
+  o.qps = config.ib_qps;
+  o.local_rank = std::max(layout.local_rank, 0);
+  o.oversubscribed = oversubscribed(layout.local_size);
+  if (const topo::Topology* machine = topo::machine_topology(); machine && config.ib_hca.empty()) {
+    topo::PlacementChoice place =
+        topo::choose_placement(*machine, o.local_rank, std::max(layout.local_size, 1), "");
+    o.preferred_device = place.rdma_device;
+    *numa_node = place.numa_node;
+  }
+  o.publish = [store](const std::string& key, std::span<const std::byte> value) {
+    store->set(key, value);
+  };
+  o.lookup = [store](const std::string& key, Deadline deadline) {
+    return store->get(key, deadline);
+  };
+  const RdmaProbe probe = probe_rdma(o);
+  if (!probe.usable) {
+    if (forced) {
+      throw Error(ErrorCode::transport,
+                  str_cat("RINGLET_TRANSPORT=rdma but rank ", job.rank,
+                          " has no usable RDMA port: ", probe.reason),
+                  {job.rank});
+    }
+    RINGLET_LOG(info, "transport: tcp (RINGLET_TRANSPORT=auto; rdma unusable: ", probe.reason, ")");
+    return nullptr;
+  }
+  RINGLET_LOG(info, "transport: rdma on ", probe.reason,
+              forced ? " (RINGLET_TRANSPORT=rdma)" : " (RINGLET_TRANSPORT=auto: an active port)");
+  return make_rdma_transport(o);
+}
+#endif
+
 }  // namespace
 
 NetworkChoice make_network_transport(const Config& config, const JobLayout& layout,
-                                     const JobContext& job, const std::string& store_route) {
-  // "auto" and "tcp" are the same choice until a second network transport exists.
+                                     const JobContext& job, const std::string& store_route,
+                                     std::shared_ptr<bootstrap::Store> store) {
   NetworkChoice choice;
+#ifdef RINGLET_HAVE_RDMA_TRANSPORT
+  if (config.transport != "tcp") {
+    choice.transport = try_rdma(config, layout, job, store, &choice.numa_node);
+    if (choice.transport) return choice;
+  }
+#else
+  (void)store;
+#endif
   TcpOptions options;
   static_cast<JobContext&>(options) = job;
   options.sockets = config.tcp_sockets;

@@ -23,10 +23,15 @@ struct NetworkChoice {
 };
 
 // Builds the network transport for `job` (size > 1). `store_route` is the local address this
-// host uses to reach the rendezvous store (empty when unknown); the transport listens on it
-// unless Config::socket_ifname or the topology (one NIC per local rank) says otherwise.
+// host uses to reach the rendezvous store (empty when unknown); the tcp transport listens on
+// it unless Config::socket_ifname or the topology (one NIC per local rank) says otherwise.
+// Config::transport "auto" takes rdma where this build has it, `store` is given (the rdma
+// transport exchanges its connection records through it) and an active port exists, and tcp
+// otherwise, with the reason at INFO; "rdma" without an active port is Error(transport)
+// naming what was found.
 NetworkChoice make_network_transport(const Config& config, const JobLayout& layout,
-                                     const JobContext& job, const std::string& store_route);
+                                     const JobContext& job, const std::string& store_route,
+                                     std::shared_ptr<bootstrap::Store> store = nullptr);
 
 // Builds the local group of `kind` among the ranks of this rank's node (collective over
 // them), or returns null when none serves `kind` here (shared memory disabled, one rank on the

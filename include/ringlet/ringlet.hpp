@@ -184,7 +184,8 @@ struct Options {
   // Allreduce algorithm, RINGLET_ALGO's syntax: "auto", "ring", "recursive_doubling", "hier",
   // "local", or size ranges such as "rd:0-64K;ring:64K-max". Empty: RINGLET_ALGO, else auto.
   std::string algorithm;
-  // Network transport: "auto" or "tcp". Empty: RINGLET_TRANSPORT, else auto.
+  // Network transport: "auto", "tcp" or "rdma" (builds with ibverbs). Empty: RINGLET_TRANSPORT,
+  // else auto (rdma where an active RDMA port exists, tcp otherwise).
   std::string transport;
   // The job's shared secret (docs/security.md). Empty: RINGLET_SECRET, else the contents of
   // the file RINGLET_SECRET_FILE, else none (unauthenticated; rank 0 warns once).

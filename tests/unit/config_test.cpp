@@ -99,13 +99,31 @@ TEST(ConfigTest, MalformedValuesNameTheirSource) {
   o.algorithm = "tree";
   EXPECT_THROW(resolve_config(o, 2, env_of({})), Error);
   o.algorithm = "";
-  o.transport = "rdma";  // not in this build
+  o.transport = rdma_built() ? "infiniband" : "rdma";  // rdma only in builds with ibverbs
   try {
     resolve_config(o, 2, env_of({}));
-    ADD_FAILURE() << "transport rdma accepted";
+    ADD_FAILURE() << "transport " << o.transport << " accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("Options::transport"), std::string::npos) << e.what();
   }
+  if (rdma_built()) {
+    o.transport = "RDMA";
+    EXPECT_EQ(resolve_config(o, 2, env_of({})).transport, "rdma");
+  }
+}
+
+TEST(ConfigTest, RdmaVariables) {
+  const Config c = resolve_config({}, 2,
+                                  env_of({{"RINGLET_IB_HCA", "^mlx5_2"},
+                                          {"RINGLET_IB_GID_INDEX", "3"},
+                                          {"RINGLET_IB_QPS_PER_CONNECTION", "4"},
+                                          {"RINGLET_IBVERBS_LIBRARY", "/x/libverbs.so"}}));
+  EXPECT_EQ(c.ib_hca, "^mlx5_2");
+  EXPECT_EQ(c.ib_gid_index, 3);
+  EXPECT_EQ(c.ib_qps, 4);
+  EXPECT_EQ(c.ibverbs_library, "/x/libverbs.so");
+  EXPECT_THROW(resolve_config({}, 2, env_of({{"RINGLET_IB_QPS_PER_CONNECTION", "0"}})), Error);
+  EXPECT_THROW(resolve_config({}, 2, env_of({{"RINGLET_IB_GID_INDEX", "x"}})), Error);
 }
 
 TEST(ConfigTest, DescribeListsEveryValue) {
