@@ -72,13 +72,14 @@ if [[ "$mode" == all || "$mode" == setup ]]; then
   done
 fi
 
-# busbw LAUNCH...: median busbw (GB/s, column 7) at 64 MiB over REPS runs of the command.
+# busbw_runs NAME LAUNCH...: busbw (GB/s, column 7) at 64 MiB of `runs` (default REPS) runs of
+# the command, one per line in OUT_DIR/NAME.
 S=67108864
 busbw_runs() {
   local name=$1 i
   shift
   : >"$out_dir/$name"
-  for ((i = 0; i < reps; i++)); do
+  for ((i = 0; i < ${runs:-$reps}; i++)); do
     timeout "$limit" "$@" -b 64M -e 64M -n 5 -w 2 -c 1 2>&1 | tee "$out_dir/$name.$i.txt" |
       awk -v b=$S '!/^#/ && NF == 8 && $1 == b && $8 == 0 { print $7 }' >>"$out_dir/$name"
   done
@@ -88,9 +89,9 @@ if [[ "$mode" == all || "$mode" == loopback ]]; then
   for n in 2 4; do
     for ((i = 0; i < reps; i++)); do
       # Interleaved: one clear run, one encrypted run, REPS times.
-      REPS=1 busbw_runs tmp-clear env RINGLET_SHM=0 RINGLET_SECRET=$secret "$build/tools/ringlet-run" -np $n "$build/bench/allreduce_perf"
+      runs=1 busbw_runs tmp-clear env RINGLET_SHM=0 RINGLET_SECRET=$secret "$build/tools/ringlet-run" -np $n "$build/bench/allreduce_perf"
       cat "$out_dir/tmp-clear" >>"$out_dir/lo-$n-clear.all"
-      REPS=1 busbw_runs tmp-enc env RINGLET_SHM=0 RINGLET_SECRET=$secret RINGLET_ENCRYPT=1 "$build/tools/ringlet-run" -np $n "$build/bench/allreduce_perf"
+      runs=1 busbw_runs tmp-enc env RINGLET_SHM=0 RINGLET_SECRET=$secret RINGLET_ENCRYPT=1 "$build/tools/ringlet-run" -np $n "$build/bench/allreduce_perf"
       cat "$out_dir/tmp-enc" >>"$out_dir/lo-$n-enc.all"
     done
     c=$(median <"$out_dir/lo-$n-clear.all"); e=$(median <"$out_dir/lo-$n-enc.all")
@@ -105,9 +106,9 @@ if [[ "$mode" == all || "$mode" == hosts ]]; then
   h=$RL_TESTHOSTS_PREFIX-h
   : >"$out_dir/hosts-clear.all"; : >"$out_dir/hosts-enc.all"
   for ((i = 0; i < reps; i++)); do
-    REPS=1 busbw_runs tmp-hc env RINGLET_SECRET=$secret "$build/tools/ringlet-run" -np 2 -H "${h}1:1,${h}2:1" --launcher netns "$build/bench/allreduce_perf"
+    runs=1 busbw_runs tmp-hc env RINGLET_SECRET=$secret "$build/tools/ringlet-run" -np 2 -H "${h}1:1,${h}2:1" --launcher netns "$build/bench/allreduce_perf"
     cat "$out_dir/tmp-hc" >>"$out_dir/hosts-clear.all"
-    REPS=1 busbw_runs tmp-he env RINGLET_SECRET=$secret RINGLET_ENCRYPT=1 "$build/tools/ringlet-run" -np 2 -H "${h}1:1,${h}2:1" --launcher netns "$build/bench/allreduce_perf"
+    runs=1 busbw_runs tmp-he env RINGLET_SECRET=$secret RINGLET_ENCRYPT=1 "$build/tools/ringlet-run" -np 2 -H "${h}1:1,${h}2:1" --launcher netns "$build/bench/allreduce_perf"
     cat "$out_dir/tmp-he" >>"$out_dir/hosts-enc.all"
   done
   c=$(median <"$out_dir/hosts-clear.all"); e=$(median <"$out_dir/hosts-enc.all")
