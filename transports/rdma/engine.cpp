@@ -530,7 +530,9 @@ void Engine::consume(Channel& c) {
     }
     const std::byte* src = c.recv_area.data + slot * c.slot_bytes;
     const std::size_t room = op.length - op.got;
-    std::memcpy(op.data + op.got, src, std::min<std::size_t>(room, a.bytes));
+    if (const std::size_t n = std::min<std::size_t>(room, a.bytes); n > 0) {
+      std::memcpy(op.data + op.got, src, n);
+    }
     const bool overflow = a.bytes > room;
     op.got += std::min<std::size_t>(room, a.bytes);
     const bool last = a.last;
