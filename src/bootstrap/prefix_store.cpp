@@ -28,6 +28,9 @@ class PrefixStore final : public Store, public detail::StoreWrapper {
   }
   bool remove(std::string_view key) override { return base_->remove(full(key)); }
   void close_idle() override { base_->close_idle(); }
+  std::string missing_key_note(std::string_view key) override {
+    return base_->missing_key_note(full(key));
+  }
   const Store& wrapped() const noexcept override { return *base_; }
 
  private:
@@ -60,8 +63,8 @@ class InterruptibleStore final : public Store, public detail::StoreWrapper {
         check_();
         const auto ms =
             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - start).count();
-        throw Error(ErrorCode::timeout,
-                    str_cat("store: key '", key, "' not set within ", ms < 0 ? 0 : ms, " ms"));
+        throw Error(ErrorCode::timeout, str_cat("store: key '", key, "' not set within ",
+                                                ms < 0 ? 0 : ms, " ms", missing_key_note(key)));
       }
     }
   }
@@ -70,6 +73,9 @@ class InterruptibleStore final : public Store, public detail::StoreWrapper {
   }
   bool remove(std::string_view key) override { return base_->remove(key); }
   void close_idle() override { base_->close_idle(); }
+  std::string missing_key_note(std::string_view key) override {
+    return base_->missing_key_note(key);
+  }
   const Store& wrapped() const noexcept override { return *base_; }
 
  private:

@@ -39,6 +39,9 @@ class Store {
   // the next request opens a new one. Called once set-up is done, so that rank 0 does not
   // hold one descriptor per rank for the life of the job.
   virtual void close_idle() {}
+  // Why `key` may never have come, for a timeout's message ("; the store refused 1 client
+  // that failed authentication ..."); empty when the store knows of no reason.
+  virtual std::string missing_key_note(std::string_view /*key*/) { return {}; }
 
   // Conveniences over set/get for text values.
   void set_string(std::string_view key, std::string_view value);

@@ -395,6 +395,10 @@ class TcpStoreServer {
   void flush(Client& c) {
     while (!c.out.empty()) {
       Segment& s = c.out.front();
+      if (s.off == s.size()) {
+        c.out.pop_front();
+        continue;
+      }
       const std::byte* p;
       std::size_t n;
       if (s.off < s.bytes.size()) {
@@ -448,6 +452,7 @@ class TcpStoreServer {
   }
 
   void queue(Client& c, std::span<const std::byte> bytes, ValuePtr value = nullptr) {
+    if (bytes.empty() && (!value || value->bytes.empty())) return;  // flush() needs bytes
     Segment s;
     s.bytes.assign(bytes.begin(), bytes.end());
     s.value = std::move(value);
@@ -979,6 +984,7 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   }
 
   // Why a key may never have come: clients the server refused for their secret.
+  std::string missing_key_note(std::string_view key) override { return auth_failure_note(key); }
   std::string auth_failure_note(std::string_view key) {
     if (key == kAuthFailuresKey) return {};
     try {
