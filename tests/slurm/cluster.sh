@@ -33,16 +33,26 @@ wait_for() {
   return 1
 }
 
+# The checkout this script belongs to. When it lives under /tmp (CI clones there), every
+# node keeps it visible at the same path on top of its own /tmp, so that slurmstepd finds
+# the working directory and the programs.
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
+case "$repo_root/" in /tmp/*) keep_under_tmp="$repo_root" ;; *) keep_under_tmp="" ;; esac
+
 # Runs a command in namespace NS with hostname HOST, STATE's /etc/hosts and its own /tmp
 # (slurmstepd's PMIx folders are named by job and step only, so nodes must not share /tmp;
-# hence STATE must not be under /tmp). nsenter and
-# unshare exec (no fork), so $! of a background call is the daemon's pid.
+# hence STATE must not be under /tmp), the checkout kept visible when it is under /tmp.
+# nsenter and unshare exec (no fork), so $! of a background call is the daemon's pid.
 in_node() {
   local state="$1" ns="$2" host="$3"
   shift 3
   exec nsenter --net="/run/netns/$ns" unshare --mount --uts --propagation private \
-    bash -c 'mount --bind "$1" /etc/hosts && mount --bind "$2" /tmp && hostname "$3" &&
-             shift 3 && exec "$@"' in_node "$state/etc/hosts" "$state/tmp/$host" "$host" "$@"
+    bash -c 'mount --bind "$1" /etc/hosts &&
+             if [ -n "$4" ]; then mkdir -p "$5" && mount --bind "$4" "$5"; fi &&
+             mount --bind "$2" /tmp &&
+             if [ -n "$4" ]; then mkdir -p "$4" && mount --bind "$5" "$4"; fi &&
+             hostname "$3" && shift 5 && exec "$@"' in_node "$state/etc/hosts" \
+    "$state/tmp/$host" "$host" "$keep_under_tmp" "$state/keep/$host" "$@"
 }
 
 down() {
