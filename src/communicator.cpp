@@ -9,6 +9,8 @@
 #include <limits>
 #include <random>
 #include <string_view>
+#include <thread>
+#include <type_traits>
 
 #include "src/algo/hierarchical.hpp"
 #include "src/algo/local.hpp"
@@ -273,6 +275,9 @@ void Communicator::Impl::register_scratch() {
   small_scratch_.assign(2 * (config_.crossover_bytes + sizeof(WireFingerprint)), std::byte{0});
   ring_scratch_mr_ = transport_->register_memory(ring_scratch_, MemoryKind::host);
   small_scratch_mr_ = transport_->register_memory(small_scratch_, MemoryKind::host);
+  // The fusion buffer of the many-tensor allreduce: its size is the bound, allocated and
+  // touched here so that no list call allocates or faults pages in.
+  fusion_.assign(std::max<std::size_t>(config_.fusion_bytes, 64), std::byte{0});
 }
 
 void Communicator::Impl::post_fingerprints(FingerprintExchange& x, const Fingerprint& fp) {
@@ -289,15 +294,15 @@ void Communicator::Impl::post_fingerprints(FingerprintExchange& x, const Fingerp
   }
 }
 
-void Communicator::Impl::check_fingerprints(FingerprintExchange& x, const Fingerprint& fp,
-                                            Deadline deadline, bool only_arrived) {
-  if (fp.kind == CollectiveKind::allreduce_list && !only_arrived) {
+engine::Task Communicator::Impl::exchange_fingerprints(FingerprintExchange& x, Fingerprint fp,
+                                                       Deadline deadline, engine::Driver& d) {
+  if (fp.kind == CollectiveKind::allreduce_list) {
     // Two lists whose digests differ: exchange the lists with those neighbours, so that the
     // error names the first differing tensor on both sides.
     std::vector<int> differ;
     for (int i = 0; i < x.n; ++i) {
       if (!x.received[i]) {
-        peers_[static_cast<std::size_t>(x.neighbours[i])]->wait(x.recv[i], deadline);
+        co_await engine::received(d, peers_[static_cast<std::size_t>(x.neighbours[i])], x.recv[i]);
         x.received[i] = true;
       }
       const Fingerprint theirs = decode(x.theirs[i]);
@@ -308,36 +313,41 @@ void Communicator::Impl::check_fingerprints(FingerprintExchange& x, const Finger
         differ.push_back(x.neighbours[i]);
       }
     }
+    // A blocking step, bounded, on the way to a mismatch error only.
     if (!differ.empty()) name_list_difference(differ, fp, deadline);
     for (int i = 0; i < x.n; ++i) check_agreement(x.neighbours[i], x.theirs[i], rank(), fp);
     for (int i = 0; i < x.n; ++i) {
-      peers_[static_cast<std::size_t>(x.neighbours[i])]->wait(x.send[i], deadline);
+      co_await engine::sent(d, peers_[static_cast<std::size_t>(x.neighbours[i])], x.send[i]);
     }
-    return;
+    co_return;
   }
   for (int i = 0; i < x.n; ++i) {
     if (x.received[i]) continue;
+    co_await engine::received(d, peers_[static_cast<std::size_t>(x.neighbours[i])], x.recv[i]);
+    x.received[i] = true;
+    check_agreement(x.neighbours[i], x.theirs[i], rank(), fp);
+  }
+  for (int i = 0; i < x.n; ++i) {
+    co_await engine::sent(d, peers_[static_cast<std::size_t>(x.neighbours[i])], x.send[i]);
+  }
+}
+
+void Communicator::Impl::check_arrived_fingerprints(FingerprintExchange& x, const Fingerprint& fp) {
+  for (int i = 0; i < x.n; ++i) {
+    if (x.received[i]) continue;
     auto* c = peers_[static_cast<std::size_t>(x.neighbours[i])];
-    if (only_arrived) {
-      try {
-        if (!c->test(x.recv[i])) continue;
-      } catch (const Error&) {
-        continue;
-      }
-    } else {
-      c->wait(x.recv[i], deadline);
+    try {
+      if (!c->test(x.recv[i])) continue;
+    } catch (const Error&) {
+      continue;
     }
     x.received[i] = true;
     check_agreement(x.neighbours[i], x.theirs[i], rank(), fp);
   }
-  if (only_arrived) return;
-  for (int i = 0; i < x.n; ++i) {
-    peers_[static_cast<std::size_t>(x.neighbours[i])]->wait(x.send[i], deadline);
-  }
 }
 
 void Communicator::Impl::explain_with_fingerprints(FingerprintExchange& x, const Fingerprint& fp,
-                                                   Deadline deadline, const Error& e) {
+                                                   const Error& e) {
   // One that came whole, or the start of a longer message (every collective's first message
   // leads with its fingerprint, and the transport reads the start of a message of the wrong
   // length).
@@ -346,35 +356,66 @@ void Communicator::Impl::explain_with_fingerprints(FingerprintExchange& x, const
       check_agreement(x.neighbours[i], x.theirs[i], rank(), fp);
     }
   }
-  if (e.error_code() != ErrorCode::mismatch) check_fingerprints(x, fp, deadline, true);
+  if (e.error_code() != ErrorCode::mismatch) check_arrived_fingerprints(x, fp);
 }
 
 void Communicator::Impl::set_phase(Phase phase) noexcept {
   progress_.phase.store(phase, std::memory_order_relaxed);
 }
 
-std::string Communicator::Impl::describe_progress(const Fingerprint& fp) const {
-  const long long since = progress_.since_ns.load(std::memory_order_relaxed);
-  const long long now =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-  std::string phase;
-  switch (progress_.phase.load(std::memory_order_relaxed)) {
-    case local_agreement:
-      phase = "agreeing in the local group";
-      break;
-    case fingerprint_exchange:
-      phase = str_cat("exchanging fingerprints with ranks ", mod(rank() - 1, size()), " and ",
-                      mod(rank() + 1, size()));
-      break;
-    case algorithm:
-      phase = "moving data";
-      break;
+namespace {
+
+const char* phase_text(int phase) {
+  switch (phase) {
+    case 1:
+      return "agreeing in the local group";
+    case 2:
+      return "exchanging fingerprints";
+    case 3:
+      return "moving data";
     default:
-      phase = "not started";
-      break;
+      return "idle";
   }
-  return str_cat("progress: collective #", progress_.seq.load(std::memory_order_relaxed), " ",
-                 describe(fp), ", ", phase, ", started ", (now - since) / 1000000, " ms ago");
+}
+
+}  // namespace
+
+ProgressSnapshot Communicator::Impl::progress_snapshot() const {
+  ProgressSnapshot s;
+  s.seq = progress_.seq.load(std::memory_order_relaxed);
+  Fingerprint fp;
+  fp.seq = s.seq;
+  fp.kind = static_cast<CollectiveKind>(progress_.kind.load(std::memory_order_relaxed));
+  fp.type = static_cast<DataType>(progress_.type.load(std::memory_order_relaxed));
+  fp.op = static_cast<ReduceOp>(progress_.op.load(std::memory_order_relaxed));
+  fp.root = progress_.root.load(std::memory_order_relaxed);
+  fp.count = progress_.count.load(std::memory_order_relaxed);
+  if (s.seq != 0) s.fingerprint = describe(fp);
+  s.phase = phase_text(progress_.phase.load(std::memory_order_relaxed));
+  s.step = progress_.await.step.load(std::memory_order_relaxed);
+  s.peer = progress_.await.peer.load(std::memory_order_relaxed);
+  s.peer_send = progress_.await.direction.load(std::memory_order_relaxed) == 1;
+  s.started_ns = progress_.since_ns.load(std::memory_order_relaxed);
+  s.since_ns =
+      s.peer >= 0 ? progress_.await.since_ns.load(std::memory_order_relaxed) : s.started_ns;
+  return s;
+}
+
+std::string Communicator::Impl::describe_progress(const Fingerprint& fp) const {
+  const ProgressSnapshot s = progress_snapshot();
+  const long long now = engine::steady_ns();
+  std::string phase = s.phase;
+  if (progress_.phase.load(std::memory_order_relaxed) == fingerprint_exchange) {
+    phase = str_cat("exchanging fingerprints with ranks ", mod(rank() - 1, size()), " and ",
+                    mod(rank() + 1, size()));
+  }
+  std::string awaited;
+  if (s.peer >= 0) {
+    awaited = str_cat(", waiting ", (now - s.since_ns) / 1000000, " ms for ",
+                      s.peer_send ? "a send to rank " : "a receive from rank ", s.peer);
+  }
+  return str_cat("progress: collective #", s.seq, " ", describe(fp), ", ", phase, ", step ", s.step,
+                 awaited, ", started ", (now - s.started_ns) / 1000000, " ms ago");
 }
 
 void Communicator::Impl::fail_and_throw(const Error& e, const Fingerprint& fp) {
@@ -395,15 +436,34 @@ void Communicator::Impl::fail_out_of_memory(const Fingerprint& fp) {
 }
 
 template <class Body>
-void Communicator::Impl::run(const Fingerprint& fp, Body& body, Check check) {
+engine::Task Communicator::Impl::run(Fingerprint fp, Body& body, Check check,
+                                     engine::Driver& driver) {
   check_usable(true);
   const Deadline deadline = Clock::now() + config_.timeout;
+  driver.deadline = deadline;
+  driver.rank = rank();
+  driver.record = &progress_.await;
   // The record takes no clock reading of its own: the start is the deadline's.
   progress_.seq.store(fp.seq, std::memory_order_relaxed);
+  progress_.kind.store(static_cast<int>(fp.kind), std::memory_order_relaxed);
+  progress_.type.store(static_cast<int>(fp.type), std::memory_order_relaxed);
+  progress_.op.store(static_cast<int>(fp.op), std::memory_order_relaxed);
+  progress_.root.store(fp.root, std::memory_order_relaxed);
+  progress_.count.store(fp.count, std::memory_order_relaxed);
+  progress_.await.reset();
   progress_.since_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                (deadline - config_.timeout).time_since_epoch())
                                .count(),
                            std::memory_order_relaxed);
+  // The body: a task to await, or a blocking step.
+  auto run_body = [&]() -> engine::Task {
+    if constexpr (std::is_void_v<decltype(body(deadline, fp, driver))>) {
+      body(deadline, fp, driver);
+      return {};
+    } else {
+      return body(deadline, fp, driver);
+    }
+  };
   // Every exception becomes a ringlet::Error that aborts the communicator and tells the
   // peers: an Error as it is, out of memory and any other exception (a thread that could not
   // start, a bad value) as a transport failure of this rank.
@@ -423,7 +483,7 @@ void Communicator::Impl::run(const Fingerprint& fp, Body& body, Check check) {
         local_->agree(fp, deadline);
       }
       set_phase(algorithm);
-      body(deadline, fp);
+      co_await run_body();
       set_phase(idle);
     } catch (const Error& e) {
       fail_and_throw(e, fp);
@@ -432,7 +492,7 @@ void Communicator::Impl::run(const Fingerprint& fp, Body& body, Check check) {
     } catch (const std::exception& e) {
       other(e);
     }
-    return;
+    co_return;
   }
   FingerprintExchange& x = fx_;
   x = FingerprintExchange{};
@@ -452,14 +512,14 @@ void Communicator::Impl::run(const Fingerprint& fp, Body& body, Check check) {
     }
     set_phase(fingerprint_exchange);
     post_fingerprints(x, fp);
-    check_fingerprints(x, fp, deadline, false);
+    co_await exchange_fingerprints(x, fp, deadline, driver);
     set_phase(algorithm);
-    body(deadline, fp);
+    co_await run_body();
     set_phase(idle);
   } catch (const Error& e) {
     // A neighbour's fingerprint that has arrived explains a failure better than the failure.
     try {
-      explain_with_fingerprints(x, fp, deadline, e);
+      explain_with_fingerprints(x, fp, e);
     } catch (const Error& m) {
       fail_and_throw(m, fp);
     }
@@ -475,15 +535,18 @@ template <class Body>
 Communicator::Impl::WorkPtr Communicator::Impl::issue(Fingerprint fp, Body&& body, Check check,
                                                       bool async, bool small) {
   fp.seq = ++seq_;
-  // Nothing pending (only this thread adds work, so the engine stays idle): run here, as
-  // before the engine existed; the latency path takes no lock and makes no allocation.
+  // Nothing pending (only this thread adds work, so the engine stays idle): the task runs
+  // to completion here, its awaits being the transport's blocking waits, as before the
+  // engine existed; the latency path takes no lock.
   if (pending_.load(std::memory_order_acquire) == 0 && (!async || small)) {
+    engine::Driver driver;
+    driver.blocking = true;
     if (!async) {
-      run(fp, body, check);
+      engine::run_blocking(run(fp, body, check, driver), driver);
       return nullptr;
     }
     try {
-      run(fp, body, check);
+      engine::run_blocking(run(fp, body, check, driver), driver);
     } catch (...) {
       auto work = std::make_shared<detail::WorkState>();
       work->complete(std::current_exception());
@@ -492,9 +555,10 @@ Communicator::Impl::WorkPtr Communicator::Impl::issue(Fingerprint fp, Body&& bod
     return nullptr;
   }
   auto work = std::make_shared<detail::WorkState>();
-  enqueue(
-      Task{[this, fp, body = std::forward<Body>(body), check]() mutable { run(fp, body, check); },
-           work});
+  enqueue(Task{[this, fp, body = std::forward<Body>(body), check](engine::Driver& driver) mutable {
+                 return run(fp, body, check, driver);
+               },
+               work});
   if (!async) {
     Work(work).wait();
     return nullptr;
@@ -534,11 +598,16 @@ void Communicator::Impl::engine_main() noexcept {
     lock.unlock();
     std::exception_ptr error;
     try {
-      task.run();
+      // Step by step: between steps the engine sleeps on the transport's descriptors, and
+      // the task sees abort() (the transport's interrupt) and its deadline.
+      engine::Driver driver;
+      driver.blocking = false;
+      engine::Task t = task.start(driver);
+      while (!engine::advance(t, driver)) sleep_until_progress(driver);
     } catch (...) {
       error = std::current_exception();
     }
-    task.run = nullptr;
+    task.start = nullptr;
     lock.lock();
     pending_.fetch_sub(1, std::memory_order_acq_rel);
     drained_cv_.notify_all();
@@ -548,6 +617,17 @@ void Communicator::Impl::engine_main() noexcept {
     task.work.reset();
     lock.lock();
   }
+}
+
+void Communicator::Impl::sleep_until_progress(const engine::Driver& driver) noexcept {
+  if (!transport_) {
+    std::this_thread::yield();
+    return;
+  }
+  // Until a descriptor is ready, interrupt() (abort), or the task's deadline (the longest
+  // poll bounds it; the engine then checks the deadline and polls again).
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(driver.deadline - Clock::now());
+  transport_->wait_any(std::max(left, std::chrono::milliseconds(0)));
 }
 
 void Communicator::Impl::stop_engine() noexcept {
@@ -578,8 +658,9 @@ HelperThread* Communicator::Impl::helper() noexcept {
   return helper_.get();
 }
 
-void Communicator::Impl::recursive_doubling(algo::Context& ctx, std::byte* buf, std::size_t count,
-                                            DataType type, ReduceOp op, const Fingerprint& fp) {
+engine::Task Communicator::Impl::recursive_doubling(algo::Context& ctx, std::byte* buf,
+                                                    std::size_t count, DataType type, ReduceOp op,
+                                                    Fingerprint fp) {
   const std::size_t message = sizeof(WireFingerprint) + count * size_of(type);
   if (small_scratch_.size() < 2 * message) {
     // Only when RINGLET_ALGO forces recursive doubling past the crossover.
@@ -598,7 +679,7 @@ void Communicator::Impl::recursive_doubling(algo::Context& ctx, std::byte* buf, 
     check_agreement(peer, h, rank(), fp);
   };
   try {
-    algo::recursive_doubling_allreduce(ctx, buf, count, type, op, &prefix);
+    co_await algo::recursive_doubling_allreduce(ctx, buf, count, type, op, &prefix);
   } catch (const Error& e) {
     // A message of another length: the peer disagrees. Its fingerprint leads its message, and
     // has usually been read into the receive staging area: name both calls if it is there.
@@ -614,7 +695,8 @@ void Communicator::Impl::recursive_doubling(algo::Context& ctx, std::byte* buf, 
 }
 
 algo::Context Communicator::Impl::context(Deadline deadline, MemoryKind memory,
-                                          const Fingerprint* fp, const algo::Plan* plan) {
+                                          const Fingerprint* fp, const algo::Plan* plan,
+                                          engine::Driver* driver) {
   algo::Context ctx;
   ctx.rank = rank();
   ctx.size = size();
@@ -636,31 +718,35 @@ algo::Context Communicator::Impl::context(Deadline deadline, MemoryKind memory,
   if (plan != nullptr) ctx.post_scale = plan->post_scale;
   ctx.runtime = this;
   ctx.deadline = deadline;
+  ctx.driver = driver;
   return ctx;
 }
 
-void Communicator::Impl::execute_allreduce(const algo::Plan& plan, const std::byte* src,
-                                           std::byte* dst, std::size_t count, DataType type,
-                                           const Fingerprint& fp, Deadline deadline) {
+engine::Task Communicator::Impl::execute_allreduce(algo::Plan plan, const std::byte* src,
+                                                   std::byte* dst, std::size_t count, DataType type,
+                                                   Fingerprint fp, Deadline deadline,
+                                                   engine::Driver& driver) {
   const std::size_t bytes = count * size_of(type);
   if (plan.algorithm == algo::Algorithm::local && size() > 1) {
+    // A blocking step: the local group has no non-blocking form yet.
     algo::local_allreduce(*local_, exec::executor_for(plan.memory), fp, plan.post_scale, src, dst,
                           count, type, plan.op, deadline);
-    return;
+    co_return;
   }
-  algo::Context ctx = context(deadline, plan.memory, &fp, &plan);
+  algo::Context ctx = context(deadline, plan.memory, &fp, &plan, &driver);
   if (size() == 1) {
     ctx.exec->copy(dst, src, bytes);
-    return;
+    co_return;
   }
   switch (plan.algorithm) {
     case algo::Algorithm::local:  // served above
       break;
     case algo::Algorithm::recursive_doubling:
       ctx.exec->copy(dst, src, bytes);
-      recursive_doubling(ctx, dst, count, type, plan.op, fp);
-      return;
+      co_await recursive_doubling(ctx, dst, count, type, plan.op, fp);
+      co_return;
     case algo::Algorithm::hierarchical: {
+      // A blocking step: the local group's stages on this thread, the rings on the helper.
       ctx.exec->copy(dst, src, bytes);
       algo::HierContext h;
       h.ring = ctx;
@@ -672,11 +758,11 @@ void Communicator::Impl::execute_allreduce(const algo::Plan& plan, const std::by
       h.local_size = static_cast<int>(layout_.my_node().size());
       h.pipeline_bytes = config_.hier_pipeline_bytes;
       algo::hierarchical_allreduce(h, dst, count, type, plan.op);
-      return;
+      co_return;
     }
     case algo::Algorithm::ring:
-      algo::ring_allreduce(ctx, src, dst, count, type, plan.op);
-      return;
+      co_await algo::ring_allreduce(ctx, src, dst, count, type, plan.op);
+      co_return;
   }
 }
 
@@ -714,8 +800,9 @@ Communicator::Impl::WorkPtr Communicator::Impl::allreduce(Tensor in, Tensor out,
   const DataType type = in.type;
   return issue(
       fp,
-      [this, plan, src, dst, count, type](Deadline deadline, const Fingerprint& f) {
-        execute_allreduce(plan, src, dst, count, type, f, deadline);
+      [this, plan, src, dst, count, type](Deadline deadline, const Fingerprint& f,
+                                          engine::Driver& d) {
+        return execute_allreduce(plan, src, dst, count, type, f, deadline, d);
       },
       check, async, bytes <= config_.crossover_bytes);
 }
@@ -774,76 +861,85 @@ Communicator::Impl::WorkPtr Communicator::Impl::allreduce_list(std::span<const T
         self->list_mine_.push_back({t.count, static_cast<std::uint64_t>(t.type)});
       }
     }
-    void operator()(Deadline deadline, const Fingerprint& f) {
-      self->reduce_list(*list, op, f, deadline);
+    engine::Task operator()(Deadline deadline, const Fingerprint& f, engine::Driver& d) {
+      return self->reduce_list(*list, op, f, deadline, d);
     }
   };
   return issue(fp, ListBody{this, std::move(list), op}, Check::before, async,
                total_bytes <= config_.crossover_bytes);
 }
 
-void Communicator::Impl::reduce_list(const std::vector<Tensor>& tensors, ReduceOp op,
-                                     const Fingerprint& fp, Deadline deadline) {
+engine::Task Communicator::Impl::reduce_list(const std::vector<Tensor>& tensors, ReduceOp op,
+                                             Fingerprint fp, Deadline deadline,
+                                             engine::Driver& driver) {
   const exec::Executor& exec = exec::host_executor();
-  const std::size_t cap = std::max<std::size_t>(config_.fusion_bytes, 64);
-  // One collective over `count` elements at `data`, in place, as allreduce would plan it. The
-  // list's fingerprint has been agreed on; each piece carries its own where the algorithm
-  // checks one (recursive doubling, the local group), the same on every rank.
-  auto reduce_one = [&](std::byte* data, std::size_t count, DataType type) {
-    Fingerprint piece;
-    piece.seq = fp.seq;
-    piece.kind = CollectiveKind::allreduce;
-    piece.type = type;
-    piece.op = op;
-    piece.count = count;
-    const std::size_t bytes = count * size_of(type);
-    const algo::Plan plan =
-        algo::select(table_, {CollectiveKind::allreduce, bytes, op, MemoryKind::host}, size());
-    execute_allreduce(plan, data, data, count, type, piece, deadline);
+  // The buffer was allocated and touched at set-up (its size is the cap); one rank reduces
+  // nothing.
+  if (size() == 1) co_return;
+  const std::size_t cap = fusion_.size();
+  // The pieces first: a tensor alone (or larger than the buffer) is reduced where it lies,
+  // the others of a type are packed into buffers of at most `cap` bytes. By type, in the
+  // order the types first appear; within a type, in list order.
+  struct Piece {
+    DataType type;
+    std::vector<const Tensor*> tensors;
+    std::size_t bytes = 0;
   };
-  std::vector<const Tensor*> packed;
-  std::size_t used = 0;
-  auto flush = [&](DataType type) {
-    if (packed.empty()) return;
-    if (packed.size() == 1) {
-      // Alone in its buffer: reduced where it lies, no copy.
-      reduce_one(static_cast<std::byte*>(packed[0]->data), packed[0]->count, type);
-    } else {
-      if (fusion_.size() < cap) fusion_.assign(cap, std::byte{0});  // once, then kept
-      std::size_t off = 0;
-      for (const Tensor* t : packed) {
-        exec.copy(fusion_.data() + off, t->data, t->bytes());
-        off += t->bytes();
-      }
-      reduce_one(fusion_.data(), used / size_of(type), type);
-      off = 0;
-      for (const Tensor* t : packed) {
-        exec.copy(t->data, fusion_.data() + off, t->bytes());
-        off += t->bytes();
-      }
-    }
-    packed.clear();
-    used = 0;
-  };
-  // By type, in the order the types first appear; within a type, in list order.
+  std::vector<Piece> pieces;
   std::vector<DataType> types;
   for (const Tensor& t : tensors) {
     if (std::find(types.begin(), types.end(), t.type) == types.end()) types.push_back(t.type);
   }
   for (DataType type : types) {
+    Piece open{type, {}, 0};
+    auto flush = [&] {
+      if (!open.tensors.empty()) pieces.push_back(std::move(open));
+      open = Piece{type, {}, 0};
+    };
     for (const Tensor& t : tensors) {
       if (t.type != type || t.count == 0) continue;
       const std::size_t b = t.bytes();
       if (b > cap) {
-        flush(type);
-        reduce_one(static_cast<std::byte*>(t.data), t.count, type);
+        flush();
+        pieces.push_back(Piece{type, {&t}, b});
         continue;
       }
-      if (used + b > cap) flush(type);
-      packed.push_back(&t);
-      used += b;
+      if (open.bytes + b > cap) flush();
+      open.tensors.push_back(&t);
+      open.bytes += b;
     }
-    flush(type);
+    flush();
+  }
+  // One collective per piece, in place, as allreduce would plan it. The list's fingerprint
+  // has been agreed on; each piece carries its own where the algorithm checks one (recursive
+  // doubling, the local group), the same on every rank.
+  for (const Piece& p : pieces) {
+    Fingerprint piece;
+    piece.seq = fp.seq;
+    piece.kind = CollectiveKind::allreduce;
+    piece.type = p.type;
+    piece.op = op;
+    piece.count = p.bytes / size_of(p.type);
+    const algo::Plan plan =
+        algo::select(table_, {CollectiveKind::allreduce, p.bytes, op, MemoryKind::host}, size());
+    if (p.tensors.size() == 1) {
+      // Alone in its buffer: reduced where it lies, no copy.
+      auto* data = static_cast<std::byte*>(p.tensors[0]->data);
+      co_await execute_allreduce(plan, data, data, piece.count, p.type, piece, deadline, driver);
+      continue;
+    }
+    std::size_t off = 0;
+    for (const Tensor* t : p.tensors) {
+      exec.copy(fusion_.data() + off, t->data, t->bytes());
+      off += t->bytes();
+    }
+    co_await execute_allreduce(plan, fusion_.data(), fusion_.data(), piece.count, p.type, piece,
+                               deadline, driver);
+    off = 0;
+    for (const Tensor* t : p.tensors) {
+      exec.copy(t->data, fusion_.data() + off, t->bytes());
+      off += t->bytes();
+    }
   }
 }
 
@@ -939,11 +1035,12 @@ Communicator::Impl::WorkPtr Communicator::Impl::broadcast(Tensor in, Tensor out,
   fp.count = out.count;
   return issue(
       fp,
-      [this, in, out, root](Deadline deadline, const Fingerprint& f) {
-        algo::Context ctx = context(deadline, out.memory, &f, nullptr);
+      [this, in, out, root](Deadline deadline, const Fingerprint& f,
+                            engine::Driver& d) -> engine::Task {
+        algo::Context ctx = context(deadline, out.memory, &f, nullptr, &d);
         auto* dst = static_cast<std::byte*>(out.data);
         if (rank() == root) ctx.exec->copy(dst, in.data, out.bytes());
-        algo::ring_broadcast(ctx, dst, out.bytes(), root);
+        co_await algo::ring_broadcast(ctx, dst, out.bytes(), root);
       },
       Check::before, async, out.bytes() <= config_.crossover_bytes);
 }
@@ -977,11 +1074,13 @@ Communicator::Impl::WorkPtr Communicator::Impl::allgather(Tensor in, Tensor out,
   fp.count = in.count;
   return issue(
       fp,
-      [this, in, out, own, block](Deadline deadline, const Fingerprint& f) {
-        algo::Context ctx = context(deadline, out.memory, &f, nullptr);
+      [this, in, out, own, block](Deadline deadline, const Fingerprint& f,
+                                  engine::Driver& d) -> engine::Task {
+        algo::Context ctx = context(deadline, out.memory, &f, nullptr, &d);
         ctx.exec->copy(own, in.data, block);
         algo::ChunkLayout layout{out.count, size()};
-        algo::ring_allgather(ctx, static_cast<std::byte*>(out.data), layout, in.type, rank());
+        co_await algo::ring_allgather(ctx, static_cast<std::byte*>(out.data), layout, in.type,
+                                      rank());
       },
       Check::before, async, out.bytes() <= config_.crossover_bytes);
 }
@@ -1021,7 +1120,8 @@ Communicator::Impl::WorkPtr Communicator::Impl::reduce_scatter(Tensor in, Tensor
   const algo::Plan plan = algo::select(table_, {fp.kind, in.bytes(), op, in.memory}, size());
   return issue(
       fp,
-      [this, in, out, src, in_place, block, plan](Deadline deadline, const Fingerprint& f) {
+      [this, in, out, src, in_place, block, plan](Deadline deadline, const Fingerprint& f,
+                                                  engine::Driver& d) -> engine::Task {
         // In place, the input itself accumulates; out of place, a staging copy kept by the
         // communicator does, so that the input is never written.
         std::byte* acc = src;
@@ -1029,9 +1129,9 @@ Communicator::Impl::WorkPtr Communicator::Impl::reduce_scatter(Tensor in, Tensor
           if (staging_.size() < in.bytes()) staging_.resize(in.bytes());
           acc = staging_.data();
         }
-        algo::Context ctx = context(deadline, in.memory, &f, &plan);
+        algo::Context ctx = context(deadline, in.memory, &f, &plan, &d);
         algo::ChunkLayout layout{in.count, size()};
-        algo::ring_reduce_scatter(ctx, src, acc, layout, in.type, plan.op, -1);
+        co_await algo::ring_reduce_scatter(ctx, src, acc, layout, in.type, plan.op, -1);
         std::byte* mine = acc + static_cast<std::size_t>(rank()) * block;
         ctx.post_scale(*ctx.exec, mine, out.count, in.type);
         if (!in_place) ctx.exec->copy(out.data, mine, block);
@@ -1047,16 +1147,19 @@ Communicator::Impl::WorkPtr Communicator::Impl::barrier(bool async) {
   fp.op = ReduceOp::max;
   if (size() > 1 && table_.barrier() == algo::Algorithm::local) {
     return issue(
-        fp, [this](Deadline deadline, const Fingerprint& f) { local_->barrier(f, deadline); },
+        fp,
+        [this](Deadline deadline, const Fingerprint& f, engine::Driver&) {
+          local_->barrier(f, deadline);  // a blocking step
+        },
         Check::none, async, true);
   }
   return issue(
       fp,
-      [this](Deadline deadline, const Fingerprint& f) {
-        if (size() == 1) return;
+      [this](Deadline deadline, const Fingerprint& f, engine::Driver& d) -> engine::Task {
+        if (size() == 1) co_return;
         std::byte token{0};
-        algo::Context ctx = context(deadline, MemoryKind::host, &f, nullptr);
-        recursive_doubling(ctx, &token, 1, DataType::uint8, ReduceOp::max, f);
+        algo::Context ctx = context(deadline, MemoryKind::host, &f, nullptr, &d);
+        co_await recursive_doubling(ctx, &token, 1, DataType::uint8, ReduceOp::max, f);
       },
       Check::in_body, async, true);
 }
@@ -1073,7 +1176,7 @@ std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {
   auto* slot = &child;
   issue(
       fp,
-      [this, slot, child_prefix](Deadline, const Fingerprint&) {
+      [this, slot, child_prefix](Deadline, const Fingerprint&, engine::Driver&) {
         Identity id{rank(), size(), layout_.local_rank, layout_.local_size, node_id_};
         // The parent's abort() interrupts the child's set-up through abort_source_.
         *slot = std::make_unique<Impl>(id, config_, base_store_, child_prefix,
@@ -1188,7 +1291,12 @@ struct CommunicatorAccess {
   static Communicator make(std::unique_ptr<Communicator::Impl> impl) {
     return Communicator(std::move(impl));
   }
+  static const Communicator::Impl& impl(const Communicator& comm) { return *comm.impl_; }
 };
+
+ProgressSnapshot progress_snapshot(const Communicator& comm) {
+  return CommunicatorAccess::impl(comm).progress_snapshot();
+}
 
 Communicator::Communicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Communicator::Communicator(Communicator&&) noexcept = default;

@@ -27,6 +27,7 @@
 #include "src/common/helper_thread.hpp"
 #include "src/common/job_context.hpp"
 #include "src/config.hpp"
+#include "src/engine/task.hpp"
 #include "src/engine/work.hpp"
 #include "src/fingerprint.hpp"
 #include "src/job_layout.hpp"
@@ -34,15 +35,37 @@
 
 namespace ringlet {
 
+// Where a communicator's current collective stands, read from any thread (Training's
+// timeline, the hang report, deadline errors): a copy of the progress record's relaxed
+// atomics, so fields may be from two neighbouring moments. `seq` 0: no collective yet.
+struct ProgressSnapshot {
+  std::uint64_t seq = 0;
+  std::string fingerprint;   // describe(fp): "allreduce(count=1024, float32, sum)"
+  std::string phase;         // "idle", "agreeing in the local group", "exchanging
+                             // fingerprints", "moving data"
+  std::uint32_t step = 0;    // completions the collective has consumed so far
+  int peer = -1;             // the peer it waits for now; -1: none (computing, or idle)
+  bool peer_send = false;    // waiting for a send to `peer` (else a receive from it)
+  long long since_ns = 0;    // steady clock: when the wait for `peer` began, else the start
+  long long started_ns = 0;  // steady clock: when the collective started
+};
+
+// The snapshot of `comm`'s progress record (see Communicator::Impl::progress_snapshot).
+ProgressSnapshot progress_snapshot(const Communicator& comm);
+
 // Owned by Communicator. Collectives are issued by one user thread at a time; abort() may
 // come from any thread and touches only aborted_ and the interrupts of the transport and
 // local group.
 //
-// The progress engine: a collective runs on the calling thread when nothing is pending
-// (always for a blocking call, for an asynchronous one when it is small), otherwise it is
-// queued and the engine thread (started at the first queued collective) runs the queue in
-// issue order. At any time at most one thread, the caller or the engine, runs collectives,
-// so the transport, the local group and the scratch memory keep a single user.
+// The progress engine: every collective is a resumable task (src/engine/task.hpp). It runs on
+// the calling thread, driven to completion with the transport's blocking waits, when nothing
+// is pending (always for a blocking call, for an asynchronous one when it is small);
+// otherwise it is queued and the engine thread (started at the first queued collective)
+// advances the queue's head step by step in issue order, sleeping in the transport's
+// wait_any() (its descriptors and eventfd) while the task awaits a request, and on a
+// condition variable while the queue is empty. One collective is in flight at a time, the
+// caller's or the engine's, so the transport's per-connection FIFO order, the local group
+// and the scratch memory keep a single user.
 class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Runtime {
  public:
   // Who this rank is, as the launcher (or Options) said; negative local fields: computed.
@@ -66,6 +89,8 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   int local_rank() const noexcept { return layout_.local_rank; }
   int local_size() const noexcept { return layout_.local_size; }
   int node_count() const noexcept { return layout_.node_count(); }
+  // The current (or last) collective's progress record; any thread, never blocks.
+  ProgressSnapshot progress_snapshot() const;
 
   // Each collective returns its Work state when `async` and it has not finished at once;
   // null otherwise (a blocking call has then finished, or thrown).
@@ -95,9 +120,10 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
     int n = 0;
     bool received[2] = {false, false};
   };
-  // One queued collective: its run (fingerprint, checks, body, failure handling) and Work.
+  // One queued collective: makes its task (fingerprint, checks, body, failure handling),
+  // which the engine drives with the given driver, and its Work.
   struct Task {
-    std::function<void()> run;
+    std::function<engine::Task(engine::Driver&)> start;
     WorkPtr work;
   };
   // A tensor list as the fingerprint digests it and neighbours exchange it on a mismatch.
@@ -110,11 +136,12 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   void rendezvous(const Identity& id, Deadline deadline);
   void connect_peers(Deadline deadline);
   void register_scratch();
-  // Runs one collective: sequence number, fingerprint check, then `body`. Any error aborts
-  // the communicator, is reported to the peers, and is thrown with the collective's name.
-  // `body(deadline, fp)`.
+  // One collective as a task: fingerprint check, then `body`. Any error aborts the
+  // communicator, is reported to the peers, and is thrown with the collective's name.
+  // `body(deadline, fp, driver)` returns an engine::Task, or nothing (a blocking step).
+  // `body` outlives the task.
   template <class Body>
-  void run(const Fingerprint& fp, Body& body, Check check);
+  engine::Task run(Fingerprint fp, Body & body, Check check, engine::Driver & driver);
   // Gives the collective its sequence number, then runs it here when nothing is pending
   // (and the call is blocking or `small`), else queues it for the engine; a blocking call
   // waits for it.
@@ -122,34 +149,38 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   WorkPtr issue(Fingerprint fp, Body && body, Check check, bool async, bool small);
   void enqueue(Task task);
   void engine_main() noexcept;
+  // The engine's sleep while its task awaits a request: the transport's descriptors.
+  void sleep_until_progress(const engine::Driver& driver) noexcept;
   // Waits for the pending collectives, bounded by the deadline, then aborts; stops the engine.
   void stop_engine() noexcept;
   // The fused list: this rank's (count, type) pairs, compared with a neighbour's when the
   // digests differ; throws a mismatch naming the first differing tensor.
   void name_list_difference(const std::vector<int>& peers, const Fingerprint& fp,
                             Deadline deadline);
-  void reduce_list(const std::vector<Tensor>& tensors, ReduceOp op, const Fingerprint& fp,
-                   Deadline deadline);
+  engine::Task reduce_list(const std::vector<Tensor>& tensors, ReduceOp op, Fingerprint fp,
+                           Deadline deadline, engine::Driver& driver);
   HelperThread* helper() noexcept override;
   void post_fingerprints(FingerprintExchange & x, const Fingerprint& fp);
-  void check_fingerprints(FingerprintExchange & x, const Fingerprint& fp, Deadline deadline,
-                          bool only_arrived);
+  // Awaits both neighbours' fingerprints and compares them (a task).
+  engine::Task exchange_fingerprints(FingerprintExchange & x, Fingerprint fp, Deadline deadline,
+                                     engine::Driver & driver);
+  // Compares the fingerprints that have arrived; never blocks.
+  void check_arrived_fingerprints(FingerprintExchange & x, const Fingerprint& fp);
   // A failure explained by a neighbour's fingerprint, when one has arrived and disagrees.
-  void explain_with_fingerprints(FingerprintExchange & x, const Fingerprint& fp, Deadline deadline,
-                                 const Error& e);
+  void explain_with_fingerprints(FingerprintExchange & x, const Fingerprint& fp, const Error& e);
   // Recursive doubling with the fingerprint in front of every message.
-  void recursive_doubling(algo::Context & ctx, std::byte * buf, std::size_t count, DataType type,
-                          ReduceOp op, const Fingerprint& fp);
-  void execute_allreduce(const algo::Plan& plan, const std::byte* src, std::byte* dst,
-                         std::size_t count, DataType type, const Fingerprint& fp,
-                         Deadline deadline);
+  engine::Task recursive_doubling(algo::Context & ctx, std::byte * buf, std::size_t count,
+                                  DataType type, ReduceOp op, Fingerprint fp);
+  engine::Task execute_allreduce(algo::Plan plan, const std::byte* src, std::byte* dst,
+                                 std::size_t count, DataType type, Fingerprint fp,
+                                 Deadline deadline, engine::Driver& driver);
   void fail(const Error& e) noexcept;
   // fail(e), then throws e with the collective's name and sequence number.
   [[noreturn]] void fail_and_throw(const Error& e, const Fingerprint& fp);
   [[noreturn]] void fail_out_of_memory(const Fingerprint& fp);
   // The context of one collective on buffers of `memory`: its executor is that kind's.
   algo::Context context(Deadline deadline, MemoryKind memory, const Fingerprint* fp,
-                        const algo::Plan* plan);
+                        const algo::Plan* plan, engine::Driver* driver);
   // Throws aborted once the communicator is aborted; tells the peers first when this rank's
   // own abort() is not yet propagated and this thread may use the transport (`exclusive`).
   void check_usable(bool exclusive);
@@ -175,12 +206,19 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   std::string abort_reason_;
   FingerprintExchange fx_;
   // The progress record of the collective being run (at most one runs at a time): always
-  // on, a few relaxed stores per collective; deadline errors quote it. The step inside an
-  // algorithm and the peer awaited are not recorded yet.
+  // on, a few relaxed stores per collective and per completion awaited; deadline errors
+  // quote it, progress_snapshot() copies it.
   struct ProgressRecord {
     std::atomic<std::uint64_t> seq{0};
     std::atomic<int> phase{0};           // a Phase
     std::atomic<long long> since_ns{0};  // when the collective started (steady clock)
+    // The fingerprint's fields.
+    std::atomic<int> kind{0};
+    std::atomic<int> type{0};
+    std::atomic<int> op{0};
+    std::atomic<std::int32_t> root{-1};
+    std::atomic<std::uint64_t> count{0};
+    engine::AwaitRecord await;  // step, peer awaited and since when (the task's awaits)
   };
   enum Phase { idle, local_agreement, fingerprint_exchange, algorithm };
   void set_phase(Phase phase) noexcept;
@@ -190,7 +228,7 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   std::vector<ListEntry> list_mine_;
   std::vector<std::uint64_t> list_lengths_;  // [0] mine, [1..2] the neighbours'
   std::vector<std::vector<ListEntry>> list_theirs_;
-  std::vector<std::byte> fusion_;  // the fusion buffer, allocated at the first list call
+  std::vector<std::byte> fusion_;  // the fusion buffer: allocated and touched at set-up
   // The progress engine.
   std::mutex engine_mutex_;
   std::condition_variable engine_cv_;   // work queued, or stop

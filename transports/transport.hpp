@@ -3,11 +3,14 @@
 // rules). One folder per transport under transports/; transports/factory.hpp picks one.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "include/ringlet/ringlet.hpp"
@@ -112,6 +115,16 @@ class Transport {
   // Thread-safe: wakes any test()/wait() blocked in this transport so that it sees the
   // abort flag. Never throws.
   virtual void interrupt() noexcept = 0;
+  // Sleeps until something may progress on a connection of this transport (a descriptor is
+  // ready: a send can move, bytes or a peer's report arrived), interrupt() is called, or
+  // `timeout` passes, moving whatever is ready; it completes nothing itself. The progress
+  // engine waits here while its collective awaits a request, instead of spinning on test().
+  // Failures stay on their connections for test() to report. Never throws. The default,
+  // for a transport without descriptors to sleep on, naps for at most 50 microseconds.
+  virtual void wait_any(std::chrono::milliseconds timeout) noexcept {
+    std::this_thread::sleep_for(
+        std::min<std::chrono::microseconds>(timeout, std::chrono::microseconds(50)));
+  }
 };
 
 }  // namespace ringlet::transport

@@ -13,6 +13,7 @@
 #include "src/common/deadline.hpp"
 #include "src/common/helper_thread.hpp"
 #include "src/common/partition.hpp"
+#include "src/engine/task.hpp"
 #include "src/exec/executor.hpp"
 #include "src/fingerprint.hpp"
 #include "transports/transport.hpp"
@@ -74,6 +75,9 @@ struct Context {
   PostScale post_scale;
   Runtime* runtime = nullptr;
   Deadline deadline;
+  // How the algorithm's awaits behave (blocking on the caller's thread, or polled by the
+  // progress engine) and where it records the peer it waits for. Never null while it runs.
+  engine::Driver* driver = nullptr;
 };
 
 }  // namespace ringlet::algo

@@ -36,9 +36,18 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
   std::optional<HelperThread> own;
   HelperThread* network = ctx.ring.runtime != nullptr ? ctx.ring.runtime->helper() : nullptr;
   if (network == nullptr) network = &own.emplace();
-  // The inter-node ring over this local rank's shard of each chunk.
+  // The inter-node ring over this local rank's shard of each chunk, driven to completion on
+  // the helper thread (its own blocking driver; it records the peer it waits for in the
+  // collective's progress record).
   network->start([&] {
     try {
+      engine::Driver driver;
+      driver.blocking = true;
+      driver.deadline = ctx.ring.deadline;
+      driver.rank = ctx.ring.driver != nullptr ? ctx.ring.driver->rank : ctx.ring.rank;
+      driver.record = ctx.ring.driver != nullptr ? ctx.ring.driver->record : nullptr;
+      Context ring = ctx.ring;
+      ring.driver = &driver;
       for (std::size_t k = 0; k < chunks; ++k) {
         {
           std::unique_lock lock(mutex);
@@ -49,7 +58,9 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
         const std::size_t shard_begin = chunk_begin(k) + split_begin(len, L, lr);
         const std::size_t shard_len = split_begin(len, L, lr + 1) - split_begin(len, L, lr);
         std::byte* shard = buf + shard_begin * elem;
-        if (shard_len > 0) ring_allreduce(ctx.ring, shard, shard, shard_len, type, op);
+        if (shard_len > 0) {
+          engine::run_blocking(ring_allreduce(ring, shard, shard, shard_len, type, op), driver);
+        }
         std::lock_guard lock(mutex);
         reduced = k + 1;
         cv.notify_all();

@@ -24,6 +24,8 @@ struct HierContext {
 // into pipeline chunks; a network thread runs the ring of chunk k while the calling thread
 // runs the shared-memory stages of the other chunks, so that they overlap. In place. The
 // post-scale step runs on the network thread, on the part of each shard its ring owns.
+// A blocking step of a task: the local group has no non-blocking form yet, and the ring of
+// each chunk is driven to completion on the helper thread.
 void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count, DataType type,
                             ReduceOp op);
 

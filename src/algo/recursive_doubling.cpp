@@ -49,15 +49,16 @@ std::vector<int> recursive_doubling_peers(int rank, int size) {
   return peers;
 }
 
-void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count, DataType type,
-                                  ReduceOp op, const MessagePrefix* prefix) {
+engine::Task recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count,
+                                          DataType type, ReduceOp op, const MessagePrefix* prefix) {
   const int n = ctx.size;
   const std::size_t bytes = count * size_of(type);
   const std::size_t head = prefix != nullptr ? prefix->mine.size() : 0;
   const std::size_t message = head + bytes;
-  if (n == 1 || message == 0) return;
+  if (n == 1 || message == 0) co_return;
   RINGLET_CHECK(2 * message <= ctx.small_scratch.size(), "recursive doubling message of ", message,
                 " bytes exceeds its scratch of ", ctx.small_scratch.size());
+  engine::Driver& d = *ctx.driver;
   const exec::Executor& exec = *ctx.exec;
   const exec::Reducer kernel = exec.reducer(type, op);
   const transport::MemoryRegion* mr = ctx.small_scratch_mr;
@@ -86,15 +87,6 @@ void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t coun
     }
     exec.copy(buf, theirs, bytes);
   };
-  auto exchange = [&](int partner) {
-    transport::Connection* c = ctx.peers[static_cast<std::size_t>(partner)];
-    stage();
-    transport::Request recv = c->post_recv({in, message}, mr);
-    transport::Request send = c->post_send({out, message}, mr);
-    c->wait(recv, ctx.deadline);
-    arrived(partner);
-    c->wait(send, ctx.deadline);
-  };
 
   // Extra ranks (even ranks below 2 * extra) hand their data to the odd rank above them.
   if (r < 2 * l.extra) {
@@ -103,24 +95,30 @@ void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t coun
       stage();
       transport::Request send = c->post_send({out, message}, mr);
       transport::Request recv = c->post_recv({in, message}, mr);
-      c->wait(send, ctx.deadline);
+      co_await engine::sent(d, c, send);
       // Wait for the result from the same partner.
-      c->wait(recv, ctx.deadline);
+      co_await engine::received(d, c, recv);
       arrived(r + 1);
       if (bytes > 0) exec.copy(buf, theirs, bytes);
-      return;
+      co_return;
     }
     transport::Connection* c = ctx.peers[static_cast<std::size_t>(r - 1)];
     transport::Request recv = c->post_recv({in, message}, mr);
-    c->wait(recv, ctx.deadline);
+    co_await engine::received(d, c, recv);
     arrived(r - 1);
     combine(r - 1);
   }
   // Exchange whole messages with partners at distance 1, 2, 4, ... in the group.
   const int g = group_rank(r, l);
   for (int mask = 1; mask < l.pof2; mask <<= 1) {
-    int partner = real_rank(g ^ mask, l);
-    exchange(partner);
+    const int partner = real_rank(g ^ mask, l);
+    transport::Connection* c = ctx.peers[static_cast<std::size_t>(partner)];
+    stage();
+    transport::Request recv = c->post_recv({in, message}, mr);
+    transport::Request send = c->post_send({out, message}, mr);
+    co_await engine::received(d, c, recv);
+    arrived(partner);
+    co_await engine::sent(d, c, send);
     combine(partner);
   }
   // The plan's post-scale, before the result goes back to the extra rank.
@@ -129,7 +127,7 @@ void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t coun
   if (r < 2 * l.extra) {
     transport::Connection* c = ctx.peers[static_cast<std::size_t>(r - 1)];
     stage();
-    c->wait(c->post_send({out, message}, mr), ctx.deadline);
+    co_await engine::sent(d, c, c->post_send({out, message}, mr));
   }
 }
 

@@ -28,7 +28,9 @@ struct MessagePrefix {
 // the result back). Time ~ (log2 p + 2[N != p]) (a + S/B). Each pair combines the lower
 // rank's operand first, so every rank ends with identical bits. The post-scale step runs
 // once on every rank of the power-of-two group; the extra ranks receive scaled results.
-void recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count, DataType type,
-                                  ReduceOp op, const MessagePrefix* prefix = nullptr);
+// A resumable task (src/engine/task.hpp); `ctx`, `buf` and `prefix` outlive it.
+engine::Task recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::size_t count,
+                                          DataType type, ReduceOp op,
+                                          const MessagePrefix* prefix = nullptr);
 
 }  // namespace ringlet::algo

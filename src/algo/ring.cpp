@@ -44,38 +44,37 @@ std::size_t clamp_window(const Context& ctx, std::size_t window) {
 }
 
 // The sends in flight on one connection, oldest first. Sends complete in order (matching is
-// FIFO), so at the transport's limit the oldest is waited for before another is posted.
+// FIFO), so at the transport's limit the oldest is awaited before another is posted:
+//   while (sends.full()) co_await engine::sent(*ctx.driver, sends.conn(), sends.pop());
 class SendWindow {
  public:
   SendWindow(const Context& ctx, transport::Connection* conn)
-      : conn_(conn), limit_(ctx.max_outstanding), deadline_(ctx.deadline) {}
+      : conn_(conn), limit_(ctx.max_outstanding) {}
+  bool full() const noexcept { return limit_ > 0 && inflight_.size() - head_ >= limit_; }
+  bool empty() const noexcept { return head_ == inflight_.size(); }
+  Request pop() noexcept { return inflight_[head_++]; }
+  transport::Connection* conn() const noexcept { return conn_; }
   void post(const std::byte* data, std::size_t bytes) {
-    if (limit_ > 0 && inflight_.size() - head_ >= limit_)
-      conn_->wait(inflight_[head_++], deadline_);
     inflight_.push_back(conn_->post_send({data, bytes}, nullptr));
-  }
-  void wait_all() {
-    for (; head_ < inflight_.size(); ++head_) conn_->wait(inflight_[head_], deadline_);
   }
 
  private:
   transport::Connection* conn_;
   std::size_t limit_;
-  Deadline deadline_;
   std::vector<Request> inflight_;
   std::size_t head_ = 0;
 };
 
 }  // namespace
 
-void ring_reduce_scatter(Context& ctx, const std::byte* src, std::byte* dst,
-                         const ChunkLayout& layout, DataType type, ReduceOp op, int shift) {
+engine::Task ring_reduce_scatter(Context& ctx, const std::byte* src, std::byte* dst,
+                                 ChunkLayout layout, DataType type, ReduceOp op, int shift) {
   const int n = ctx.size;
   const int r = ctx.rank;
   const std::size_t elem = size_of(type);
   if (n == 1) {
     if (layout.count > 0) ctx.exec->copy(dst, src, layout.count * elem);
-    return;
+    co_return;
   }
   const exec::Reducer reduce = ctx.exec->reducer(type, op);
   const std::size_t slices = slices_per_chunk(ctx, layout, elem);
@@ -90,6 +89,7 @@ void ring_reduce_scatter(Context& ctx, const std::byte* src, std::byte* dst,
     long long s = static_cast<long long>(u / slices);
     return piece(layout, mod(r - s - 1 + shift, n), slices, u % slices, elem);
   };
+  engine::Driver& d = *ctx.driver;
   SendWindow sends(ctx, ctx.right);
   std::vector<Request> slot_recv(slots);  // the receive posted into each slot
   std::size_t next_recv = 0;
@@ -108,12 +108,13 @@ void ring_reduce_scatter(Context& ctx, const std::byte* src, std::byte* dst,
     for (; next_send < units && (next_send < slices || next_send - slices < done); ++next_send) {
       Piece p = send_piece(next_send);
       if (p.bytes == 0) continue;
+      while (sends.full()) co_await engine::sent(d, sends.conn(), sends.pop());
       sends.post((next_send < slices ? src : dst) + p.offset, p.bytes);
     }
     // Wait for the slice from the left, then reduce it into our copy of that chunk.
     Piece p = recv_piece(done);
     if (p.bytes > 0) {
-      ctx.left->wait(slot_recv[done % slots], ctx.deadline);
+      co_await engine::received(d, ctx.left, slot_recv[done % slots]);
       const std::byte* slot = ctx.ring_scratch.data() + (done % slots) * ctx.slice_bytes;
       reduce(dst + p.offset, src + p.offset, slot, p.bytes / elem);
     }
@@ -121,15 +122,17 @@ void ring_reduce_scatter(Context& ctx, const std::byte* src, std::byte* dst,
   }
   for (; next_send < units; ++next_send) {
     Piece p = send_piece(next_send);
-    if (p.bytes > 0) sends.post(dst + p.offset, p.bytes);
+    if (p.bytes == 0) continue;
+    while (sends.full()) co_await engine::sent(d, sends.conn(), sends.pop());
+    sends.post(dst + p.offset, p.bytes);
   }
-  sends.wait_all();
+  while (!sends.empty()) co_await engine::sent(d, sends.conn(), sends.pop());
 }
 
-void ring_allgather(Context& ctx, std::byte* buf, const ChunkLayout& layout, DataType type,
-                    int owned) {
+engine::Task ring_allgather(Context& ctx, std::byte* buf, ChunkLayout layout, DataType type,
+                            int owned) {
   const int n = ctx.size;
-  if (n == 1) return;
+  if (n == 1) co_return;
   const std::size_t elem = size_of(type);
   const std::size_t slices = slices_per_chunk(ctx, layout, elem);
   const std::size_t units = static_cast<std::size_t>(n - 1) * slices;
@@ -144,6 +147,7 @@ void ring_allgather(Context& ctx, std::byte* buf, const ChunkLayout& layout, Dat
     long long s = static_cast<long long>(u / slices);
     return piece(layout, mod(owned - s - 1, n), slices, u % slices, elem);
   };
+  engine::Driver& d = *ctx.driver;
   SendWindow sends(ctx, ctx.right);
   std::vector<Request> recvs(units);
   std::size_t next_recv = 0;
@@ -157,34 +161,38 @@ void ring_allgather(Context& ctx, std::byte* buf, const ChunkLayout& layout, Dat
     // Forward a slice as soon as it has arrived from the left.
     for (; next_send < units && (next_send < slices || next_send - slices < done); ++next_send) {
       Piece p = send_piece(next_send);
-      if (p.bytes > 0) sends.post(buf + p.offset, p.bytes);
+      if (p.bytes == 0) continue;
+      while (sends.full()) co_await engine::sent(d, sends.conn(), sends.pop());
+      sends.post(buf + p.offset, p.bytes);
     }
-    if (recv_piece(done).bytes > 0) ctx.left->wait(recvs[done], ctx.deadline);
+    if (recv_piece(done).bytes > 0) co_await engine::received(d, ctx.left, recvs[done]);
     ++done;
   }
   for (; next_send < units; ++next_send) {
     Piece p = send_piece(next_send);
-    if (p.bytes > 0) sends.post(buf + p.offset, p.bytes);
+    if (p.bytes == 0) continue;
+    while (sends.full()) co_await engine::sent(d, sends.conn(), sends.pop());
+    sends.post(buf + p.offset, p.bytes);
   }
-  sends.wait_all();
+  while (!sends.empty()) co_await engine::sent(d, sends.conn(), sends.pop());
 }
 
-void ring_allreduce(Context& ctx, const std::byte* src, std::byte* dst, std::size_t count,
-                    DataType type, ReduceOp op) {
+engine::Task ring_allreduce(Context& ctx, const std::byte* src, std::byte* dst, std::size_t count,
+                            DataType type, ReduceOp op) {
   const int n = ctx.size;
   ChunkLayout layout{count, n};
   // Reduce-scatter: afterwards this rank owns chunk rank + 1, reduced over all ranks.
-  ring_reduce_scatter(ctx, src, dst, layout, type, op, 0);
+  co_await ring_reduce_scatter(ctx, src, dst, layout, type, op, 0);
   const int owned = mod(ctx.rank + 1, n);
   // The plan's post-scale on the owned chunk, once, before it is copied everywhere.
   ctx.post_scale(*ctx.exec, dst + layout.begin(owned) * size_of(type), layout.length(owned), type);
   // Allgather: pass the reduced chunks around the ring.
-  ring_allgather(ctx, dst, layout, type, owned);
+  co_await ring_allgather(ctx, dst, layout, type, owned);
 }
 
-void ring_broadcast(Context& ctx, std::byte* buf, std::size_t bytes, int root) {
+engine::Task ring_broadcast(Context& ctx, std::byte* buf, std::size_t bytes, int root) {
   const int n = ctx.size;
-  if (n == 1 || bytes == 0) return;
+  if (n == 1 || bytes == 0) co_return;
   const int pos = mod(ctx.rank - root, n);  // hops from the root
   const std::size_t slices =
       std::max<std::size_t>(1, (bytes + ctx.slice_bytes - 1) / ctx.slice_bytes);
@@ -195,6 +203,7 @@ void ring_broadcast(Context& ctx, std::byte* buf, std::size_t bytes, int root) {
   };
   const bool receives = pos != 0;
   const bool forwards = pos != n - 1;
+  engine::Driver& d = *ctx.driver;
   SendWindow sends(ctx, ctx.right);
   std::vector<Request> recvs(receives ? slices : 0);
   std::size_t next_recv = 0;
@@ -206,16 +215,17 @@ void ring_broadcast(Context& ctx, std::byte* buf, std::size_t bytes, int root) {
         Piece p = range(next_recv);
         recvs[next_recv] = ctx.left->post_recv({buf + p.offset, p.bytes}, nullptr);
       }
-      ctx.left->wait(recvs[j], ctx.deadline);
+      co_await engine::received(d, ctx.left, recvs[j]);
       done = j + 1;
     }
     // Forward slice j to the right as soon as we have it.
     if (forwards) {
       Piece p = range(j);
+      while (sends.full()) co_await engine::sent(d, sends.conn(), sends.pop());
       sends.post(buf + p.offset, p.bytes);
     }
   }
-  if (forwards) sends.wait_all();
+  while (!sends.empty()) co_await engine::sent(d, sends.conn(), sends.pop());
 }
 
 }  // namespace ringlet::algo

@@ -322,6 +322,15 @@ void Loop::progress_channel(Channel& c) {
   }
 }
 
+void Loop::wait_any(std::chrono::milliseconds timeout) noexcept {
+  const int ms = static_cast<int>(std::clamp<long long>(timeout.count(), 0, kMaxPollMs));
+  try {
+    poll_once(ms);
+  } catch (...) {
+    // poll(2) itself failed (out of memory): the caller's next test() polls again.
+  }
+}
+
 void Loop::poll_once(int timeout_ms) {
   pollfds_.clear();
   poll_lanes_.clear();

@@ -127,6 +127,9 @@ class Loop {
   void report_failure(ErrorCode code, int origin_rank, std::string_view cause) noexcept;
 
   void interrupt() noexcept;
+  // One poll(2) over every socket and the eventfd, blocking up to `timeout` (at most the
+  // longest poll), moving whatever is ready. Failures stay on their channels. Never throws.
+  void wait_any(std::chrono::milliseconds timeout) noexcept;
   // Throws Error(aborted) when the abort flag is set.
   void check() const;
 

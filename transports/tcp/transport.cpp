@@ -75,6 +75,7 @@ class TcpTransport final : public Transport {
   }
   ControlPlane& control() noexcept override { return control_; }
   void interrupt() noexcept override { loop_->interrupt(); }
+  void wait_any(std::chrono::milliseconds timeout) noexcept override { loop_->wait_any(timeout); }
 
  private:
   struct Pending {
