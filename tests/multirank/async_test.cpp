@@ -20,6 +20,7 @@
 
 #include "src/common/deadline.hpp"
 #include "src/common/str_cat.hpp"
+#include "src/communicator_impl.hpp"
 #include "tests/multirank/rank_group.hpp"
 #include "tests/multirank/reference.hpp"
 
@@ -640,6 +641,49 @@ INSTANTIATE_TEST_SUITE_P(All, FusedTest,
                                            GroupParam{RankMode::threads, 3},
                                            GroupParam{RankMode::processes, 2}),
                          group_name);
+
+// The progress record while the engine's task waits for a peer that never joins the
+// collective: the snapshot names the peer awaited and the phase, and the deadline error
+// quotes the step and the wait. Each rank is its own node (no shared memory): the task
+// waits in the tcp transport, polled by the engine.
+TEST(AsyncProgress, SnapshotAndDeadlineErrorNameThePeerAwaited) {
+  auto group = make_rank_group(RankMode::threads);
+  group->run(2, [](RankContext& ctx) {
+    Options o;
+    o.timeout = 2s;
+    o.node_id = str_cat("progress-node-", ctx.rank);
+    Communicator comm = ctx.create(o);
+    if (ctx.rank == 1) {
+      // Never calls the allreduce: rank 0's times out; then rank 1 leaves.
+      std::this_thread::sleep_for(4s);
+      return;
+    }
+    std::vector<float> buf(1 << 20, 1.0f);  // above the crossover: queued for the engine
+    Work w = comm.allreduce_async(std::span<float>(buf));
+    ProgressSnapshot seen;
+    for (int i = 0; i < 150 && seen.peer != 1; ++i) {
+      std::this_thread::sleep_for(10ms);
+      seen = progress_snapshot(comm);
+    }
+    EXPECT_EQ(seen.peer, 1);
+    EXPECT_FALSE(seen.peer_send);
+    EXPECT_GT(seen.seq, 0u);
+    EXPECT_NE(seen.fingerprint.find("allreduce(count=1048576"), std::string::npos)
+        << seen.fingerprint;
+    EXPECT_EQ(seen.phase, "exchanging fingerprints");
+    EXPECT_GE(seen.since_ns, seen.started_ns);
+    EXPECT_FALSE(w.test());
+    try {
+      w.wait();
+      ADD_FAILURE() << "the allreduce without its peer completed";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(e.code(), ErrorCode::timeout) << what;
+      EXPECT_NE(what.find("for a receive from rank 1"), std::string::npos) << what;
+      EXPECT_NE(what.find(", step "), std::string::npos) << what;
+    }
+  });
+}
 
 // A peer killed in the middle of a queue: that collective and every later one fail on the
 // survivors within the deadline.
