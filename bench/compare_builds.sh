@@ -15,10 +15,11 @@
 #   RATE=1gbit          tbf rate of the test hosts' links
 #   COMPARE_TIMEOUT=300 wall-clock limit of each command, in seconds
 #   OUT_DIR=...         where every output is kept (default: a new temporary folder)
+#   PERF_ARGS="-z 1"    extra allreduce_perf flags of the bandwidth and latency cases
 set -uo pipefail
 
 if [[ $# -lt 2 || $# -gt 3 || "$1" == -h || "$1" == --help ]]; then
-  sed -n '4,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '4,19p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 before=$(cd "$1" && pwd)
@@ -32,6 +33,7 @@ lat_iters=${LAT_ITERS:-20000}
 hier_reps=${HIER_REPS:-3}
 rate=${RATE:-1gbit}
 limit=${COMPARE_TIMEOUT:-300}
+perf_args=${PERF_ARGS:-}
 out_dir=${OUT_DIR:-$(mktemp -d /tmp/ringlet-builds.XXXXXX)}
 mkdir -p "$out_dir"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -97,7 +99,7 @@ if [[ "$mode" == all || "$mode" == bandwidth ]]; then
         for b in before after; do
           build=$before; [[ $b == after ]] && build=$after
           one "bw-$path-$np-$b" "$build" RINGLET_SHM=$shm -- -np "$np" \
-            "$build/bench/allreduce_perf" -b 64M -e 256M -f 4 -n 5 -w 2 -c 1
+            "$build/bench/allreduce_perf" -b 64M -e 256M -f 4 -n 5 -w 2 -c 1 $perf_args
         done
       done
       for S in 67108864 268435456; do
@@ -116,7 +118,7 @@ if [[ "$mode" == all || "$mode" == latency ]]; then
         for b in before after; do
           build=$before; [[ $b == after ]] && build=$after
           one "lat-$path-$np-$b" "$build" RINGLET_SHM=$shm -- -np "$np" \
-            "$build/bench/allreduce_perf" -b 8 -e 8 -n "$lat_iters" -w 1000 -c 1
+            "$build/bench/allreduce_perf" -b 8 -e 8 -n "$lat_iters" -w 1000 -c 1 $perf_args
         done
       done
       lb=$(median "lat-$path-$np-before" 8 5); la=$(median "lat-$path-$np-after" 8 5)

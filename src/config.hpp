@@ -35,7 +35,9 @@ struct Config {
   std::size_t hier_pipeline_bytes = std::size_t{1} << 20;
   // Fusion buffer of the many-tensor allreduce (RINGLET_FUSION_BYTES): tensors of one type
   // are packed into buffers of at most this size, each reduced as one collective.
-  std::size_t fusion_bytes = std::size_t{16} << 20;
+  // 4 MiB, measured (docs/perf/engine.md): as fast as 8-64 MiB between two 1 Gbit/s hosts,
+  // fastest on loopback, where packing a cache-sized buffer is cheaper.
+  std::size_t fusion_bytes = std::size_t{4} << 20;
   // Shared memory among the ranks of a node (RINGLET_SHM).
   bool shm = true;
   // Shared-memory slot per rank; 0: the group's measured default.
