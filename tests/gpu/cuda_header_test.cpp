@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // ringlet/cuda.hpp compiles with the CUDA headers and builds the expected tensors and streams.
-#include <ringlet/cuda.hpp>
-
 #include <gtest/gtest.h>
+
+#include <ringlet/cuda.hpp>
 
 namespace {
 
