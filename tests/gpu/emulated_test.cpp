@@ -305,6 +305,43 @@ TEST_F(EmulatedTest, OtherCollectives) {
   }
 }
 
+// Two simulated nodes of two ranks (Options::node_id): the hierarchical plan and the local
+// group run on the staged buffers of CUDA tensors.
+TEST_F(EmulatedTest, AllreduceTwoNodes) {
+  auto dev = dev_;
+  auto group = make_rank_group(RankMode::threads);
+  group->run(4, [&](RankContext& rc) {
+    Options o;
+    o.node_id = "emulated-node-" + std::to_string(rc.rank / 2);
+    Communicator comm = rc.create(o);
+    EXPECT_EQ(comm.node_count(), 2);
+    void* s = dev->create_stream();
+    for (const DataType t : {DataType::float32, DataType::bfloat16, DataType::int64}) {
+      for (const ReduceOp op : {ReduceOp::sum, ReduceOp::max, ReduceOp::avg}) {
+        if (op == ReduceOp::avg && !is_floating(t)) continue;
+        for (std::size_t n : {std::size_t{3}, std::size_t{5000}, std::size_t{300000}}) {
+          void* buf = dev->alloc(n * size_of(t));
+          std::vector<unsigned char> got(n * size_of(t));
+          const int r = rc.rank;
+          dev->launch(s, [=] {
+            for (std::size_t i = 0; i < n; ++i) store(t, buf, i, value_of(t, op, r, i));
+          });
+          comm.allreduce(Tensor{buf, n, t, MemoryKind::cuda, rc.rank % 2}, op, CudaStream{s});
+          dev->launch(s, [&got, buf] { std::memcpy(got.data(), buf, got.size()); });
+          dev->synchronize(s);
+          for (std::size_t i = 0; i < n; ++i) {
+            const long double want = reference(t, op, 4, i);
+            ASSERT_TRUE(matches(t, op, load(t, got.data(), i), want))
+                << to_string(t) << " " << to_string(op) << " n=" << n << " element " << i;
+          }
+          dev->free(buf);
+        }
+      }
+    }
+    dev->destroy_stream(s);
+  });
+}
+
 // NCCL's semantics: the call returns once enqueued, before the stream's earlier work has run;
 // the kernel after the call sees the result, with no host synchronisation in between.
 TEST_F(EmulatedTest, StreamOrderingWithoutHostSync) {
