@@ -91,4 +91,30 @@ echo
 echo "=== summary ($((SECONDS - start)) s)"
 printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
 echo "device_check: $([ $status = 0 ] && echo PASSED || echo FAILED)" | tee -a "$out/summary.txt"
+# A draft of docs/perf/gpu.md from this run.
+{
+  echo "<!-- SPDX-License-Identifier: Apache-2.0 -->"
+  echo "# GPU device check (issue 10)"
+  echo
+  echo "Run $(date -u +%Y-%m-%d) by tests/gpu/device_check.sh at commit" \
+       "$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown):" \
+       "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)."
+  echo
+  echo '```'
+  cat "$out/summary.txt"
+  echo '```'
+  echo
+  echo "## Kernel sweep (1 GiB per operand, CUDA events, median of 7)"
+  echo
+  cat "$out/kernel_sweep.txt" 2>/dev/null
+  for m in cuda host; do
+    echo
+    echo "## allreduce_perf, 4 ranks as 4 nodes on one machine, --memory $m"
+    echo
+    echo '```'
+    cat "$out/allreduce_perf_$m.txt" 2>/dev/null
+    echo '```'
+  done
+} > "$out/gpu.md"
+echo "draft: $out/gpu.md"
 exit $status
