@@ -65,6 +65,14 @@ export RINGLET_TIMEOUT=120
 step gpu_suite 120 "$build/tests/test_cuda_stream" --gtest_filter=-CudaProcesses.*
 step gpu_processes 90 "$build/tests/test_cuda_stream" --gtest_filter=CudaProcesses.*
 step reduce_cuda 90 "$build/tests/test_reduce_cuda"
+# On the GPU machine a skip is a failure: the device was not usable.
+for f in gpu_suite gpu_processes reduce_cuda; do
+  if grep -q 'SKIPPED \]' "$out/$f.txt" 2>/dev/null; then
+    echo "FAIL: $f skipped its tests: $(grep -m1 -A1 'Skipped' "$out/$f.txt" | tail -1)"
+    summary+=("$(printf '%-22s skipped: no usable device' "$f")")
+    status=1
+  fi
+done
 step gpu_emulated 120 "$build/tests/test_gpu_emulated"
 
 # allreduce_perf: 4 processes, each its own node (the ring over TCP loopback).
