@@ -20,4 +20,5 @@ ninja -C "$build" -j "${NINJA_JOBS:-$(nproc)}" "${targets[@]}"
 find "$build" \( -name '*.o' -o -name '*.a' \) -delete
 for t in "${targets[@]}"; do strip --strip-unneeded "$build/$t" 2>/dev/null || true; done
 strip --strip-unneeded "$build"/libringlet.so.* 2>/dev/null || true
+git -C "$src" rev-parse HEAD > "$build/COMMIT" 2>/dev/null || true
 du -sh "$build"

@@ -50,6 +50,12 @@ if [ "$missing" = 1 ]; then
   step build 240 bash "$src/tests/gpu/build_device_check.sh" "$build"
 fi
 du -sh "$build" 2>/dev/null
+head=$(git -C "$src" rev-parse HEAD 2>/dev/null || echo unknown)
+built=$(cat "$build/COMMIT" 2>/dev/null || echo unknown)
+if [ "$head" != "$built" ]; then
+  echo "WARNING: $build was built at commit $built, the checkout is at $head" \
+       "(remove $build to rebuild)"
+fi
 for b in "${bins[@]}" libringlet.so.0; do
   f="$build/$b"
   echo "--- ldd $b"
