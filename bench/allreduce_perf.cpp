@@ -5,12 +5,18 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "bench/perf_common.hpp"
 #include "include/ringlet/ringlet.hpp"
+
+#if RINGLET_PERF_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 namespace {
 
@@ -41,7 +47,45 @@ std::int64_t sum_over_ranks(Communicator& comm, std::int64_t value) {
   return value;
 }
 
+// --memory cuda: the buffer on device 0, the collectives on a stream of this program's own.
+// Without CUDA in the build, the flag is refused (exit 2).
+struct DeviceBuffer {
+#if RINGLET_PERF_CUDA
+  explicit DeviceBuffer(std::size_t bytes) {
+    if (cudaSetDevice(0) != cudaSuccess ||
+        cudaMalloc(&data, bytes == 0 ? 1 : bytes) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) {
+      throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(cudaGetLastError()));
+    }
+  }
+  ~DeviceBuffer() {
+    cudaStreamDestroy(s);
+    cudaFree(data);
+  }
+  void upload(const void* host, std::size_t bytes) {
+    cudaMemcpy(data, host, bytes, cudaMemcpyHostToDevice);
+  }
+  void download(void* host, std::size_t bytes) {
+    cudaMemcpy(host, data, bytes, cudaMemcpyDeviceToHost);
+  }
+  void synchronize() { cudaStreamSynchronize(s); }
+  ringlet::CudaStream stream() const { return ringlet::CudaStream{s}; }
+  void* data = nullptr;
+  cudaStream_t s = nullptr;
+#else
+  explicit DeviceBuffer(std::size_t) {
+    throw std::runtime_error("--memory cuda: this allreduce_perf was built without CUDA");
+  }
+  void upload(const void*, std::size_t) {}
+  void download(void*, std::size_t) {}
+  void synchronize() {}
+  ringlet::CudaStream stream() const { return {}; }
+  void* data = nullptr;
+#endif
+};
+
 int run(const perf::PerfArgs& args) {
+  const bool cuda = args.memory == "cuda";
   ringlet::Options options;
   options.algorithm = args.algo;  // empty: RINGLET_ALGO, else auto
   const auto create_start = std::chrono::steady_clock::now();
@@ -57,6 +101,8 @@ int run(const perf::PerfArgs& args) {
   const std::vector<std::size_t> sizes = perf::row_sizes(args);
   const std::size_t largest = sizes.empty() ? 0 : sizes.back();
   perf::Buffer buffer(largest);  // allocated once, every page touched
+  std::unique_ptr<DeviceBuffer> device;
+  if (cuda) device = std::make_unique<DeviceBuffer>(largest);
   const perf::Pattern pattern(args.type, args.op, ranks);
 
   if (printer) {
@@ -79,19 +125,25 @@ int run(const perf::PerfArgs& args) {
   double busbw_sum = 0.0;
   std::int64_t wrong_total = 0;
   for (const std::size_t bytes : sizes) {
-    const Tensor tensor{buffer.data(), bytes / perf::type_size(args.type), args.type};
+    const Tensor host_tensor{buffer.data(), bytes / perf::type_size(args.type), args.type};
+    const Tensor tensor =
+        cuda ? Tensor{device->data, host_tensor.count, args.type, ringlet::MemoryKind::cuda, 0}
+             : host_tensor;
+    const ringlet::CudaStream stream = cuda ? device->stream() : ringlet::CudaStream{};
 
     // Timed: warm-up, then `iters` back-to-back in-place allreduces started together.
-    perf::fill_for_timing(pattern, args.type, args.op, tensor.data, tensor.count, rank);
+    perf::fill_for_timing(pattern, args.type, args.op, host_tensor.data, host_tensor.count, rank);
+    if (cuda) device->upload(host_tensor.data, bytes);
     // One iteration: -m collectives issued back to back, then waited (-z 0), or -m blocking
-    // calls (-z 1).
+    // calls (-z 1; on CUDA memory they return once enqueued: the stream is synchronised).
     std::vector<ringlet::Work> works(static_cast<std::size_t>(args.agg_iters));
     auto iteration = [&] {
       if (args.blocking) {
-        for (int j = 0; j < args.agg_iters; ++j) comm.allreduce(tensor, args.op);
+        for (int j = 0; j < args.agg_iters; ++j) comm.allreduce(tensor, args.op, stream);
+        if (cuda) device->synchronize();
         return;
       }
-      for (auto& w : works) w = comm.allreduce_async(tensor, args.op);
+      for (auto& w : works) w = comm.allreduce_async(tensor, args.op, stream);
       for (auto& w : works) w.wait();
     };
     for (int i = 0; i < args.warmup_iters; ++i) iteration();
@@ -105,10 +157,15 @@ int run(const perf::PerfArgs& args) {
     // Check: a separate, untimed run on freshly written data.
     std::int64_t wrong = -1;
     if (args.check) {
-      perf::fill_pattern(pattern, args.type, tensor.data, tensor.count, rank);
-      comm.allreduce(tensor, args.op);
-      wrong =
-          sum_over_ranks(comm, perf::count_wrong(pattern, args.type, tensor.data, tensor.count));
+      perf::fill_pattern(pattern, args.type, host_tensor.data, host_tensor.count, rank);
+      if (cuda) device->upload(host_tensor.data, bytes);
+      comm.allreduce(tensor, args.op, stream);
+      if (cuda) {
+        device->synchronize();
+        device->download(host_tensor.data, bytes);
+      }
+      wrong = sum_over_ranks(
+          comm, perf::count_wrong(pattern, args.type, host_tensor.data, host_tensor.count));
       wrong_total += wrong;
     }
     if (printer) {

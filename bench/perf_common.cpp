@@ -48,6 +48,7 @@ constexpr Flag kFlags[] = {
     {'n', "iters", true},     {'w', "warmup_iters", true}, {'c', "check", true},
     {'d', "datatype", true},  {'o', "op", true},           {'\0', "algo", true},
     {'m', "agg_iters", true}, {'z', "blocking", true},     {'h', "help", false},
+    {'\0', "memory", true},
 };
 
 // Applies one flag's value to `args`; returns an error message or "".
@@ -115,6 +116,12 @@ std::string apply(const Flag& flag, std::string_view value, PerfArgs& args) {
     }
     default:
       break;
+  }
+  if (flag.long_name == "memory") {
+    const std::string kind = lower(value);
+    if (kind != "host" && kind != "cuda") return bad("expected host or cuda");
+    args.memory = kind;
+    return "";
   }
   // --algo: a name here; size ranges ("rd:0-64K;ring:64K-max") are checked by the library.
   const std::string algo = lower(value);
@@ -410,6 +417,8 @@ std::string usage(std::string_view program) {
       "default sum\n"
       "      --algo ALGO          auto ring recursive_doubling hier local, or ranges such as\n"
       "                           rd:0-64K;ring:64K-max (Options::algorithm)\n"
+      "      --memory host|cuda   where the buffer lives (cuda: device 0, on a CUDA stream;\n"
+      "                           builds with CUDA); default host\n"
       "  -h, --help               this text\n"
       "Exit status: 0 success, 1 wrong results, 2 bad arguments, 3 communication error.\n";
   return text;
@@ -607,8 +616,8 @@ std::int64_t count_wrong(const Pattern& pattern, DataType type, const void* data
 }
 
 void print_header(std::FILE* out, const PerfArgs& args, const RunInfo& info) {
-  std::fprintf(out, "# %s (%s): in-place allreduce of host memory\n", info.program.c_str(),
-               info.library.c_str());
+  std::fprintf(out, "# %s (%s): in-place allreduce of %s memory\n", info.program.c_str(),
+               info.library.c_str(), args.memory.c_str());
   std::fprintf(out, "# ranks: %d  nodes: %d  algo: %s\n", info.ranks, info.nodes,
                info.algo.c_str());
   std::fprintf(out,

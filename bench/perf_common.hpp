@@ -29,6 +29,7 @@ struct PerfArgs {
   DataType type = DataType::float32;         // -d
   ReduceOp op = ReduceOp::sum;               // -o
   std::string algo;                          // --algo; empty: not given
+  std::string memory = "host";               // --memory host|cuda
   bool help = false;                         // -h
 };
 

@@ -535,6 +535,18 @@ template <class Body>
 Communicator::Impl::WorkPtr Communicator::Impl::issue(Fingerprint fp, Body&& body, Check check,
                                                       bool async, bool small) {
   fp.seq = ++seq_;
+  if (next_hook_) {
+    // A collective on a CUDA stream: always queued, and the call returns once it is (NCCL's
+    // semantics); the hook brackets the body on the engine (src/exec/stream.hpp).
+    auto work = std::make_shared<detail::WorkState>();
+    StreamBody<std::decay_t<Body>> hooked{std::move(next_hook_), std::forward<Body>(body)};
+    next_hook_.reset();
+    enqueue(Task{[this, fp, body = std::move(hooked), check](engine::Driver& driver) mutable {
+                   return run(fp, body, check, driver);
+                 },
+                 work});
+    return work;
+  }
   // Nothing pending (only this thread adds work, so the engine stays idle): the task runs
   // to completion here, its awaits being the transport's blocking waits, as before the
   // engine existed; the latency path takes no lock.
@@ -1346,46 +1358,44 @@ int Communicator::node_count() const noexcept { return impl_->node_count(); }
 
 Communicator Communicator::dup() { return Communicator(impl_->dup()); }
 
-void Communicator::allreduce(Tensor inout, ReduceOp op) {
-  impl_->allreduce(inout, inout, op, false);
-}
+// The forms without a stream: the CudaStream forms (src/communicator_stream.cpp) with the
+// legacy default stream, which CUDA tensors then use; host tensors run here as before.
+void Communicator::allreduce(Tensor inout, ReduceOp op) { allreduce(inout, op, CudaStream{}); }
 void Communicator::allreduce(Tensor in, Tensor out, ReduceOp op) {
-  impl_->allreduce(in, out, op, false);
+  allreduce(in, out, op, CudaStream{});
 }
 void Communicator::allreduce(std::span<const Tensor> tensors, ReduceOp op) {
-  impl_->allreduce_list(tensors, op, false);
+  allreduce(tensors, op, CudaStream{});
 }
-void Communicator::broadcast(Tensor inout, int root) {
-  impl_->broadcast(inout, inout, root, false);
-}
+void Communicator::broadcast(Tensor inout, int root) { broadcast(inout, root, CudaStream{}); }
 void Communicator::broadcast(Tensor in, Tensor out, int root) {
-  impl_->broadcast(in, out, root, false);
+  broadcast(in, out, root, CudaStream{});
 }
-void Communicator::allgather(Tensor in, Tensor out) { impl_->allgather(in, out, false); }
+void Communicator::allgather(Tensor in, Tensor out) { allgather(in, out, CudaStream{}); }
 void Communicator::reduce_scatter(Tensor in, Tensor out, ReduceOp op) {
-  impl_->reduce_scatter(in, out, op, false);
+  reduce_scatter(in, out, op, CudaStream{});
 }
 void Communicator::barrier() { impl_->barrier(false); }
 Work Communicator::allreduce_async(Tensor inout, ReduceOp op) {
-  return Work(impl_->allreduce(inout, inout, op, true));
+  return allreduce_async(inout, op, CudaStream{});
 }
 Work Communicator::allreduce_async(Tensor in, Tensor out, ReduceOp op) {
-  return Work(impl_->allreduce(in, out, op, true));
+  return allreduce_async(in, out, op, CudaStream{});
 }
 Work Communicator::allreduce_async(std::span<const Tensor> tensors, ReduceOp op) {
-  return Work(impl_->allreduce_list(tensors, op, true));
+  return allreduce_async(tensors, op, CudaStream{});
 }
 Work Communicator::broadcast_async(Tensor inout, int root) {
-  return Work(impl_->broadcast(inout, inout, root, true));
+  return broadcast_async(inout, root, CudaStream{});
 }
 Work Communicator::broadcast_async(Tensor in, Tensor out, int root) {
-  return Work(impl_->broadcast(in, out, root, true));
+  return broadcast_async(in, out, root, CudaStream{});
 }
 Work Communicator::allgather_async(Tensor in, Tensor out) {
-  return Work(impl_->allgather(in, out, true));
+  return allgather_async(in, out, CudaStream{});
 }
 Work Communicator::reduce_scatter_async(Tensor in, Tensor out, ReduceOp op) {
-  return Work(impl_->reduce_scatter(in, out, op, true));
+  return reduce_scatter_async(in, out, op, CudaStream{});
 }
 Work Communicator::barrier_async() { return Work(impl_->barrier(true)); }
 void Communicator::abort() noexcept { impl_->abort(); }

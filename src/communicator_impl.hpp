@@ -29,6 +29,7 @@
 #include "src/config.hpp"
 #include "src/engine/task.hpp"
 #include "src/engine/work.hpp"
+#include "src/exec/stream.hpp"
 #include "src/fingerprint.hpp"
 #include "src/job_layout.hpp"
 #include "transports/transport.hpp"
@@ -103,6 +104,10 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   WorkPtr reduce_scatter(Tensor in, Tensor out, ReduceOp op, bool async);
   WorkPtr barrier(bool async);
   void abort() noexcept override;
+  // The stream hook of the next collective issued (the CudaStream overloads,
+  // src/communicator_stream.cpp, set it just before calling one of the above; it is consumed
+  // by issue(), and cleared by the overload if the call throws before).
+  std::shared_ptr<exec::StreamHook> next_hook_;
 
  private:
   // How run() checks that the ranks agree on the collective: by exchanging fingerprints with
@@ -147,6 +152,25 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   // waits for it.
   template <class Body>
   WorkPtr issue(Fingerprint fp, Body && body, Check check, bool async, bool small);
+  // The body of a collective on a CUDA stream: the stream hook before and after it.
+  template <class Body>
+  struct StreamBody {
+    std::shared_ptr<exec::StreamHook> hook;
+    Body body;
+    void prepare() {
+      if constexpr (requires { body.prepare(); }) body.prepare();
+    }
+    // A task: the body may itself be one (the network algorithms) or a blocking step.
+    engine::Task operator()(Deadline deadline, Fingerprint f, engine::Driver& driver) {
+      hook->before(deadline);
+      if constexpr (std::is_void_v<decltype(body(deadline, f, driver))>) {
+        body(deadline, f, driver);
+      } else {
+        co_await body(deadline, f, driver);
+      }
+      hook->after();
+    }
+  };
   void enqueue(Task task);
   void engine_main() noexcept;
   // The engine's sleep while its task awaits a request: the transport's descriptors.

@@ -47,8 +47,17 @@ struct BFloat16 {
 // floating-point types only (an integer avg throws ErrorCode::invalid_argument).
 enum class ReduceOp : std::uint8_t { sum, prod, min, max, avg };
 
-// Where a Tensor's memory lives. This release reduces host memory only.
+// Where a Tensor's memory lives: host memory, or CUDA device memory (Tensor::device is the
+// ordinal). CUDA memory needs a build with CUDA and a machine with a device; otherwise a
+// collective on it throws ErrorCode::invalid_argument saying which is missing.
 enum class MemoryKind : std::uint8_t { host, cuda };
+
+// ringlet::CudaStream: a cudaStream_t passed opaquely, so that this header stays free of CUDA
+// (ringlet/cuda.hpp, included by the user, converts a cudaStream_t). A null handle is the
+// legacy default stream.
+struct CudaStream {
+  void* handle = nullptr;
+};
 
 // Size in bytes of one element, and the names used in messages ("float32", "sum").
 [[gnu::visibility("default")]] std::size_t size_of(DataType type) noexcept;
@@ -309,6 +318,32 @@ class [[gnu::visibility("default")]] Communicator {
   Work allgather_async(Tensor in, Tensor out);
   Work reduce_scatter_async(Tensor in, Tensor out, ReduceOp op = ReduceOp::sum);
   Work barrier_async();
+
+  // On a CUDA stream, with NCCL's semantics, for tensors of MemoryKind::cuda (every form
+  // above without a stream uses the legacy default stream for them). The call, blocking form
+  // included, returns once the collective is enqueued; it runs after the work enqueued on
+  // `stream` before the call, and work enqueued on `stream` after the call waits, on the
+  // device, until it has completed. Work::wait() blocks the host until then. Errors, deadlines
+  // included, surface from Work::test/wait, or from the next call on the communicator (a
+  // failed collective aborts it); the stream is released either way, and its later work then
+  // sees undefined contents. Host tensors ignore the stream. docs/guide/cuda.md has more.
+  void allreduce(Tensor inout, ReduceOp op, CudaStream stream);
+  void allreduce(Tensor in, Tensor out, ReduceOp op, CudaStream stream);
+  void allreduce(std::span<const Tensor> tensors, ReduceOp op, CudaStream stream);
+  void broadcast(Tensor inout, int root, CudaStream stream);
+  void broadcast(Tensor in, Tensor out, int root, CudaStream stream);
+  void allgather(Tensor in, Tensor out, CudaStream stream);
+  void reduce_scatter(Tensor in, Tensor out, ReduceOp op, CudaStream stream);
+  // Later work of `stream` waits until every rank has entered the barrier.
+  void barrier(CudaStream stream);
+  Work allreduce_async(Tensor inout, ReduceOp op, CudaStream stream);
+  Work allreduce_async(Tensor in, Tensor out, ReduceOp op, CudaStream stream);
+  Work allreduce_async(std::span<const Tensor> tensors, ReduceOp op, CudaStream stream);
+  Work broadcast_async(Tensor inout, int root, CudaStream stream);
+  Work broadcast_async(Tensor in, Tensor out, int root, CudaStream stream);
+  Work allgather_async(Tensor in, Tensor out, CudaStream stream);
+  Work reduce_scatter_async(Tensor in, Tensor out, ReduceOp op, CudaStream stream);
+  Work barrier_async(CudaStream stream);
 
   // Typed conveniences: comm.allreduce(std::span(grads)).
   template <class T, std::size_t N>

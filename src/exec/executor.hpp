@@ -14,21 +14,35 @@ namespace ringlet::exec {
 // The reduction of one (type, op), resolved once per collective: out[i] = op(a[i], b[i]).
 // out may equal a; otherwise the three ranges do not overlap. avg reduces as sum: scaling is
 // the plan's separate post-scale step (Executor::scale).
+// A host reducer is a plain kernel; a device reducer carries its executor (device, stream) as
+// a context pointer and the resolved (type, op).
 class Reducer {
  public:
   using Fn = void (*)(void* out, const void* a, const void* b, std::size_t n);
+  using BoundFn = void (*)(const void* context, DataType type, ReduceOp op, void* out,
+                           const void* a, const void* b, std::size_t n);
   Reducer() = default;
   explicit Reducer(Fn fn) noexcept : fn_(fn) {}
+  Reducer(BoundFn fn, const void* context, DataType type, ReduceOp op) noexcept
+      : bound_(fn), context_(context), type_(type), op_(op) {}
   void operator()(void* out, const void* a, const void* b, std::size_t n) const {
-    fn_(out, a, b, n);
+    if (bound_ != nullptr) {
+      bound_(context_, type_, op_, out, a, b, n);
+    } else {
+      fn_(out, a, b, n);
+    }
   }
 
  private:
   Fn fn_ = nullptr;
+  BoundFn bound_ = nullptr;
+  const void* context_ = nullptr;
+  DataType type_ = DataType::float32;
+  ReduceOp op_ = ReduceOp::sum;
 };
 
 // One per memory kind, shared by every communicator of the process (stateless for host
-// memory; the CUDA executor of "GPU I" carries the device and stream of a collective).
+// memory; the device executor, src/exec/device.hpp, carries its device and stream).
 // Thread-safe: the hierarchical algorithm uses it from two threads.
 class Executor {
  public:
@@ -51,10 +65,8 @@ const Executor& host_executor() noexcept;
 // The executor of a kind this build has no executor for: throws Error(invalid_argument).
 [[noreturn]] void no_executor_for(MemoryKind kind);
 
-// The executor for `kind`; throws Error(invalid_argument) for a kind this build cannot run.
-inline const Executor& executor_for(MemoryKind kind) {
-  if (kind == MemoryKind::host) return host_executor();
-  no_executor_for(kind);
-}
+// The executor for `kind`; throws Error(invalid_argument) for a kind this build or machine
+// cannot run (CUDA memory without CUDA in the build, or without a device).
+const Executor& executor_for(MemoryKind kind);
 
 }  // namespace ringlet::exec

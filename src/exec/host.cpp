@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "src/common/str_cat.hpp"
+#include "src/exec/device.hpp"
 #include "src/exec/executor.hpp"
 #include "src/reduce/reduce.hpp"
 
@@ -32,8 +33,7 @@ const Executor& host_executor() noexcept {
 
 void no_executor_for(MemoryKind) {
   throw Error(ErrorCode::invalid_argument,
-              "CUDA memory: this build reduces host memory only (the CUDA executor comes with "
-              "GPU support)");
+              str_cat("CUDA memory cannot be used: ", device_unavailable_reason()));
 }
 
 }  // namespace ringlet::exec
