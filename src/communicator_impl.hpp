@@ -33,6 +33,9 @@
 #include "transports/transport.hpp"
 
 namespace ringlet {
+namespace timeline {
+class Lane;
+}
 
 // Owned by Communicator. Collectives are issued by one user thread at a time; abort() may
 // come from any thread and touches only aborted_ and the interrupts of the transport and
@@ -78,6 +81,11 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   WorkPtr reduce_scatter(Tensor in, Tensor out, ReduceOp op, bool async);
   WorkPtr barrier(bool async);
   void abort() noexcept override;
+
+  // For layers above the communicator (the GradientReducer): the resolved configuration and
+  // the timeline lane (null unless RINGLET_TIMELINE is set).
+  const Config& config() const noexcept { return config_; }
+  timeline::Lane* timeline() const noexcept { return timeline_.get(); }
 
  private:
   // How run() checks that the ranks agree on the collective: by exchanging fingerprints with
@@ -157,6 +165,7 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   // avg is defined for floating-point types only: invalid_argument otherwise.
   void check_op(DataType type, ReduceOp op, const char* what) const;
   void on_helper_thread() noexcept override;
+  void trace_step(const char* step) noexcept override;
 
   Config config_;
   JobLayout layout_;
@@ -187,6 +196,8 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   // "collective #7 allreduce(..), exchanging fingerprints with ranks 1 and 3, started 30001 ms ago"
   std::string describe_progress(const Fingerprint& fp) const;
   ProgressRecord progress_;
+  // RINGLET_TIMELINE: this communicator's lane, fed at each phase change; null when off.
+  std::unique_ptr<timeline::Lane> timeline_;
   std::vector<ListEntry> list_mine_;
   std::vector<std::uint64_t> list_lengths_;  // [0] mine, [1..2] the neighbours'
   std::vector<std::vector<ListEntry>> list_theirs_;

@@ -36,6 +36,12 @@ struct Config {
   // Fusion buffer of the many-tensor allreduce (RINGLET_FUSION_BYTES): tensors of one type
   // are packed into buffers of at most this size, each reduced as one collective.
   std::size_t fusion_bytes = std::size_t{16} << 20;
+  // Bucket of the GradientReducer (RINGLET_BUCKET_BYTES): gradients are grouped into buckets
+  // of at most this many bytes, each reduced as one collective; 0: fusion_bytes.
+  std::size_t bucket_bytes = 0;
+  // RINGLET_TIMELINE=PATH: each rank records its collectives and their phases and writes
+  // PATH.<rank>.json (src/timeline.hpp); empty: off.
+  std::string timeline;
   // Shared memory among the ranks of a node (RINGLET_SHM).
   bool shm = true;
   // Shared-memory slot per rank; 0: the group's measured default.
