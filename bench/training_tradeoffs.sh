@@ -85,7 +85,7 @@ median_runs() {  # median_runs NAME CMD...
   local name=$1 i
   shift
   for ((i = 1; i <= reps; i++)); do one_run "$name.$i" "$@"; done |
-    awk 'NF == 4 {for (f = 1; f <= 4; f++) v[f, n] = $f; n++}
+    awk 'BEGIN {n = 0} NF == 4 {for (f = 1; f <= 4; f++) v[f, n] = $f; n++}
          END {if (n == 0) {print "nan nan nan nan"; exit}
               for (f = 1; f <= 4; f++) {for (i = 0; i < n; i++) a[i] = v[f, i]
                 for (i = 1; i < n; i++) for (j = i; j > 0 && a[j - 1] > a[j]; j--) {t = a[j]; a[j] = a[j - 1]; a[j - 1] = t}
