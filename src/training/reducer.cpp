@@ -133,6 +133,28 @@ class GradientReducer::Impl {
     }
   }
 
+  // Buckets still in flight (a step abandoned by an exception) finish, or fail by their
+  // deadline, before their buffers go; after an error the communicator is aborted first.
+  ~Impl() {
+    bool pending = false;
+    for (Bucket& b : buckets_) {
+      try {
+        pending = pending || !b.work.test();
+      } catch (...) {
+      }
+    }
+    if (!pending) return;
+    if (!failed_.empty()) comm_.abort();
+    for (Bucket& b : buckets_) {
+      try {
+        b.work.wait();
+      } catch (...) {
+      }
+    }
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
   std::size_t add(std::string name, Tensor t) {
     usable();
     const auto fail = [&](const std::string& why) {
