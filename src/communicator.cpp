@@ -23,6 +23,7 @@
 #include "src/common/socket.hpp"
 #include "src/communicator_impl.hpp"
 #include "src/reduce/reduce.hpp"
+#include "src/timeline.hpp"
 #include "src/topo/topology.hpp"
 #include "transports/factory.hpp"
 
@@ -114,6 +115,14 @@ void Communicator::Impl::set_up(const Identity& id) {
   if (node_id_.empty()) node_id_ = bootstrap::detect_node_identity();
 
   const Deadline deadline = Clock::now() + config_.timeout;
+  if (!config_.timeline.empty()) {
+    // The lane's label: "comm" for the first communicator, "comm.1" for its first dup().
+    const std::size_t slash = prefix_.rfind('/');
+    const std::size_t dot = prefix_.find('.', slash == std::string::npos ? 0 : slash);
+    timeline_ = std::make_unique<timeline::Lane>(
+        config_.timeline, id.rank,
+        str_cat("comm", dot == std::string::npos ? std::string() : prefix_.substr(dot)));
+  }
   rendezvous(id, deadline);
   connect_peers(deadline);
   // The host-memory local group is made here rather than at its first use: making it is
@@ -361,6 +370,27 @@ void Communicator::Impl::explain_with_fingerprints(FingerprintExchange& x, const
 
 void Communicator::Impl::set_phase(Phase phase) noexcept {
   progress_.phase.store(phase, std::memory_order_relaxed);
+  if (timeline_) [[unlikely]] {
+    switch (phase) {
+      case idle:
+        timeline_->end();
+        break;
+      case local_agreement:
+        timeline_->phase("local agreement");
+        break;
+      case fingerprint_exchange:
+        timeline_->phase("fingerprint exchange");
+        break;
+      case algorithm:
+        timeline_->phase("algorithm");
+        break;
+    }
+  }
+}
+
+void Communicator::Impl::trace_step(const char* step) noexcept {
+  if (timeline_) [[unlikely]]
+    timeline_->phase(step);
 }
 
 namespace {
@@ -425,6 +455,8 @@ void Communicator::Impl::fail_and_throw(const Error& e, const Fingerprint& fp) {
     out =
         Error(ErrorCode::timeout, str_cat(e.cause(), " [", describe_progress(fp), "]"), e.ranks());
   }
+  if (timeline_) [[unlikely]]
+    timeline_->end(out.cause());
   set_phase(idle);
   fail(out);
   throw std::move(out.in_collective(to_string(fp.kind), fp.seq));
@@ -455,6 +487,12 @@ engine::Task Communicator::Impl::run(Fingerprint fp, Body& body, Check check,
                                (deadline - config_.timeout).time_since_epoch())
                                .count(),
                            std::memory_order_relaxed);
+  if (timeline_) [[unlikely]] {
+    timeline_->begin(
+        to_string(fp.kind),
+        str_cat("\"seq\": ", fp.seq, ", \"call\": \"", timeline::json_escape(describe(fp)), "\""),
+        progress_.since_ns.load(std::memory_order_relaxed));
+  }
   // The body: a task to await, or a blocking step.
   auto run_body = [&]() -> engine::Task {
     if constexpr (std::is_void_v<decltype(body(deadline, fp, driver))>) {
@@ -940,17 +978,27 @@ engine::Task Communicator::Impl::reduce_list(const std::vector<Tensor>& tensors,
       co_await execute_allreduce(plan, data, data, piece.count, p.type, piece, deadline, driver);
       continue;
     }
+    const long long pack_ns = timeline_ ? timeline::now_ns() : 0;
     std::size_t off = 0;
     for (const Tensor* t : p.tensors) {
       exec.copy(fusion_.data() + off, t->data, t->bytes());
       off += t->bytes();
     }
+    if (timeline_) [[unlikely]] {
+      timeline_->span("fusion pack", "fusion", pack_ns, timeline::now_ns(),
+                      str_cat("\"tensors\": ", p.tensors.size(), ", \"bytes\": ", p.bytes));
+    }
     co_await execute_allreduce(plan, fusion_.data(), fusion_.data(), piece.count, p.type, piece,
                                deadline, driver);
+    const long long unpack_ns = timeline_ ? timeline::now_ns() : 0;
     off = 0;
     for (const Tensor* t : p.tensors) {
       exec.copy(t->data, fusion_.data() + off, t->bytes());
       off += t->bytes();
+    }
+    if (timeline_) [[unlikely]] {
+      timeline_->span("fusion unpack", "fusion", unpack_ns, timeline::now_ns(),
+                      str_cat("\"tensors\": ", p.tensors.size(), ", \"bytes\": ", p.bytes));
     }
   }
 }
@@ -1303,6 +1351,7 @@ struct CommunicatorAccess {
   static Communicator make(std::unique_ptr<Communicator::Impl> impl) {
     return Communicator(std::move(impl));
   }
+  static Communicator::Impl& impl(Communicator& comm) { return *comm.impl_; }
   static const Communicator::Impl& impl(const Communicator& comm) { return *comm.impl_; }
 };
 
@@ -1401,6 +1450,15 @@ Work Communicator::barrier_async() { return Work(impl_->barrier(true)); }
 void Communicator::abort() noexcept { impl_->abort(); }
 
 namespace detail {
+
+std::size_t bucket_bytes_of(Communicator& comm) {
+  const Config& c = CommunicatorAccess::impl(comm).config();
+  return c.bucket_bytes != 0 ? c.bucket_bytes : c.fusion_bytes;
+}
+
+timeline::Lane* timeline_of(Communicator& comm) {
+  return CommunicatorAccess::impl(comm).timeline();
+}
 
 Communicator create_with_store(const Options& options, std::shared_ptr<bootstrap::Store> store) {
   RINGLET_CHECK(options.rank >= 0 && options.size >= 1,

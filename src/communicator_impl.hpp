@@ -35,6 +35,9 @@
 #include "transports/transport.hpp"
 
 namespace ringlet {
+namespace timeline {
+class Lane;
+}
 
 // Where a communicator's current collective stands, read from any thread (Training's
 // timeline, the hang report, deadline errors): a copy of the progress record's relaxed
@@ -108,6 +111,11 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   // src/communicator_stream.cpp, set it just before calling one of the above; it is consumed
   // by issue(), and cleared by the overload if the call throws before).
   std::shared_ptr<exec::StreamHook> next_hook_;
+
+  // For layers above the communicator (the GradientReducer): the resolved configuration and
+  // the timeline lane (null unless RINGLET_TIMELINE is set).
+  const Config& config() const noexcept { return config_; }
+  timeline::Lane* timeline() const noexcept { return timeline_.get(); }
 
  private:
   // How run() checks that the ranks agree on the collective: by exchanging fingerprints with
@@ -212,6 +220,7 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   // avg is defined for floating-point types only: invalid_argument otherwise.
   void check_op(DataType type, ReduceOp op, const char* what) const;
   void on_helper_thread() noexcept override;
+  void trace_step(const char* step) noexcept override;
 
   Config config_;
   JobLayout layout_;
@@ -249,6 +258,8 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   // "collective #7 allreduce(..), exchanging fingerprints with ranks 1 and 3, started 30001 ms ago"
   std::string describe_progress(const Fingerprint& fp) const;
   ProgressRecord progress_;
+  // RINGLET_TIMELINE: this communicator's lane, fed at each phase change; null when off.
+  std::unique_ptr<timeline::Lane> timeline_;
   std::vector<ListEntry> list_mine_;
   std::vector<std::uint64_t> list_lengths_;  // [0] mine, [1..2] the neighbours'
   std::vector<std::vector<ListEntry>> list_theirs_;

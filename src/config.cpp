@@ -152,6 +152,10 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
   if (auto v = read.integer("RINGLET_FUSION_BYTES", 4096, 1LL << 32)) {
     c.fusion_bytes = static_cast<std::size_t>(*v);
   }
+  if (auto v = read.integer("RINGLET_BUCKET_BYTES", 4096, 1LL << 32)) {
+    c.bucket_bytes = static_cast<std::size_t>(*v);
+  }
+  if (auto v = read.text("RINGLET_TIMELINE")) c.timeline = *v;
   if (auto v = read.integer("RINGLET_SHM", 0, 1)) c.shm = *v == 1;
   if (auto v = read.integer("RINGLET_SHM_SPIN", 0, 1 << 30)) c.shm_spin = static_cast<int>(*v);
   if (auto v = read.integer("RINGLET_SHM_YIELDS", 0, 1 << 30)) c.shm_yields = static_cast<int>(*v);
@@ -204,7 +208,10 @@ std::string describe(const Config& c) {
       "ms crossover_bytes=", c.crossover_bytes, " slice_bytes=",
       c.slice_bytes == 0 ? std::string("transport") : std::to_string(c.slice_bytes),
       " ring_slots=", c.ring_slots, " hier_pipeline_bytes=", c.hier_pipeline_bytes,
-      " fusion_bytes=", c.fusion_bytes, " shm=", c.shm ? 1 : 0, " shm_chunk_bytes=",
+      " fusion_bytes=", c.fusion_bytes, " bucket_bytes=",
+      c.bucket_bytes == 0 ? std::string("fusion") : std::to_string(c.bucket_bytes),
+      " timeline=", c.timeline.empty() ? std::string("off") : c.timeline, " shm=", c.shm ? 1 : 0,
+      " shm_chunk_bytes=",
       c.shm_chunk_bytes == 0 ? std::string("default") : std::to_string(c.shm_chunk_bytes),
       " shm_spin=", c.shm_spin, " shm_yields=", c.shm_yields,
       " tcp_sockets=", c.tcp_sockets == 0 ? std::string("default") : std::to_string(c.tcp_sockets),

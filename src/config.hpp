@@ -38,6 +38,12 @@ struct Config {
   // 4 MiB, measured (docs/perf/engine.md): as fast as 8-64 MiB between two 1 Gbit/s hosts,
   // fastest on loopback, where packing a cache-sized buffer is cheaper.
   std::size_t fusion_bytes = std::size_t{4} << 20;
+  // Bucket of the GradientReducer (RINGLET_BUCKET_BYTES): gradients are grouped into buckets
+  // of at most this many bytes, each reduced as one collective; 0: fusion_bytes.
+  std::size_t bucket_bytes = 0;
+  // RINGLET_TIMELINE=PATH: each rank records its collectives and their phases and writes
+  // PATH.<rank>.json (src/timeline.hpp); empty: off.
+  std::string timeline;
   // Shared memory among the ranks of a node (RINGLET_SHM).
   bool shm = true;
   // Shared-memory slot per rank; 0: the group's measured default.

@@ -377,6 +377,78 @@ class [[gnu::visibility("default")]] Communicator {
   std::unique_ptr<Impl> impl_;
 };
 
+// ringlet::GradientReducer
+//
+// Data-parallel gradient averaging that overlaps the backward pass (docs/guide/training.md).
+// It runs on its own dup() of the communicator given. Register each gradient once with add();
+// then, each step, call mark_ready() for every gradient as the backward pass produces it (in
+// any order), and wait() before the optimizer step: afterwards every gradient holds
+//   postscale * sum over ranks of (prescale * gradient)
+// which with the defaults is the average over ranks, bitwise identical on every rank.
+//
+// Gradients are grouped into buckets of at most `bucket_bytes`; a bucket is reduced as one
+// asynchronous collective as soon as all of its gradients are ready and every earlier
+// bucket has been issued, while backward continues. The bucket order is agreed across the
+// ranks at the first step (rank 0's order of readiness), so every rank issues the same
+// collectives whatever its own order. The first step also checks that every rank registered
+// the same gradients (names, sizes, types) and the same options; each step checks that every
+// gradient was marked on every rank. A difference is ErrorCode::mismatch on every rank,
+// naming the gradient and the ranks, never a hang; the reducer is then unusable.
+//
+// Compression (float32 gradients only): the buckets travel and are summed as float16 or
+// bfloat16; each hop accumulates in float32 and rounds once. With u = 2^-11 (float16) or
+// 2^-8 (bfloat16) and N ranks, each element of the result r of the sum s = sum_i x_i of the
+// prescaled values x_i satisfies |r - s| <= g * sum_i |x_i| + N e, g = N u / (1 - N u),
+// e = 2^-25 for float16 (half its subnormal spacing; 2^-134 for bfloat16), before the
+// postscale (one more float32 rounding), as long as no partial sum overflows the 16-bit type
+// (float16: 65504; use prescale to stay below it).
+enum class Compression : std::uint8_t { none, float16, bfloat16 };
+
+struct ReducerOptions {
+  // Bytes of gradient per bucket (in the gradients' own type). 0: RINGLET_BUCKET_BYTES, else
+  // the fusion size (RINGLET_FUSION_BYTES). Every rank must use the same value.
+  std::size_t bucket_bytes = 0;
+  // Each rank's gradient is multiplied by `prescale` before the sum, the sum by `postscale`
+  // after it; postscale 0 means 1 / size() (the average).
+  float prescale = 1.0f;
+  float postscale = 0.0f;
+  Compression compression = Compression::none;
+};
+
+class [[gnu::visibility("default")]] GradientReducer {
+ public:
+  // Collective over `comm`'s ranks: calls comm.dup(). `comm` is not used afterwards.
+  explicit GradientReducer(Communicator & comm, const ReducerOptions& options = {});
+  GradientReducer(GradientReducer &&) noexcept;
+  GradientReducer& operator=(GradientReducer&&) noexcept;
+  ~GradientReducer();
+
+  // Registers a gradient (host memory, a floating-point type) under a unique name, before
+  // the first step; returns its index for mark_ready(std::size_t).
+  std::size_t add(std::string name, Tensor gradient);
+  // The gradient is final for this step; do not touch it until wait() returns. From the
+  // thread that runs backward (the same thread as wait()).
+  void mark_ready(std::string_view name);
+  void mark_ready(std::size_t index);
+  // Waits for every bucket of this step (reducing those not yet issued) and writes the
+  // results into the gradients. Throws mismatch if some gradient was not marked on some rank.
+  void wait();
+  // Copies root's parameters to every rank (the one-time pull that replaces a parameter
+  // server); every rank passes the same list.
+  void broadcast_parameters(std::span<const Tensor> parameters, int root = 0);
+
+  int rank() const noexcept;
+  int size() const noexcept;
+  std::uint64_t steps() const noexcept;       // wait()s completed
+  std::size_t bucket_count() const noexcept;  // 0 before the first wait()
+  std::size_t bucket_bytes() const noexcept;  // the resolved bucket size
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace ringlet
 
 template <>

@@ -31,6 +31,8 @@ class Runtime {
   // The communicator's persistent helper thread for algorithms that overlap two activities
   // (one job at a time); null: the algorithm makes its own.
   virtual HelperThread* helper() noexcept { return nullptr; }
+  // The algorithm enters a named step ("ring reduce-scatter"), for the timeline; never throws.
+  virtual void trace_step(const char* step) noexcept { (void)step; }
 
  protected:
   ~Runtime() = default;

@@ -182,11 +182,13 @@ engine::Task ring_allreduce(Context& ctx, const std::byte* src, std::byte* dst, 
   const int n = ctx.size;
   ChunkLayout layout{count, n};
   // Reduce-scatter: afterwards this rank owns chunk rank + 1, reduced over all ranks.
+  if (ctx.runtime != nullptr) ctx.runtime->trace_step("ring reduce-scatter");
   co_await ring_reduce_scatter(ctx, src, dst, layout, type, op, 0);
   const int owned = mod(ctx.rank + 1, n);
   // The plan's post-scale on the owned chunk, once, before it is copied everywhere.
   ctx.post_scale(*ctx.exec, dst + layout.begin(owned) * size_of(type), layout.length(owned), type);
   // Allgather: pass the reduced chunks around the ring.
+  if (ctx.runtime != nullptr) ctx.runtime->trace_step("ring allgather");
   co_await ring_allgather(ctx, dst, layout, type, owned);
 }
 

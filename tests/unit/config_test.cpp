@@ -168,3 +168,26 @@ TEST(ConfigTest, SettingsThatMustAgreeNameTheFirstDifference) {
 
 }  // namespace
 }  // namespace ringlet
+
+namespace ringlet {
+namespace {
+
+TEST(ConfigTest, BucketBytesAndTimeline) {
+  const Config d = resolve_config({}, 2, env_of({}));
+  EXPECT_EQ(d.bucket_bytes, 0u);  // the reducer then uses fusion_bytes
+  EXPECT_TRUE(d.timeline.empty());
+  const Config c = resolve_config(
+      {}, 2, env_of({{"RINGLET_BUCKET_BYTES", "1048576"}, {"RINGLET_TIMELINE", "/tmp/t"}}));
+  EXPECT_EQ(c.bucket_bytes, std::size_t{1} << 20);
+  EXPECT_EQ(c.timeline, "/tmp/t");
+  try {
+    resolve_config({}, 2, env_of({{"RINGLET_BUCKET_BYTES", "12"}}));
+    ADD_FAILURE() << "a bucket of 12 bytes was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.error_code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("RINGLET_BUCKET_BYTES"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ringlet
