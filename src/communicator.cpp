@@ -167,18 +167,9 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
     std::random_device rd;
     job_.job_id = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
     store_->set_string("job", std::to_string(job_.job_id));
-    store_->set_string("encrypt", config_.encrypt ? "1" : "0");
   } else {
     job_.job_id = parse_store_number(store_->get_string("job", deadline), "job",
                                      std::numeric_limits<std::uint64_t>::max(), 0);
-    // Sealed and clear frames cannot meet: every rank agrees with rank 0 before connecting.
-    const std::string theirs = store_->get_string("encrypt", deadline);
-    if (theirs != (config_.encrypt ? "1" : "0")) {
-      throw Error(ErrorCode::mismatch,
-                  str_cat("RINGLET_ENCRYPT=", config_.encrypt ? 1 : 0, " on rank ", id.rank,
-                          " but RINGLET_ENCRYPT=", theirs, " on rank 0"),
-                  {0, id.rank});
-    }
   }
   // Every rank states its protocol version, its idea of the job size, a digest of the
   // settings that must agree (the full text under cfg/<rank>), and its node.
