@@ -78,6 +78,8 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   WorkPtr reduce_scatter(Tensor in, Tensor out, ReduceOp op, bool async);
   WorkPtr barrier(bool async);
   void abort() noexcept override;
+  // src/registration.cpp.
+  Registration register_buffer(Tensor buffer);
 
  private:
   // How run() checks that the ranks agree on the collective: by exchanging fingerprints with
