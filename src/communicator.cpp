@@ -152,6 +152,22 @@ void Communicator::Impl::set_up(const Identity& id) {
 
 Communicator::Impl::~Impl() { stop_engine(); }
 
+void Communicator::Impl::disagreement_seen(const Identity& id, Deadline deadline) noexcept {
+  constexpr std::string_view key = "disagreement";
+  try {
+    if (id.rank != 0) {
+      store_->add(key, 1);
+      return;
+    }
+    const Deadline until = std::min(deadline, Clock::now() + std::chrono::seconds(5));
+    while (store_->add(key, 0) < id.size - 1 && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  } catch (...) {
+    // Best effort: the mismatch is thrown either way.
+  }
+}
+
 void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   // Each rank claims its number: a second process with the same rank (a double launch, a
   // restarted rank while the old one lingers) fails here, instead of reading stale keys.
@@ -210,6 +226,10 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
     if (v.compare(b + 1, c - b - 1, digest) != 0) {
       const std::string theirs = store_->get_string(str_cat("cfg/", r), deadline);
       std::string diff = settings_difference(settings, theirs, r);
+      // Every rank compares every record, so every rank finds this; rank 0 serves the store
+      // and waits (briefly) until the others have read what they need, so that each names
+      // the difference instead of losing the store.
+      disagreement_seen(id, deadline);
       throw Error(ErrorCode::mismatch,
                   str_cat("ranks disagree on configuration that must be the same everywhere: ",
                           diff.empty() ? std::string("settings differ") : diff, " (rank ", id.rank,

@@ -110,6 +110,9 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
 
   void set_up(const Identity& id);
   void rendezvous(const Identity& id, Deadline deadline);
+  // A rank that found a disagreement at the rendezvous says so; rank 0 (the store's server)
+  // waits until every rank has (at most 5 s), so that none loses the store first.
+  void disagreement_seen(const Identity& id, Deadline deadline) noexcept;
   void connect_peers(Deadline deadline);
   void register_scratch();
   // Runs one collective: sequence number, fingerprint check, then `body`. Any error aborts
