@@ -17,6 +17,7 @@
 #include "src/bootstrap/launch_env.hpp"
 #include "src/bootstrap/launcher_kvs.hpp"
 #include "src/common/check.hpp"
+#include "src/common/fnv1a.hpp"
 #include "src/common/log.hpp"
 #include "src/common/socket.hpp"
 #include "src/communicator_impl.hpp"
@@ -735,17 +736,10 @@ namespace {
 
 // FNV-1a over the list's length and (count, type) pairs, folded to the fingerprint's 32 bits.
 std::uint32_t list_digest(std::span<const Tensor> tensors) {
-  std::uint64_t h = 1469598103934665603ull;
-  auto mix = [&](std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) {
-      h ^= (v >> (8 * i)) & 0xff;
-      h *= 1099511628211ull;
-    }
-  };
-  mix(tensors.size());
+  std::uint64_t h = fnv1a64(tensors.size(), kFnv1a64Basis);
   for (const Tensor& t : tensors) {
-    mix(t.count);
-    mix(static_cast<std::uint64_t>(t.type));
+    h = fnv1a64(t.count, h);
+    h = fnv1a64(static_cast<std::uint64_t>(t.type), h);
   }
   return static_cast<std::uint32_t>(h ^ (h >> 32));
 }

@@ -18,6 +18,7 @@
 
 #include "src/algo/select.hpp"
 #include "src/common/check.hpp"
+#include "src/common/fnv1a.hpp"
 
 namespace ringlet {
 namespace {
@@ -233,11 +234,7 @@ std::string agreed_settings(const Config& c) {
 }
 
 std::string settings_digest(const std::string& settings) {
-  std::uint64_t h = 14695981039346656037ULL;  // FNV-1a
-  for (unsigned char ch : settings) {
-    h ^= ch;
-    h *= 1099511628211ULL;
-  }
+  std::uint64_t h = fnv1a64(settings);
   static const char* hex = "0123456789abcdef";
   std::string out(16, '0');
   for (int i = 15; i >= 0; --i, h >>= 4) out[static_cast<std::size_t>(i)] = hex[h & 15];

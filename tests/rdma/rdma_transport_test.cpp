@@ -25,6 +25,7 @@
 #include "src/bootstrap/store.hpp"
 #include "src/common/str_cat.hpp"
 #include "src/job_layout.hpp"
+#include "tests/common/bytes.hpp"
 #include "transports/factory.hpp"
 #include "transports/rdma/connection.hpp"
 #include "transports/rdma/memory_region.hpp"
@@ -45,31 +46,8 @@ std::string library() {
   return lib != nullptr ? lib : "";
 }
 
-std::vector<std::byte> pattern(std::size_t size, std::uint64_t seed) {
-  std::vector<std::byte> v(size);
-  std::uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
-  for (std::size_t i = 0; i < size; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    v[i] = static_cast<std::byte>(x);
-  }
-  return v;
-}
-
-::testing::AssertionResult same_bytes(const std::vector<std::byte>& got,
-                                      const std::vector<std::byte>& want) {
-  if (got.size() != want.size()) {
-    return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
-  }
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (got[i] != want[i]) {
-      return ::testing::AssertionFailure()
-             << "first difference at byte " << i << " of " << got.size();
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
+using test::pattern;
+using test::same_bytes;
 
 // A TCP port free on loopback now (for a rendezvous store).
 int free_port() {

@@ -30,6 +30,7 @@
 #include "src/common/crypto.hpp"
 #include "src/common/unique_fd.hpp"
 #include "src/config.hpp"
+#include "tests/common/raw_socket.hpp"
 #include "transports/tcp/handshake.hpp"
 #include "transports/tcp/transport.hpp"
 #include "transports/tcp/wire.hpp"
@@ -49,34 +50,9 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-// A blocking client socket to 127.0.0.1:port.
-UniqueFd dial(int port) {
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(static_cast<std::uint16_t>(port));
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof(sin)), 0);
-  timeval tv{5, 0};
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  return fd;
-}
-
-bool send_bytes(int fd, const void* p, std::size_t n) {
-  return ::send(fd, p, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n);
-}
-
-// Reads exactly n bytes (5 s at most); false on close or timeout.
-bool recv_bytes(int fd, void* p, std::size_t n) {
-  auto* b = static_cast<unsigned char*>(p);
-  std::size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::recv(fd, b + got, n - got, 0);
-    if (r <= 0) return false;
-    got += static_cast<std::size_t>(r);
-  }
-  return true;
-}
+using test::recv_bytes;
+using test::send_bytes;
+UniqueFd dial(int port) { return test::dial_loopback(port); }
 
 // --- Configuration ----------------------------------------------------------------------
 
@@ -165,13 +141,7 @@ struct RawHello {
 RawHello raw_hello(int fd, bool claim_secret, const std::string& identity = "security-test") {
   using namespace store::detail;
   RawHello h;
-  h.hello.resize(kHelloBytes + identity.size());
-  put_u32(h.hello.data(), kStoreMagic0);
-  put_u32(h.hello.data() + 4, kStoreMagic1);
-  put_u32(h.hello.data() + 8, kStoreProtocolVersion);
-  put_u16(h.hello.data() + 12, static_cast<std::uint16_t>(identity.size()));
-  put_u16(h.hello.data() + 14, claim_secret ? kHelloFlagSecret : 0);
-  std::memcpy(h.hello.data() + kHelloBytes, identity.data(), identity.size());
+  h.hello = test::store_hello(kStoreProtocolVersion, identity, claim_secret ? kHelloFlagSecret : 0);
   EXPECT_TRUE(send_bytes(fd, h.hello.data(), h.hello.size()));
   std::array<std::byte, kHelloReplyBytes> r{};
   if (!recv_bytes(fd, r.data(), r.size())) return h;
