@@ -19,6 +19,7 @@
 #include "src/bootstrap/launch_env.hpp"
 #include "src/bootstrap/launcher_kvs.hpp"
 #include "src/common/check.hpp"
+#include "src/common/fnv1a.hpp"
 #include "src/common/log.hpp"
 #include "src/common/socket.hpp"
 #include "src/communicator_impl.hpp"
@@ -163,6 +164,22 @@ void Communicator::Impl::set_up(const Identity& id) {
 
 Communicator::Impl::~Impl() { stop_engine(); }
 
+void Communicator::Impl::disagreement_seen(const Identity& id, Deadline deadline) noexcept {
+  constexpr std::string_view key = "disagreement";
+  try {
+    if (id.rank != 0) {
+      store_->add(key, 1);
+      return;
+    }
+    const Deadline until = std::min(deadline, Clock::now() + std::chrono::seconds(5));
+    while (store_->add(key, 0) < id.size - 1 && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  } catch (...) {
+    // Best effort: the mismatch is thrown either way.
+  }
+}
+
 void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   // Each rank claims its number: a second process with the same rank (a double launch, a
   // restarted rank while the old one lingers) fails here, instead of reading stale keys.
@@ -178,18 +195,9 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
     std::random_device rd;
     job_.job_id = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
     store_->set_string("job", std::to_string(job_.job_id));
-    store_->set_string("encrypt", config_.encrypt ? "1" : "0");
   } else {
     job_.job_id = parse_store_number(store_->get_string("job", deadline), "job",
                                      std::numeric_limits<std::uint64_t>::max(), 0);
-    // Sealed and clear frames cannot meet: every rank agrees with rank 0 before connecting.
-    const std::string theirs = store_->get_string("encrypt", deadline);
-    if (theirs != (config_.encrypt ? "1" : "0")) {
-      throw Error(ErrorCode::mismatch,
-                  str_cat("RINGLET_ENCRYPT=", config_.encrypt ? 1 : 0, " on rank ", id.rank,
-                          " but RINGLET_ENCRYPT=", theirs, " on rank 0"),
-                  {0, id.rank});
-    }
   }
   // Every rank states its protocol version, its idea of the job size, a digest of the
   // settings that must agree (the full text under cfg/<rank>), and its node.
@@ -230,6 +238,10 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
     if (v.compare(b + 1, c - b - 1, digest) != 0) {
       const std::string theirs = store_->get_string(str_cat("cfg/", r), deadline);
       std::string diff = settings_difference(settings, theirs, r);
+      // Every rank compares every record, so every rank finds this; rank 0 serves the store
+      // and waits (briefly) until the others have read what they need, so that each names
+      // the difference instead of losing the store.
+      disagreement_seen(id, deadline);
       throw Error(ErrorCode::mismatch,
                   str_cat("ranks disagree on configuration that must be the same everywhere: ",
                           diff.empty() ? std::string("settings differ") : diff, " (rank ", id.rank,
@@ -861,17 +873,10 @@ namespace {
 
 // FNV-1a over the list's length and (count, type) pairs, folded to the fingerprint's 32 bits.
 std::uint32_t list_digest(std::span<const Tensor> tensors) {
-  std::uint64_t h = 1469598103934665603ull;
-  auto mix = [&](std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) {
-      h ^= (v >> (8 * i)) & 0xff;
-      h *= 1099511628211ull;
-    }
-  };
-  mix(tensors.size());
+  std::uint64_t h = fnv1a64(tensors.size(), kFnv1a64Basis);
   for (const Tensor& t : tensors) {
-    mix(t.count);
-    mix(static_cast<std::uint64_t>(t.type));
+    h = fnv1a64(t.count, h);
+    h = fnv1a64(static_cast<std::uint64_t>(t.type), h);
   }
   return static_cast<std::uint32_t>(h ^ (h >> 32));
 }

@@ -117,6 +117,9 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   const Config& config() const noexcept { return config_; }
   timeline::Lane* timeline() const noexcept { return timeline_.get(); }
 
+  // src/registration.cpp.
+  Registration register_buffer(Tensor buffer);
+
  private:
   // How run() checks that the ranks agree on the collective: by exchanging fingerprints with
   // both ring neighbours before the data moves; inside the body (recursive doubling carries
@@ -147,6 +150,9 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
 
   void set_up(const Identity& id);
   void rendezvous(const Identity& id, Deadline deadline);
+  // A rank that found a disagreement at the rendezvous says so; rank 0 (the store's server)
+  // waits until every rank has (at most 5 s), so that none loses the store first.
+  void disagreement_seen(const Identity& id, Deadline deadline) noexcept;
   void connect_peers(Deadline deadline);
   void register_scratch();
   // One collective as a task: fingerprint check, then `body`. Any error aborts the

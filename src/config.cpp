@@ -18,6 +18,7 @@
 
 #include "src/algo/select.hpp"
 #include "src/common/check.hpp"
+#include "src/common/fnv1a.hpp"
 
 namespace ringlet {
 namespace {
@@ -228,20 +229,19 @@ std::string describe(const Config& c) {
 }
 
 std::string agreed_settings(const Config& c) {
-  return str_cat(
-      "RINGLET_SHM=", c.shm ? 1 : 0, "\nRINGLET_ALGO=", c.algorithm,
-      "\nRINGLET_TRANSPORT=", c.transport, "\nRINGLET_CROSSOVER_BYTES=", c.crossover_bytes,
-      "\nRINGLET_SLICE_BYTES=", c.slice_bytes, "\nRINGLET_SOCKETS=", c.tcp_sockets,
-      "\nring_slots=", c.ring_slots, "\nhier_pipeline_bytes=", c.hier_pipeline_bytes,
-      "\nshm_chunk_bytes=", c.shm_chunk_bytes, "\nRINGLET_FUSION_BYTES=", c.fusion_bytes, "\n");
+  // RINGLET_ENCRYPT: sealed and clear frames cannot meet; compared here, before any connection,
+  // so that every rank names the one that differs.
+  return str_cat("RINGLET_SHM=", c.shm ? 1 : 0, "\nRINGLET_ALGO=", c.algorithm,
+                 "\nRINGLET_TRANSPORT=", c.transport,
+                 "\nRINGLET_CROSSOVER_BYTES=", c.crossover_bytes,
+                 "\nRINGLET_SLICE_BYTES=", c.slice_bytes, "\nRINGLET_SOCKETS=", c.tcp_sockets,
+                 "\nring_slots=", c.ring_slots, "\nhier_pipeline_bytes=", c.hier_pipeline_bytes,
+                 "\nshm_chunk_bytes=", c.shm_chunk_bytes, "\nRINGLET_FUSION_BYTES=", c.fusion_bytes,
+                 "\nRINGLET_ENCRYPT=", c.encrypt ? 1 : 0, "\n");
 }
 
 std::string settings_digest(const std::string& settings) {
-  std::uint64_t h = 14695981039346656037ULL;  // FNV-1a
-  for (unsigned char ch : settings) {
-    h ^= ch;
-    h *= 1099511628211ULL;
-  }
+  std::uint64_t h = fnv1a64(settings);
   static const char* hex = "0123456789abcdef";
   std::string out(16, '0');
   for (int i = 15; i >= 0; --i, h >>= 4) out[static_cast<std::size_t>(i)] = hex[h & 15];

@@ -110,6 +110,16 @@ class Transport {
   // per protection domain). Throws Error(transport) when the memory cannot be registered.
   virtual std::unique_ptr<MemoryRegion> register_memory(std::span<std::byte> buf,
                                                         MemoryKind kind) = 0;
+  // A user buffer (Communicator::register_buffer): like register_memory, and while the region
+  // lives, a post with no region of memory inside `buf` uses it in place. Null where the
+  // transport needs no registration (tcp). Thread-safe, also against posts on another thread;
+  // the caller destroys the region only while no post uses its memory.
+  virtual std::unique_ptr<MemoryRegion> register_user_memory(std::span<std::byte> buf,
+                                                             MemoryKind kind) {
+    (void)buf;
+    (void)kind;
+    return nullptr;
+  }
   // The control plane over the peers connected so far (tcp: one control socket per peer).
   virtual ControlPlane& control() noexcept = 0;
   // Thread-safe: wakes any test()/wait() blocked in this transport so that it sees the

@@ -209,7 +209,8 @@ struct Options {
 
 namespace detail {
 struct WorkState;
-}
+struct RegistrationState;
+}  // namespace detail
 
 // ringlet::Work
 //
@@ -244,6 +245,35 @@ class [[nodiscard]] [[gnu::visibility("default")]] Work {
   std::shared_ptr<detail::WorkState> state_;
 };
 
+// ringlet::Registration
+//
+// The handle of a buffer registered with a communicator's transport
+// (Communicator::register_buffer). Move-only. While it lives, collectives of that communicator
+// send from memory inside the buffer in place, without staging copies; destroying it (or
+// reset()) deregisters the buffer, after which the transport never touches it again. Destroy
+// it only while no collective that uses the buffer is pending. Valid for the communicator that
+// made it; it may outlive that communicator. A no-op where the transport needs no
+// registration (tcp, shared memory): registered() is then false.
+class [[nodiscard]] [[gnu::visibility("default")]] Registration {
+ public:
+  Registration() noexcept;
+  Registration(Registration &&) noexcept;
+  Registration& operator=(Registration&&) noexcept;
+  Registration(const Registration&) = delete;
+  Registration& operator=(const Registration&) = delete;
+  ~Registration();
+
+  // True when the transport registered the memory (rdma).
+  bool registered() const noexcept;
+  // Deregisters now.
+  void reset() noexcept;
+
+  explicit Registration(std::shared_ptr<detail::RegistrationState> state) noexcept;
+
+ private:
+  std::shared_ptr<detail::RegistrationState> state_;
+};
+
 // ringlet::Communicator
 //
 // One member of a group of `size()` ranks. Collectives are issued from one thread at a
@@ -272,6 +302,12 @@ class [[gnu::visibility("default")]] Communicator {
   int local_rank() const noexcept;  // rank among the ranks of this node
   int local_size() const noexcept;  // ranks on this node
   int node_count() const noexcept;  // nodes in the job
+
+  // Registers `buffer` with this communicator's transport (RDMA: a memory region), so that
+  // collectives on memory inside it send in place; see Registration. Not collective; may be
+  // called from any thread. Throws invalid_argument for a null buffer or device memory the
+  // transport cannot register, transport when the registration fails.
+  [[nodiscard]] Registration register_buffer(Tensor buffer);
 
   // A new, independent communicator over the same ranks, with its own connections.
   // Collective: every rank must call it, in the same order as its other collectives.

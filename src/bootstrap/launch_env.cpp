@@ -15,6 +15,7 @@
 
 #include "src/common/check.hpp"
 #include "src/common/env.hpp"
+#include "src/common/fnv1a.hpp"
 #include "src/common/net_address.hpp"
 
 namespace ringlet::bootstrap {
@@ -393,8 +394,7 @@ void resolve_job_identity(LaunchInfo& info, const EnvLookup& env, const PmixView
   // FNV-1a over the rendezvous parameters: the same on every rank of the job, and for any
   // other job of that size on the same host and port (documented).
   std::string params = str_cat(info.store_host, ":", info.store_port, "/", info.size);
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (char ch : params) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ULL;
+  const std::uint64_t h = fnv1a64(params);
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
   set(str_cat("rdv-", hex), "rendezvous parameters");

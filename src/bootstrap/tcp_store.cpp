@@ -34,6 +34,52 @@
 #include "src/common/unique_fd.hpp"
 
 namespace ringlet::bootstrap {
+
+namespace detail {
+namespace {
+const unsigned char* u(std::span<const std::byte> b) {
+  return reinterpret_cast<const unsigned char*>(b.data());
+}
+unsigned char* u(std::span<std::byte> b) { return reinterpret_cast<unsigned char*>(b.data()); }
+}  // namespace
+
+StoreKeys derive_store_keys(std::string_view secret, std::span<const std::byte> hello,
+                            std::span<const std::byte> server_nonce) {
+  std::vector<unsigned char> salt(u(hello), u(hello) + hello.size());
+  salt.insert(salt.end(), u(server_nonce), u(server_nonce) + server_nonce.size());
+  return {crypto::hkdf_sha256(secret, salt, kSealInfoClient),
+          crypto::hkdf_sha256(secret, salt, kSealInfoServer)};
+}
+
+std::vector<std::byte> FrameSealer::seal(std::span<const std::byte> header,
+                                         std::span<const std::byte> body) {
+  std::vector<std::byte> out(kSealedHeaderBytes + body.size() + kSealTagBytes);
+  std::array<unsigned char, kSealTagBytes> tag{};
+  unsigned char* o = u(std::span(out));
+  aead_.seal(counter_++, {}, {u(header), kFrameHeaderBytes}, o, tag);
+  std::memcpy(o + kFrameHeaderBytes, tag.data(), tag.size());
+  aead_.seal(counter_++, {}, {u(body), body.size()}, o + kSealedHeaderBytes, tag);
+  std::memcpy(o + kSealedHeaderBytes + body.size(), tag.data(), tag.size());
+  return out;
+}
+
+bool FrameSealer::open_header(std::span<std::byte> sealed_header) {
+  if (sealed_header.size() != kSealedHeaderBytes) return false;
+  std::array<unsigned char, kSealTagBytes> tag{};
+  std::memcpy(tag.data(), u(sealed_header) + kFrameHeaderBytes, tag.size());
+  return aead_.open(counter_++, {}, {u(sealed_header), kFrameHeaderBytes}, u(sealed_header), tag);
+}
+
+bool FrameSealer::open_body(std::span<std::byte> body_and_tag) {
+  if (body_and_tag.size() < kSealTagBytes) return false;
+  const std::size_t n = body_and_tag.size() - kSealTagBytes;
+  std::array<unsigned char, kSealTagBytes> tag{};
+  std::memcpy(tag.data(), u(body_and_tag) + n, tag.size());
+  return aead_.open(counter_++, {}, {u(body_and_tag), n}, u(body_and_tag), tag);
+}
+
+}  // namespace detail
+
 namespace {
 
 using detail::AuthStatus;
@@ -53,6 +99,8 @@ using detail::kMaxKeyBytes;
 using detail::kMaxValueBytes;
 using detail::kNonceBytes;
 using detail::kProofBytes;
+using detail::kSealedHeaderBytes;
+using detail::kSealTagBytes;
 using detail::kStoreMagic0;
 using detail::kStoreMagic1;
 using detail::kStoreProtocolVersion;
@@ -241,6 +289,10 @@ class TcpStoreServer {
     std::string peer;              // the client's address, for the failure record
     std::array<std::byte, kNonceBytes> client_nonce{};
     std::array<std::byte, kNonceBytes> server_nonce{};
+    // With a secret, once authenticated: replies are sealed, requests opened.
+    std::unique_ptr<detail::FrameSealer> sealer;
+    std::unique_ptr<detail::FrameSealer> opener;
+    bool header_open = false;  // the next request's header is opened (in place) already
     bool close_after_flush = false;
     bool dead = false;
     bool waiting = false;  // a get is pending on waiting_key
@@ -461,6 +513,13 @@ class TcpStoreServer {
   }
 
   void reply(Client& c, StoreStatus status, std::span<const std::byte> value) {
+    if (c.sealer) {
+      std::array<std::byte, kFrameHeaderBytes> head{};
+      head[0] = static_cast<std::byte>(status);
+      put_u64(head.data() + 8, value.size());
+      queue(c, c.sealer->seal(head, value));
+      return;
+    }
     std::vector<std::byte> h(kFrameHeaderBytes + value.size());
     h[0] = static_cast<std::byte>(status);
     put_u64(h.data() + 8, value.size());
@@ -470,6 +529,7 @@ class TcpStoreServer {
 
   // A reply that sends a stored value by reference.
   void reply_value(Client& c, const ValuePtr& value) {
+    if (c.sealer) return reply(c, StoreStatus::ok, value->bytes);  // a sealed copy
     std::array<std::byte, kFrameHeaderBytes> h{};
     h[0] = static_cast<std::byte>(StoreStatus::ok);
     put_u64(h.data() + 8, value->bytes.size());
@@ -562,12 +622,25 @@ class TcpStoreServer {
         crypto::Mac mine = store_proof(kServerProofLabel, secret_, c.hello, c.server_nonce);
         queue(c, v);
         queue(c, std::as_bytes(std::span(mine)));
+        const detail::StoreKeys keys = detail::derive_store_keys(secret_, c.hello, c.server_nonce);
+        c.opener = std::make_unique<detail::FrameSealer>(keys.client_to_server);
+        c.sealer = std::make_unique<detail::FrameSealer>(keys.server_to_client);
         c.authenticating = false;
         c.greeted = true;
         continue;
       }
       if (c.out_bytes >= kOutputHighWater) break;
-      if (avail < kFrameHeaderBytes) break;
+      // Sealed requests: the header and its tag, the body and its tag.
+      const std::size_t head = c.opener ? kSealedHeaderBytes : kFrameHeaderBytes;
+      const std::size_t tail = c.opener ? kSealTagBytes : 0;
+      if (avail < head) break;
+      if (c.opener && !c.header_open) {
+        if (!c.opener->open_header(std::span(c.in.data() + c.in_off, head))) {
+          drop_altered(c);
+          break;
+        }
+        c.header_open = true;
+      }
       auto op = static_cast<StoreOp>(p[0]);
       std::uint64_t key_len = get_u32(p + 4);
       std::uint64_t value_len = get_u64(p + 8);
@@ -594,11 +667,19 @@ class TcpStoreServer {
         drop(c);
         break;
       }
-      if (avail < kFrameHeaderBytes + key_len + value_len) break;
-      std::string key(reinterpret_cast<const char*>(p + kFrameHeaderBytes), key_len);
-      std::span<const std::byte> value(p + kFrameHeaderBytes + key_len, value_len);
+      if (avail < head + key_len + value_len + tail) break;
+      if (c.opener) {
+        c.header_open = false;
+        if (!c.opener->open_body(
+                std::span(c.in.data() + c.in_off + head, key_len + value_len + tail))) {
+          drop_altered(c);
+          break;
+        }
+      }
+      std::string key(reinterpret_cast<const char*>(p + head), key_len);
+      std::span<const std::byte> value(p + head + key_len, value_len);
       handle(c, op, std::move(key), value);
-      c.in_off += kFrameHeaderBytes + key_len + value_len;
+      c.in_off += head + key_len + value_len + tail;
     }
     if (!c.dead) {
       compact_input(c);
@@ -707,6 +788,20 @@ class TcpStoreServer {
         }
         return;
     }
+  }
+
+  // A sealed request that does not open: altered in flight, or a client that skipped the
+  // sealing. Not counted as a failed authentication (the client proved the secret).
+  void drop_altered(Client& c) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    std::string from = "?";
+    if (::getpeername(c.fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      from = net::format_address(ss);
+    }
+    RINGLET_LOG(warn, "tcp store server: a sealed request from ", from,
+                " failed authentication (altered in flight, or not sealed); dropped");
+    drop(c);
   }
 
   // Counts a client that failed authentication under kAuthFailuresKey, so that ranks whose
@@ -826,9 +921,39 @@ struct Reply {
   std::vector<std::byte> value;
 };
 
-Reply read_reply(int fd, Deadline deadline, const std::string& where) {
-  std::array<std::byte, kFrameHeaderBytes> h{};
+// One connection to the server, and its sealed frames' state when the job has a secret.
+struct Session {
+  explicit Session(const detail::StoreKeys& keys)
+      : out(keys.client_to_server), in(keys.server_to_client) {}
+  detail::FrameSealer out;
+  detail::FrameSealer in;
+};
+struct Conn {
+  UniqueFd fd;
+  std::unique_ptr<Session> session;  // null: frames in clear (no secret)
+};
+
+[[noreturn]] void throw_altered(const std::string& where) {
+  throw Error(ErrorCode::transport, str_cat("a reply from the rendezvous store at ", where,
+                                            " (rank 0) failed authentication: altered in flight"));
+}
+
+void send_frame(const Conn& c, const std::vector<std::byte>& frame, Deadline deadline,
+                const std::string& where) {
+  if (!c.session) return send_all(c.fd.get(), frame, deadline, where);
+  const std::span<const std::byte> f(frame);
+  send_all(c.fd.get(),
+           c.session->out.seal(f.first(kFrameHeaderBytes), f.subspan(kFrameHeaderBytes)), deadline,
+           where);
+}
+
+Reply read_reply(const Conn& c, Deadline deadline, const std::string& where) {
+  const int fd = c.fd.get();
+  std::array<std::byte, kSealedHeaderBytes> sealed{};
+  const std::span<std::byte> h =
+      std::span(sealed).first(c.session ? kSealedHeaderBytes : kFrameHeaderBytes);
   recv_all(fd, h, deadline, where);
+  if (c.session && !c.session->in.open_header(h)) throw_altered(where);
   std::uint64_t len = get_u64(h.data() + 8);
   auto status = static_cast<StoreStatus>(h[0]);
   if (len > kMaxValueBytes || static_cast<std::uint8_t>(status) > 3) {
@@ -837,8 +962,12 @@ Reply read_reply(int fd, Deadline deadline, const std::string& where) {
   }
   Reply r;
   r.status = status;
-  r.value.resize(len);
+  r.value.resize(len + (c.session ? kSealTagBytes : 0));
   recv_all(fd, r.value, deadline, where);
+  if (c.session) {
+    if (!c.session->in.open_body(r.value)) throw_altered(where);
+    r.value.resize(len);
+  }
   return r;
 }
 
@@ -895,13 +1024,13 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     RINGLET_CHECK(port_ > 0 && port_ < 65536, "make_tcp_store: port ", port_,
                   " is outside 1..65535");
     where_ = join_host_port(host_, port_);
-    UniqueFd fd = connect(options.deadline, true);
+    Conn conn = connect(options.deadline, true);
     sockaddr_storage local{};
     socklen_t len = sizeof local;
-    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+    if (::getsockname(conn.fd.get(), reinterpret_cast<sockaddr*>(&local), &len) == 0) {
       local_address_ = numeric_host(local);
     }
-    idle_.push_back({std::move(fd), Clock::now()});
+    idle_.push_back({std::move(conn), Clock::now()});
   }
 
   void set(std::string_view key, std::span<const std::byte> value) override {
@@ -912,20 +1041,20 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
     const auto start = Clock::now();
     std::vector<std::byte> frame = request_frame(StoreOp::get, key, {});
-    UniqueFd fd = acquire();
-    send_all(fd.get(), frame, Clock::now() + kRequestTimeout, where_);
+    Conn conn = acquire();
+    send_frame(conn, frame, Clock::now() + kRequestTimeout, where_);
     Reply r;
-    if (wait_fd(fd.get(), POLLIN, deadline)) {
-      r = read_reply(fd.get(), std::max(deadline, Clock::now() + kCancelGrace), where_);
+    if (wait_fd(conn.fd.get(), POLLIN, deadline)) {
+      r = read_reply(conn, std::max(deadline, Clock::now() + kCancelGrace), where_);
     } else {
       // Withdraw the pending get; the server answers it with `cancelled`, or has already
       // answered it with the value, which we then return.
       std::vector<std::byte> cancel = request_frame(StoreOp::cancel, {}, {});
       auto grace = Clock::now() + kCancelGrace;
-      send_all(fd.get(), cancel, grace, where_);
-      r = read_reply(fd.get(), grace, where_);
+      send_frame(conn, cancel, grace, where_);
+      r = read_reply(conn, grace, where_);
     }
-    release(std::move(fd));
+    release(std::move(conn));
     if (r.status == StoreStatus::cancelled) {
       auto ms = std::chrono::duration_cast<milliseconds>(deadline - start).count();
       throw Error(ErrorCode::timeout, str_cat("store: key '", key, "' not set within ",
@@ -1001,17 +1130,17 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   }
 
   Reply round_trip(const std::vector<std::byte>& frame) {
-    UniqueFd fd = acquire();
+    Conn conn = acquire();
     auto deadline = Clock::now() + kRequestTimeout;
-    send_all(fd.get(), frame, deadline, where_);
-    Reply r = read_reply(fd.get(), deadline, where_);
-    release(std::move(fd));
+    send_frame(conn, frame, deadline, where_);
+    Reply r = read_reply(conn, deadline, where_);
+    release(std::move(conn));
     return r;
   }
 
   // A pooled connection, unless it rested long enough for the server to expire it or the
   // server has closed it (readable while no request is out: EOF); else a new one.
-  UniqueFd acquire() {
+  Conn acquire() {
     auto window = kReconnectWindow;
     for (;;) {
       Pooled p;
@@ -1022,28 +1151,28 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
         idle_.pop_back();
       }
       if (Clock::now() - p.since > kPoolRest) continue;
-      pollfd q{p.fd.get(), POLLIN, 0};
+      pollfd q{p.conn.fd.get(), POLLIN, 0};
       if (::poll(&q, 1, 0) != 0) {
         // Closed by the server: it expired the connection (then it answers a new one at
         // once), or it is gone (then waiting long for it helps nobody).
         window = kClosedReconnectWindow;
         continue;
       }
-      return std::move(p.fd);
+      return std::move(p.conn);
     }
     return connect(Clock::now() + window, false);
   }
 
-  void release(UniqueFd fd) {
+  void release(Conn conn) {
     std::lock_guard lock(mutex_);
-    if (idle_.size() < kMaxIdleConnections) idle_.push_back({std::move(fd), Clock::now()});
+    if (idle_.size() < kMaxIdleConnections) idle_.push_back({std::move(conn), Clock::now()});
   }
 
   // Connects and shakes hands, retrying refused or unreachable attempts, and handshakes
   // that end by EOF (a server at its client limit, a rank 0 still starting), with a short
   // backoff until `deadline`. The name is resolved once per call, and again only after
   // every address failed and kResolveAgain has passed: waiting ranks make no DNS storm.
-  UniqueFd connect(Deadline deadline, bool first) {
+  Conn connect(Deadline deadline, bool first) {
     const auto start = Clock::now();
     auto pause = milliseconds(10);
     std::string last_error = "no attempt made";
@@ -1060,8 +1189,11 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
           UniqueFd fd = try_connect(ai, deadline, error);
           if (!fd) continue;
           try {
-            handshake(fd.get(), std::max(deadline, Clock::now() + milliseconds(100)));
-            return fd;
+            Conn conn;
+            conn.session =
+                handshake(fd.get(), std::max(deadline, Clock::now() + milliseconds(100)));
+            conn.fd = std::move(fd);
+            return conn;
           } catch (const Error& e) {
             if (e.error_code() != ErrorCode::peer_lost) throw;
             error = e.cause();
@@ -1117,7 +1249,8 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     return fd;
   }
 
-  void handshake(int fd, Deadline deadline) {
+  // The session of sealed frames when both sides hold the secret; null otherwise.
+  std::unique_ptr<Session> handshake(int fd, Deadline deadline) {
     std::vector<std::byte> hello(kHelloBytes + job_identity_.size());
     put_u32(hello.data(), kStoreMagic0);
     put_u32(hello.data() + 4, kStoreMagic1);
@@ -1166,7 +1299,7 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
                           "': two jobs share this address and port (set RINGLET_PORT or "
                           "RINGLET_ADDR apart, or RINGLET_JOB_ID alike)"));
     }
-    if (secret_.empty()) return;
+    if (secret_.empty()) return nullptr;
     // Both hold a secret: this rank proves it first, then checks the server's proof.
     const std::span<const std::byte> server_nonce(r.data() + 16, kNonceBytes);
     crypto::Mac proof = store_proof(kClientProofLabel, secret_, hello, server_nonce);
@@ -1187,6 +1320,7 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
                           " failed authentication: it does not hold this job's secret "
                           "(RINGLET_SECRET); it is not this job's rank 0"));
     }
+    return std::make_unique<Session>(detail::derive_store_keys(secret_, hello, server_nonce));
   }
 
   std::unique_ptr<TcpStoreServer> server_;  // first: destroyed after the connections
@@ -1198,7 +1332,7 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   std::string local_address_;
   std::stop_token stop_;  // of the initial connection
   struct Pooled {
-    UniqueFd fd;
+    Conn conn;
     Clock::time_point since;  // returned to the pool
   };
   std::mutex mutex_;

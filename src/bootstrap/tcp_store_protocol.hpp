@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The TCP store's wire format: handshake, request and reply frames (little-endian).
 //
-// Handshake (protocol version 2). Client to server, 48 bytes then the job identity:
+// Handshake (protocol version 3; version 2 had no sealed frames). Client to server, 48 bytes then
+// the job identity:
 //   u32 kStoreMagic0, u32 kStoreMagic1, u32 version, u16 job identity length L (at most
 //   kMaxJobIdentityBytes), u16 flags (zero; reserved for authentication), 32-byte client
 //   nonce, L bytes of job identity (sent in clear; see LaunchInfo::job_identity).
@@ -24,6 +25,13 @@
 // gets auth_failed and the close; the server counts it under kAuthFailuresKey, which a rank
 // whose get() times out reads to say why the key never came. A client that cannot verify
 // proof_s has reached something that does not hold the secret and gives up.
+// Sealed frames: when both sides hold the secret, every request and reply after the server's
+// proof is sealed (AES-256-GCM, src/common/crypto.hpp) as
+//   header (16 bytes) | tag (16) | body (key and value, or the value) | tag (16)
+// under one key per connection and direction, HKDF-SHA-256(secret, salt = the client's whole
+// hello | server nonce, info = kSealInfoClient or kSealInfoServer); the header and the body take
+// consecutive counters from 0 in each direction. A frame that fails to open ends the
+// connection: the server drops the client, the client fails with Error(transport).
 // Request (16-byte header): u8 op, 3 zero bytes, u32 key length, u64 value length, then key
 // and value. Reply (16-byte header): u8 status, 7 zero bytes, u64 value length, then value.
 // Every request gets exactly one reply, except cancel, which only turns a pending get's reply
@@ -32,15 +40,18 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
+#include <vector>
 
+#include "src/common/crypto.hpp"
 #include "src/common/le.hpp"
 
 namespace ringlet::bootstrap::detail {
 
 inline constexpr std::uint32_t kStoreMagic0 = 0x524E474C;  // "RNGL"
 inline constexpr std::uint32_t kStoreMagic1 = 0x53544F52;  // "STOR"
-inline constexpr std::uint32_t kStoreProtocolVersion = 2;
+inline constexpr std::uint32_t kStoreProtocolVersion = 3;
 inline constexpr std::size_t kHelloPrefixBytes = 12;  // magic, magic, version
 inline constexpr std::size_t kNonceBytes = 32;
 inline constexpr std::size_t kHelloBytes = kHelloPrefixBytes + 4 + kNonceBytes;
@@ -64,6 +75,37 @@ inline constexpr std::size_t kProofBytes = 32;
 // Written by the server itself: "<count> <address of the last client that failed>".
 inline constexpr std::string_view kAuthFailuresKey = "ringlet.store/auth-failures";
 enum class StoreStatus : std::uint8_t { ok = 0, missing = 1, cancelled = 2, error = 3 };
+
+inline constexpr std::size_t kSealTagBytes = crypto::kGcmTagBytes;
+inline constexpr std::size_t kSealedHeaderBytes = kFrameHeaderBytes + kSealTagBytes;
+inline constexpr std::string_view kSealInfoClient = "ringlet store v3 client to server";
+inline constexpr std::string_view kSealInfoServer = "ringlet store v3 server to client";
+
+struct StoreKeys {
+  crypto::Key client_to_server{};
+  crypto::Key server_to_client{};
+};
+// The keys of one connection, from the secret and its handshake.
+StoreKeys derive_store_keys(std::string_view secret, std::span<const std::byte> hello,
+                            std::span<const std::byte> server_nonce);
+
+// One direction of one connection's sealed frames, in order. Functions over byte spans, so
+// that a fuzzer can drive them without sockets.
+class FrameSealer {
+ public:
+  explicit FrameSealer(const crypto::Key& key) : aead_(key) {}
+  // The sealed frame of `header` (kFrameHeaderBytes) and `body`.
+  std::vector<std::byte> seal(std::span<const std::byte> header, std::span<const std::byte> body);
+  // Opens a sealed header (kSealedHeaderBytes) in place; false when it was altered.
+  bool open_header(std::span<std::byte> sealed_header);
+  // Opens a body followed by its tag (body + kSealTagBytes bytes) in place; false when it was
+  // altered.
+  bool open_body(std::span<std::byte> body_and_tag);
+
+ private:
+  crypto::Aead aead_;
+  std::uint64_t counter_ = 0;
+};
 
 // The frames are little-endian (src/common/le.hpp).
 using le::get_u16;

@@ -2,8 +2,11 @@
 // The rdma transport on the emulated device (tests/verbs_emulator): ranks run as threads of
 // one process, each with its own emulated NIC context, loaded through
 // RINGLET_IBVERBS_LIBRARY exactly as production loads libibverbs.so.1.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,6 +16,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,8 +25,10 @@
 #include "src/bootstrap/store.hpp"
 #include "src/common/str_cat.hpp"
 #include "src/job_layout.hpp"
+#include "tests/common/bytes.hpp"
 #include "transports/factory.hpp"
 #include "transports/rdma/connection.hpp"
+#include "transports/rdma/memory_region.hpp"
 #include "transports/rdma/transport.hpp"
 
 namespace ringlet::transport {
@@ -40,30 +46,20 @@ std::string library() {
   return lib != nullptr ? lib : "";
 }
 
-std::vector<std::byte> pattern(std::size_t size, std::uint64_t seed) {
-  std::vector<std::byte> v(size);
-  std::uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
-  for (std::size_t i = 0; i < size; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    v[i] = static_cast<std::byte>(x);
-  }
-  return v;
-}
+using test::pattern;
+using test::same_bytes;
 
-::testing::AssertionResult same_bytes(const std::vector<std::byte>& got,
-                                      const std::vector<std::byte>& want) {
-  if (got.size() != want.size()) {
-    return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
-  }
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (got[i] != want[i]) {
-      return ::testing::AssertionFailure()
-             << "first difference at byte " << i << " of " << got.size();
-    }
-  }
-  return ::testing::AssertionSuccess();
+// A TCP port free on loopback now (for a rendezvous store).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof(sin));
+  socklen_t len = sizeof(sin);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  ::close(fd);
+  return ntohs(sin.sin_port);
 }
 
 void run_ranks(int n, const std::function<void(int)>& body) {
@@ -364,6 +360,88 @@ TEST_F(RdmaTest, RegisteredSendsAreInPlaceAndDeregisteredNeverTouched) {
   EXPECT_EQ(ringlet_emu_range_access_count(buf.data(), buf.size()), used);
   // Device memory is not postable (GPUDirect is unverified).
   EXPECT_THROW(g.transports[0]->register_memory(buf, MemoryKind::cuda), Error);
+}
+
+// A user registration (Communicator::register_buffer) is found by posts that give no region,
+// as the algorithms post user buffers: sends from inside it are read in place; once the
+// region is destroyed the same posts are staged and the NIC never touches the buffer again.
+TEST_F(RdmaTest, UserRegistrationsAreUsedInPlaceByPostsWithoutARegion) {
+  Group g = make_group(2);
+  std::vector<std::byte> buf = pattern(4 * kSlot + 100, 11);
+  auto mr = g.transports[0]->register_user_memory(buf, MemoryKind::host);
+  ASSERT_NE(mr, nullptr);
+  const std::uint32_t lkey = dynamic_cast<const rdma::RdmaMemoryRegion&>(*mr).lkey();
+  // A slice inside the buffer, as the ring posts it.
+  const std::span<const std::byte> slice(buf.data() + 1000, 2 * kSlot + 7);
+  std::vector<std::byte> got(slice.size());
+  std::vector<std::byte> want(slice.begin(), slice.end());
+  Request r = g.c(1, 0).post_recv(got, nullptr);
+  g.c(0, 1).wait(g.c(0, 1).post_send(slice, nullptr), in(20s));
+  g.c(1, 0).wait(r, in(20s));
+  EXPECT_TRUE(same_bytes(got, want));
+  ringlet_emu_access_counts counts{};
+  ASSERT_EQ(ringlet_emu_mr_access_count(lkey, &counts), 0);
+  EXPECT_GE(counts.local_reads, 1u) << "the user buffer was not read in place";
+  EXPECT_GE(counts.bytes, 2 * kSlot);  // the two full chunks; the 7-byte tail goes inline
+  const std::uint64_t used = ringlet_emu_range_access_count(buf.data(), buf.size());
+  mr.reset();
+  for (int i = 0; i < 2; ++i) {
+    Request r2 = g.c(1, 0).post_recv(got, nullptr);
+    g.c(0, 1).wait(g.c(0, 1).post_send(slice, nullptr), in(20s));
+    g.c(1, 0).wait(r2, in(20s));
+    EXPECT_TRUE(same_bytes(got, want));
+  }
+  EXPECT_EQ(ringlet_emu_range_access_count(buf.data(), buf.size()), used);
+  ASSERT_EQ(ringlet_emu_mr_access_count(lkey, &counts), 0);
+  EXPECT_EQ(counts.after_dereg, 0u);
+  EXPECT_EQ(counts.registered, 0);
+}
+
+// The public API end to end: a registered buffer's allreduce over rdma is exact and its sends
+// read the buffer in place; over tcp register_buffer is a no-op.
+TEST_F(RdmaTest, CommunicatorRegisterBufferIsUsedInPlaceOverRdmaAndANoOpOverTcp) {
+  for (const std::string transport : {"rdma", "tcp"}) {
+    const int port = free_port();
+    constexpr int n = 2;
+    constexpr std::size_t count = (std::size_t{3} << 20) / sizeof(float) + 3;
+    std::vector<std::vector<float>> data(n, std::vector<float>(count));
+    std::vector<std::uint64_t> accesses(n);
+    std::vector<bool> registered(n);
+    run_ranks(n, [&](int r) {
+      Options o;
+      o.rank = r;
+      o.size = n;
+      o.store = "127.0.0.1:" + std::to_string(port);
+      o.node_id = "node" + std::to_string(r);
+      o.transport = transport;
+      o.timeout = 60s;
+      Communicator c = Communicator::create(o);
+      auto& x = data[static_cast<std::size_t>(r)];
+      for (std::size_t i = 0; i < count; ++i) x[i] = static_cast<float>((i % 13) + r);
+      Registration reg = c.register_buffer(Tensor::of(std::span(x)));
+      registered[static_cast<std::size_t>(r)] = reg.registered();
+      const std::uint64_t before =
+          ringlet_emu_range_access_count(x.data(), x.size() * sizeof(float));
+      c.allreduce(std::span(x));
+      accesses[static_cast<std::size_t>(r)] =
+          ringlet_emu_range_access_count(x.data(), x.size() * sizeof(float)) - before;
+      reg.reset();
+      c.barrier();
+    });
+    for (int r = 0; r < n; ++r) {
+      const auto& x = data[static_cast<std::size_t>(r)];
+      for (std::size_t i = 0; i < count; ++i) {
+        ASSERT_EQ(x[i], static_cast<float>(n * static_cast<int>(i % 13) + 1))
+            << transport << " " << i;
+      }
+      EXPECT_EQ(registered[static_cast<std::size_t>(r)], transport == "rdma") << transport;
+      if (transport == "rdma") {
+        EXPECT_GT(accesses[static_cast<std::size_t>(r)], 0u) << "rank " << r << " staged its sends";
+      } else {
+        EXPECT_EQ(accesses[static_cast<std::size_t>(r)], 0u);
+      }
+    }
+  }
 }
 
 TEST_F(RdmaTest, AbortAndInterruptWakeABlockedWait) {

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -29,6 +30,7 @@
 #include "src/common/crypto.hpp"
 #include "src/common/unique_fd.hpp"
 #include "src/config.hpp"
+#include "tests/common/raw_socket.hpp"
 #include "transports/tcp/handshake.hpp"
 #include "transports/tcp/transport.hpp"
 #include "transports/tcp/wire.hpp"
@@ -48,34 +50,9 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-// A blocking client socket to 127.0.0.1:port.
-UniqueFd dial(int port) {
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(static_cast<std::uint16_t>(port));
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof(sin)), 0);
-  timeval tv{5, 0};
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  return fd;
-}
-
-bool send_bytes(int fd, const void* p, std::size_t n) {
-  return ::send(fd, p, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n);
-}
-
-// Reads exactly n bytes (5 s at most); false on close or timeout.
-bool recv_bytes(int fd, void* p, std::size_t n) {
-  auto* b = static_cast<unsigned char*>(p);
-  std::size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::recv(fd, b + got, n - got, 0);
-    if (r <= 0) return false;
-    got += static_cast<std::size_t>(r);
-  }
-  return true;
-}
+using test::recv_bytes;
+using test::send_bytes;
+UniqueFd dial(int port) { return test::dial_loopback(port); }
 
 // --- Configuration ----------------------------------------------------------------------
 
@@ -164,13 +141,7 @@ struct RawHello {
 RawHello raw_hello(int fd, bool claim_secret, const std::string& identity = "security-test") {
   using namespace store::detail;
   RawHello h;
-  h.hello.resize(kHelloBytes + identity.size());
-  put_u32(h.hello.data(), kStoreMagic0);
-  put_u32(h.hello.data() + 4, kStoreMagic1);
-  put_u32(h.hello.data() + 8, kStoreProtocolVersion);
-  put_u16(h.hello.data() + 12, static_cast<std::uint16_t>(identity.size()));
-  put_u16(h.hello.data() + 14, claim_secret ? kHelloFlagSecret : 0);
-  std::memcpy(h.hello.data() + kHelloBytes, identity.data(), identity.size());
+  h.hello = test::store_hello(kStoreProtocolVersion, identity, claim_secret ? kHelloFlagSecret : 0);
   EXPECT_TRUE(send_bytes(fd, h.hello.data(), h.hello.size()));
   std::array<std::byte, kHelloReplyBytes> r{};
   if (!recv_bytes(fd, r.data(), r.size())) return h;
@@ -303,6 +274,90 @@ TEST(StoreAuthTest, AReplayedClientProofIsRefused) {
   std::array<unsigned char, 4> verdict{};
   ASSERT_TRUE(recv_bytes(fd.get(), verdict.data(), verdict.size()));
   EXPECT_EQ(verdict[0], static_cast<unsigned char>(store::detail::AuthStatus::auth_failed));
+}
+
+// A raw client that passes the handshake with the job's secret; the keys of its sealed frames.
+struct RawSession {
+  UniqueFd fd;
+  std::unique_ptr<store::detail::FrameSealer> out;  // client to server
+  std::unique_ptr<store::detail::FrameSealer> in;   // server to client
+};
+RawSession raw_authenticate(int port) {
+  RawSession s;
+  s.fd = dial(port);
+  RawHello h = raw_hello(s.fd.get(), true);
+  EXPECT_EQ(h.status, 0);
+  crypto::Mac proof = crypto::hmac_sha256(
+      kSecret, {crypto::bytes("ringlet store v2 client"),
+                {reinterpret_cast<const unsigned char*>(h.hello.data()), h.hello.size()},
+                {reinterpret_cast<const unsigned char*>(h.server_nonce.data()), 32}});
+  EXPECT_TRUE(send_bytes(s.fd.get(), proof.data(), proof.size()));
+  std::array<unsigned char, 4 + 32> verdict{};
+  EXPECT_TRUE(recv_bytes(s.fd.get(), verdict.data(), verdict.size()));
+  EXPECT_EQ(verdict[0], 0);
+  const auto keys = store::detail::derive_store_keys(kSecret, h.hello, h.server_nonce);
+  s.out = std::make_unique<store::detail::FrameSealer>(keys.client_to_server);
+  s.in = std::make_unique<store::detail::FrameSealer>(keys.server_to_client);
+  return s;
+}
+
+std::vector<std::byte> set_frame(const std::string& key, const std::string& value) {
+  using namespace store::detail;
+  std::vector<std::byte> f(kFrameHeaderBytes + key.size() + value.size());
+  f[0] = static_cast<std::byte>(StoreOp::set);
+  put_u32(f.data() + 4, static_cast<std::uint32_t>(key.size()));
+  put_u64(f.data() + 8, value.size());
+  std::memcpy(f.data() + kFrameHeaderBytes, key.data(), key.size());
+  std::memcpy(f.data() + kFrameHeaderBytes + key.size(), value.data(), value.size());
+  return f;
+}
+
+// After the handshake, requests and replies are sealed: an on-path attacker can neither read
+// nor rewrite an address, and a client that skips the sealing is not served.
+TEST(StoreAuthTest, RequestsAfterTheHandshakeAreSealed) {
+  using namespace store::detail;
+  auto server = make_store(true, 0, kSecret);
+  const int port = store::tcp_store_port(*server);
+  server->set_string("c/addr/2", "the real address");
+  {
+    // A sealed request with the connection's keys is served, and its reply opens.
+    RawSession s = raw_authenticate(port);
+    std::vector<std::byte> f = set_frame("c/extra", "sealed value");
+    std::vector<std::byte> sealed =
+        s.out->seal(std::span(f).first(kFrameHeaderBytes), std::span(f).subspan(kFrameHeaderBytes));
+    // The value does not travel in clear.
+    const std::string wire(reinterpret_cast<const char*>(sealed.data()), sealed.size());
+    EXPECT_FALSE(contains(wire, "sealed value"));
+    ASSERT_TRUE(send_bytes(s.fd.get(), sealed.data(), sealed.size()));
+    std::array<std::byte, kSealedHeaderBytes + kSealTagBytes> r{};
+    ASSERT_TRUE(recv_bytes(s.fd.get(), r.data(), r.size()));
+    ASSERT_TRUE(s.in->open_header(std::span(r).first(kSealedHeaderBytes)));
+    EXPECT_EQ(r[0], std::byte{0});
+    EXPECT_EQ(get_u64(r.data() + 8), 0u);
+    EXPECT_TRUE(s.in->open_body(std::span(r).subspan(kSealedHeaderBytes)));
+    EXPECT_EQ(server->get_string("c/extra", in(2s)), "sealed value");
+  }
+  {
+    // An authenticated connection that sends a request in clear is dropped unserved.
+    RawSession s = raw_authenticate(port);
+    EXPECT_FALSE(raw_set(s.fd.get(), "c/addr/2", "the attacker's proxy"));
+  }
+  {
+    // A sealed request with one byte flipped in flight is dropped unserved.
+    RawSession s = raw_authenticate(port);
+    std::vector<std::byte> f = set_frame("c/addr/2", "the attacker's proxy");
+    std::vector<std::byte> sealed =
+        s.out->seal(std::span(f).first(kFrameHeaderBytes), std::span(f).subspan(kFrameHeaderBytes));
+    sealed[kSealedHeaderBytes + 3] ^= std::byte{0x20};
+    ASSERT_TRUE(send_bytes(s.fd.get(), sealed.data(), sealed.size()));
+    std::byte b{};
+    EXPECT_FALSE(recv_bytes(s.fd.get(), &b, 1));
+  }
+  EXPECT_EQ(server->get_string("c/addr/2", in(2s)), "the real address");
+  // The store's own clients still work after the refused ones.
+  auto client = make_store(false, port, kSecret);
+  client->set_string("big", std::string(100000, 'x'));
+  EXPECT_EQ(client->get_string("big", in(2s)), std::string(100000, 'x'));
 }
 
 // The client side: a server that does not hold the secret cannot pass itself off as rank 0.
@@ -495,7 +550,8 @@ TEST(TcpAuthTest, NoSecretAgainstASecretIsRefusedBothWays) {
 
 // A raw hello claiming to be rank 0 on socket `index`; returns the acceptor's reply.
 tcp::Reply send_hello(int fd, std::uint32_t index, std::uint32_t count, std::uint32_t flags,
-                      unsigned char (&hello)[tcp::kHelloBytes], std::uint32_t version = 3) {
+                      unsigned char (&hello)[tcp::kHelloBytes],
+                      std::uint32_t version = tcp::kProtocolVersion) {
   tcp::Hello h;
   h.version = version;
   h.job_id = kJob;
@@ -842,12 +898,17 @@ TEST(CommunicatorSecurityTest, ARankWithAnotherSecretFailsAtOnceAndTheOthersSayW
 }
 
 TEST(CommunicatorSecurityTest, EncryptionThatDiffersAcrossRanksIsAMismatchNamingTheVariable) {
-  auto errors = run_job(2, {kSecret, kSecret}, {0, 1}, 3s);
-  ASSERT_TRUE(errors[1]);
-  Error e = error_of(errors[1]);
-  EXPECT_EQ(e.error_code(), ErrorCode::mismatch) << e.what();
-  EXPECT_TRUE(contains(e.what(), "RINGLET_ENCRYPT")) << e.what();
-  EXPECT_TRUE(errors[0]);  // rank 1 never joins
+  // Every rank fails at the rendezvous, well within the timeout, naming the variable and the
+  // rank that differs (rank 0 included: it does not wait for a rank that gave up).
+  auto errors = run_job(3, {kSecret, kSecret, kSecret}, {0, 0, 1}, 30s);
+  for (std::size_t r = 0; r < errors.size(); ++r) {
+    ASSERT_TRUE(errors[r]) << "rank " << r;
+    Error e = error_of(errors[r]);
+    EXPECT_EQ(e.error_code(), ErrorCode::mismatch) << e.what();
+    EXPECT_TRUE(contains(e.what(), "RINGLET_ENCRYPT")) << e.what();
+    EXPECT_TRUE(contains(e.what(), r == 2 ? "rank 0" : "rank 2")) << e.what();
+    EXPECT_NE(std::find(e.ranks().begin(), e.ranks().end(), 2), e.ranks().end()) << e.what();
+  }
 }
 
 }  // namespace

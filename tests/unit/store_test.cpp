@@ -29,6 +29,7 @@
 #include "src/bootstrap/tcp_store_protocol.hpp"
 #include "src/common/socket.hpp"
 #include "src/common/unique_fd.hpp"
+#include "tests/common/raw_socket.hpp"
 
 namespace ringlet::bootstrap {
 namespace {
@@ -260,23 +261,9 @@ TEST(FileStoreTest, KeysWithSlashesAndLongKeysAreDistinctFiles) {
 
 // ---- TCP-specific -----------------------------------------------------------------------
 
-UniqueFd raw_connect(int port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  return fd;
-}
-
+// Best effort: the server may already have dropped us.
 void raw_send(int fd, std::span<const std::byte> data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-    if (n <= 0) return;  // the server may already have dropped us
-    done += static_cast<std::size_t>(n);
-  }
+  (void)test::send_bytes(fd, data.data(), data.size());
 }
 
 // Whether the server closes `fd` within `wait` (reads and discards anything it sends).
@@ -290,15 +277,6 @@ bool closed_by_peer(int fd, std::chrono::milliseconds wait) {
     if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
   }
   return false;
-}
-
-// A version-2 hello of the job with the empty identity (the default of TcpStoreOptions).
-std::array<std::byte, detail::kHelloBytes> hello(std::uint32_t version) {
-  std::array<std::byte, detail::kHelloBytes> h{};
-  detail::put_u32(h.data(), kStoreMagic0);
-  detail::put_u32(h.data() + 4, kStoreMagic1);
-  detail::put_u32(h.data() + 8, version);
-  return h;
 }
 
 TEST(TcpStoreTest, EphemeralPortAndLocalAddress) {
@@ -334,32 +312,32 @@ TEST(TcpStoreTest, GarbageClientsAreDroppedWhileRealClientsWork) {
   int port = tcp_store_port(*server);
   auto client = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
 
-  UniqueFd idle = raw_connect(port);  // connects and says nothing: must not stall anyone
-  UniqueFd half = raw_connect(port);  // half a handshake
-  auto good = hello(kStoreProtocolVersion);
+  UniqueFd idle = test::dial_loopback(port);  // connects and says nothing: must not stall anyone
+  UniqueFd half = test::dial_loopback(port);  // half a handshake
+  auto good = test::store_hello(kStoreProtocolVersion);
   raw_send(half.get(), std::span(good).first(6));
 
-  UniqueFd random = raw_connect(port);
+  UniqueFd random = test::dial_loopback(port);
   std::mt19937 rng(1234);
   std::vector<std::byte> noise(4096);
   for (auto& b : noise) b = static_cast<std::byte>(rng());
   raw_send(random.get(), noise);
 
-  UniqueFd wrong_magic = raw_connect(port);
-  auto bad = hello(kStoreProtocolVersion);
+  UniqueFd wrong_magic = test::dial_loopback(port);
+  auto bad = test::store_hello(kStoreProtocolVersion);
   detail::put_u32(bad.data(), 0x47455420);  // "GET " as an HTTP client would send
   raw_send(wrong_magic.get(), bad);
 
-  UniqueFd huge = raw_connect(port);  // good handshake, then a 2^60-byte value
-  raw_send(huge.get(), hello(kStoreProtocolVersion));
+  UniqueFd huge = test::dial_loopback(port);  // good handshake, then a 2^60-byte value
+  raw_send(huge.get(), test::store_hello(kStoreProtocolVersion));
   std::array<std::byte, detail::kFrameHeaderBytes> frame{};
   frame[0] = static_cast<std::byte>(detail::StoreOp::set);
   detail::put_u32(frame.data() + 4, 1);
   detail::put_u64(frame.data() + 8, std::uint64_t{1} << 60);
   raw_send(huge.get(), frame);
 
-  UniqueFd bad_op = raw_connect(port);
-  raw_send(bad_op.get(), hello(kStoreProtocolVersion));
+  UniqueFd bad_op = test::dial_loopback(port);
+  raw_send(bad_op.get(), test::store_hello(kStoreProtocolVersion));
   std::array<std::byte, detail::kFrameHeaderBytes> op{};
   op[0] = std::byte{99};
   raw_send(bad_op.get(), op);
@@ -381,8 +359,8 @@ TEST(TcpStoreTest, AClientThatNeverReadsRepliesDoesNotStallOthers) {
   auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
   int port = tcp_store_port(*server);
   server->set("big", std::vector<std::byte>(4 << 20, std::byte{7}));
-  UniqueFd greedy = raw_connect(port);
-  raw_send(greedy.get(), hello(kStoreProtocolVersion));
+  UniqueFd greedy = test::dial_loopback(port);
+  raw_send(greedy.get(), test::store_hello(kStoreProtocolVersion));
   // 64 gets of a 4 MiB value: 256 MiB of replies that this client never reads.
   std::array<std::byte, detail::kFrameHeaderBytes + 3> get{};
   get[0] = static_cast<std::byte>(detail::StoreOp::get);
@@ -397,8 +375,8 @@ TEST(TcpStoreTest, AClientThatNeverReadsRepliesDoesNotStallOthers) {
 
 TEST(TcpStoreTest, ServerRepliesToAnOtherVersionClientAndCloses) {
   auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
-  UniqueFd fd = raw_connect(tcp_store_port(*server));
-  raw_send(fd.get(), hello(kStoreProtocolVersion + 1));
+  UniqueFd fd = test::dial_loopback(tcp_store_port(*server));
+  raw_send(fd.get(), test::store_hello(kStoreProtocolVersion + 1));
   std::array<std::byte, detail::kHelloPrefixBytes> r{};  // magic and version only
   std::size_t got = 0;
   auto deadline = in(2s);
@@ -482,8 +460,8 @@ TEST(TcpStoreTest, AClientOfAnotherJobIsRefusedNamingBothAndTheStoreIsUndisturbe
 
 TEST(TcpStoreTest, AnOverlongJobIdentityInAHelloIsDropped) {
   auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
-  UniqueFd fd = raw_connect(tcp_store_port(*server));
-  auto h = hello(kStoreProtocolVersion);
+  UniqueFd fd = test::dial_loopback(tcp_store_port(*server));
+  auto h = test::store_hello(kStoreProtocolVersion);
   detail::put_u16(h.data() + 12, static_cast<std::uint16_t>(detail::kMaxJobIdentityBytes + 1));
   raw_send(fd.get(), h);
   EXPECT_TRUE(closed_by_peer(fd.get(), 2s));
@@ -580,8 +558,8 @@ TEST(TcpStoreRobustTest, ClientsThatGetALargeValueAndNeverReadShareOneCopy) {
   const long before = rss_kib();
   std::vector<UniqueFd> greedy;
   for (int i = 0; i < 8; ++i) {
-    greedy.push_back(raw_connect(port));
-    raw_send(greedy.back().get(), hello(kStoreProtocolVersion));
+    greedy.push_back(test::dial_loopback(port));
+    raw_send(greedy.back().get(), test::store_hello(kStoreProtocolVersion));
     raw_send(greedy.back().get(), get_frame("big"));
   }
   // The server has answered every get once a new client's request round-trips.
@@ -625,8 +603,8 @@ TEST(TcpStoreRobustTest, IdleGreetedClientsAreDroppedAndPooledConnectionsReconne
   o.limits.idle_timeout = 300ms;
   auto server = make_tcp_store(o);
   const int port = tcp_store_port(*server);
-  UniqueFd idle = raw_connect(port);
-  raw_send(idle.get(), hello(kStoreProtocolVersion));
+  UniqueFd idle = test::dial_loopback(port);
+  raw_send(idle.get(), test::store_hello(kStoreProtocolVersion));
   EXPECT_TRUE(closed_by_peer(idle.get(), 3000ms)) << "a greeted idle client was never dropped";
   // The server expired this client's pooled connection too; the next request reconnects.
   auto client = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
@@ -743,7 +721,7 @@ TEST(TcpStoreRobustTest, OutOfDescriptorsTheServerBacksOffInsteadOfSpinning) {
   int port = 0;
   ASSERT_EQ(::read(ready[0], &port, sizeof port), static_cast<ssize_t>(sizeof port));
   std::vector<UniqueFd> flood;
-  for (int i = 0; i < 32; ++i) flood.push_back(raw_connect(port));
+  for (int i = 0; i < 32; ++i) flood.push_back(test::dial_loopback(port));
   std::this_thread::sleep_for(200ms);
   ASSERT_EQ(::write(go[1], "g", 1), 1);
   int status = 0;

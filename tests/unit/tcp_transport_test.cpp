@@ -21,6 +21,7 @@
 
 #include "src/common/str_cat.hpp"
 #include "src/common/unique_fd.hpp"
+#include "tests/common/bytes.hpp"
 #include "transports/tcp/transport.hpp"
 #include "transports/tcp/wire.hpp"
 
@@ -43,34 +44,8 @@ bool have_ipv6_loopback() {
   return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&sin6), sizeof(sin6)) == 0;
 }
 
-// The byte pattern of message `seed`: position-dependent so that shifts and swaps show.
-std::vector<std::byte> pattern(std::size_t size, std::uint64_t seed) {
-  std::vector<std::byte> v(size);
-  std::uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
-  for (std::size_t i = 0; i < size; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    v[i] = static_cast<std::byte>(x);
-  }
-  return v;
-}
-
-// Exact comparison that reports the first differing index.
-::testing::AssertionResult same_bytes(const std::vector<std::byte>& got,
-                                      const std::vector<std::byte>& want) {
-  if (got.size() != want.size()) {
-    return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
-  }
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (got[i] != want[i]) {
-      return ::testing::AssertionFailure()
-             << "first difference at byte " << i << " of " << got.size() << ": "
-             << static_cast<int>(got[i]) << " != " << static_cast<int>(want[i]);
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
+using test::pattern;
+using test::same_bytes;
 
 struct GroupOptions {
   std::string address = "127.0.0.1";

@@ -27,6 +27,9 @@ Request RdmaConnection::post_send(std::span<const std::byte> data, const MemoryR
       r != nullptr && r->engine() == engine_.get()) {
     lkey = r->lkey_for(data.data(), data.size());
   }
+  // No region given (the algorithms post user buffers so): a live user registration that
+  // covers the memory is used in place; otherwise the engine stages it.
+  if (lkey == 0 && !data.empty()) lkey = engine_->user_lkey(data.data(), data.size());
   return Request{engine_->post_send(*channel_, data, lkey) << 1};
 }
 

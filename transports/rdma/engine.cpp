@@ -860,4 +860,25 @@ void Engine::report_failure(ErrorCode code, int origin_rank, std::string_view ca
   }
 }
 
+void Engine::add_user_region(const std::byte* base, std::size_t size, std::uint32_t lkey) {
+  std::lock_guard lock(user_mutex_);
+  user_regions_.push_back({base, size, lkey});
+}
+
+void Engine::remove_user_region(std::uint32_t lkey) noexcept {
+  std::lock_guard lock(user_mutex_);
+  std::erase_if(user_regions_, [lkey](const UserRegion& r) { return r.lkey == lkey; });
+}
+
+std::uint32_t Engine::user_lkey(const std::byte* data, std::size_t size) const {
+  std::lock_guard lock(user_mutex_);
+  for (const UserRegion& r : user_regions_) {
+    if (data >= r.base && size <= r.size &&
+        static_cast<std::size_t>(data - r.base) <= r.size - size) {
+      return r.lkey;
+    }
+  }
+  return 0;
+}
+
 }  // namespace ringlet::transport::rdma

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -166,6 +167,13 @@ class Engine {
 
   void report_failure(ErrorCode code, int origin_rank, std::string_view cause) noexcept;
   void interrupt() noexcept;
+
+  // User registrations (Transport::register_user_memory), which posts with no region look up
+  // by address. Thread-safe. No cache: an entry lives exactly as long as its region.
+  void add_user_region(const std::byte* base, std::size_t size, std::uint32_t lkey);
+  void remove_user_region(std::uint32_t lkey) noexcept;
+  // The lkey of a live user registration covering [data, data + size), or 0.
+  std::uint32_t user_lkey(const std::byte* data, std::size_t size) const;
   void check_abort() const;
 
  private:
@@ -206,6 +214,13 @@ class Engine {
   UniqueFd event_fd_;
   std::uint32_t next_channel_id_ = 1;
   std::unordered_map<std::uint32_t, Channel*> channels_;
+  struct UserRegion {
+    const std::byte* base;
+    std::size_t size;
+    std::uint32_t lkey;
+  };
+  mutable std::mutex user_mutex_;
+  std::vector<UserRegion> user_regions_;  // guarded by user_mutex_
 };
 
 }  // namespace ringlet::transport::rdma

@@ -12,9 +12,17 @@ namespace ringlet::transport::rdma {
 
 class RdmaMemoryRegion final : public MemoryRegion {
  public:
-  RdmaMemoryRegion(std::shared_ptr<Engine> engine, ibv_mr* mr, std::span<std::byte> memory)
-      : engine_(std::move(engine)), mr_(mr), memory_(memory) {}
-  ~RdmaMemoryRegion() override { engine_->verbs().dereg_mr(mr_); }
+  // `user`: a user buffer (register_user_memory), known to the engine's lookup while it lives.
+  RdmaMemoryRegion(std::shared_ptr<Engine> engine, ibv_mr* mr, std::span<std::byte> memory,
+                   bool user = false)
+      : engine_(std::move(engine)), mr_(mr), memory_(memory), user_(user) {
+    if (user_) engine_->add_user_region(memory_.data(), memory_.size(), mr_->lkey);
+  }
+  ~RdmaMemoryRegion() override {
+    // Out of the lookup first, so that no post finds it while it is deregistered.
+    if (user_) engine_->remove_user_region(mr_->lkey);
+    engine_->verbs().dereg_mr(mr_);
+  }
   RdmaMemoryRegion(const RdmaMemoryRegion&) = delete;
   RdmaMemoryRegion& operator=(const RdmaMemoryRegion&) = delete;
 
@@ -34,6 +42,7 @@ class RdmaMemoryRegion final : public MemoryRegion {
   std::shared_ptr<Engine> engine_;
   ibv_mr* mr_;
   std::span<std::byte> memory_;
+  bool user_ = false;
 };
 
 }  // namespace ringlet::transport::rdma

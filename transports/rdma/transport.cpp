@@ -80,6 +80,18 @@ class RdmaTransport final : public Transport {
                                       Deadline deadline) override;
   std::unique_ptr<MemoryRegion> register_memory(std::span<std::byte> buf,
                                                 MemoryKind kind) override {
+    return register_region(buf, kind, false);
+  }
+  std::unique_ptr<MemoryRegion> register_user_memory(std::span<std::byte> buf,
+                                                     MemoryKind kind) override {
+    return register_region(buf, kind, true);
+  }
+  ControlPlane& control() noexcept override { return control_; }
+  void interrupt() noexcept override { engine_->interrupt(); }
+
+ private:
+  std::unique_ptr<MemoryRegion> register_region(std::span<std::byte> buf, MemoryKind kind,
+                                                bool user) {
     if (kind != MemoryKind::host) {
       throw Error(ErrorCode::invalid_argument,
                   "rdma: device memory cannot be registered (GPUDirect RDMA through dma-buf is "
@@ -94,12 +106,9 @@ class RdmaTransport final : public Transport {
                           " bytes: ibv_reg_mr: ", std::strerror(errno)),
                   {options_.rank});
     }
-    return std::make_unique<RdmaMemoryRegion>(engine_, mr, buf);
+    return std::make_unique<RdmaMemoryRegion>(engine_, mr, buf, user);
   }
-  ControlPlane& control() noexcept override { return control_; }
-  void interrupt() noexcept override { engine_->interrupt(); }
 
- private:
   // Error records written into each connected peer's error area.
   class Control final : public ControlPlane {
    public:

@@ -36,30 +36,16 @@ std::unique_ptr<Verbs> load(const std::string& library) {
   auto v = std::make_unique<Verbs>();
   v->library = name;
   std::string missing;
-  resolve(h, "ibv_get_device_list", &v->get_device_list, &missing);
-  resolve(h, "ibv_free_device_list", &v->free_device_list, &missing);
-  resolve(h, "ibv_get_device_name", &v->get_device_name, &missing);
-  resolve(h, "ibv_open_device", &v->open_device, &missing);
-  resolve(h, "ibv_close_device", &v->close_device, &missing);
-  resolve(h, "ibv_query_device", &v->query_device, &missing);
+#define RINGLET_VERBS_RESOLVE(member, symbol) resolve(h, #symbol, &v->member, &missing);
+  RINGLET_VERBS_REQUIRED(RINGLET_VERBS_RESOLVE)
+#undef RINGLET_VERBS_RESOLVE
+#define RINGLET_VERBS_RESOLVE(member, symbol) resolve(h, #symbol, &v->member, nullptr);
+  RINGLET_VERBS_OPTIONAL(RINGLET_VERBS_RESOLVE)
+#undef RINGLET_VERBS_RESOLVE
   resolve(h, "ibv_query_port", &v->query_port_compat, &missing);
-  resolve(h, "ibv_query_gid", &v->query_gid, &missing);
   resolve(h, "_ibv_query_gid_ex", &v->query_gid_ex, nullptr);
-  resolve(h, "ibv_alloc_pd", &v->alloc_pd, &missing);
-  resolve(h, "ibv_dealloc_pd", &v->dealloc_pd, &missing);
   resolve(h, "ibv_reg_mr_iova2", &v->reg_mr_iova2, nullptr);
   resolve(h, "ibv_reg_mr", &v->reg_mr, v->reg_mr_iova2 == nullptr ? &missing : nullptr);
-  resolve(h, "ibv_dereg_mr", &v->dereg_mr, &missing);
-  resolve(h, "ibv_create_comp_channel", &v->create_comp_channel, &missing);
-  resolve(h, "ibv_destroy_comp_channel", &v->destroy_comp_channel, &missing);
-  resolve(h, "ibv_create_cq", &v->create_cq, &missing);
-  resolve(h, "ibv_destroy_cq", &v->destroy_cq, &missing);
-  resolve(h, "ibv_get_cq_event", &v->get_cq_event, &missing);
-  resolve(h, "ibv_ack_cq_events", &v->ack_cq_events, &missing);
-  resolve(h, "ibv_create_qp", &v->create_qp, &missing);
-  resolve(h, "ibv_modify_qp", &v->modify_qp, &missing);
-  resolve(h, "ibv_destroy_qp", &v->destroy_qp, &missing);
-  resolve(h, "ibv_wc_status_str", &v->wc_status_str, nullptr);
   if (!missing.empty()) {
     // The handle stays open: dlclose of a verbs provider is not safe in every rdma-core.
     throw Error(ErrorCode::transport,

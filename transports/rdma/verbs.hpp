@@ -13,36 +13,46 @@
 
 namespace ringlet::transport::rdma {
 
-// The resolved entry points. Optional ones are null where the library lacks them.
+// The entry points whose type is their declaration in <infiniband/verbs.h>, as
+// X(member, symbol): the required ones (load_verbs fails naming those missing), then the
+// optional ones (null where the library lacks them).
+#define RINGLET_VERBS_REQUIRED(X)                   \
+  X(get_device_list, ibv_get_device_list)           \
+  X(free_device_list, ibv_free_device_list)         \
+  X(get_device_name, ibv_get_device_name)           \
+  X(open_device, ibv_open_device)                   \
+  X(close_device, ibv_close_device)                 \
+  X(query_device, ibv_query_device)                 \
+  X(query_gid, ibv_query_gid)                       \
+  X(alloc_pd, ibv_alloc_pd)                         \
+  X(dealloc_pd, ibv_dealloc_pd)                     \
+  X(dereg_mr, ibv_dereg_mr)                         \
+  X(create_comp_channel, ibv_create_comp_channel)   \
+  X(destroy_comp_channel, ibv_destroy_comp_channel) \
+  X(create_cq, ibv_create_cq)                       \
+  X(destroy_cq, ibv_destroy_cq)                     \
+  X(get_cq_event, ibv_get_cq_event)                 \
+  X(ack_cq_events, ibv_ack_cq_events)               \
+  X(create_qp, ibv_create_qp)                       \
+  X(modify_qp, ibv_modify_qp)                       \
+  X(destroy_qp, ibv_destroy_qp)
+#define RINGLET_VERBS_OPTIONAL(X) X(wc_status_str, ibv_wc_status_str)
+
+// The resolved entry points.
 struct Verbs {
   std::string library;  // as given to dlopen
-  decltype(&ibv_get_device_list) get_device_list = nullptr;
-  decltype(&ibv_free_device_list) free_device_list = nullptr;
-  decltype(&ibv_get_device_name) get_device_name = nullptr;
-  decltype(&ibv_open_device) open_device = nullptr;
-  decltype(&ibv_close_device) close_device = nullptr;
-  decltype(&ibv_query_device) query_device = nullptr;
-  // The exported compat function; query_port() below prefers the extended context's op.
+#define RINGLET_VERBS_MEMBER(member, symbol) decltype(&symbol) member = nullptr;
+  RINGLET_VERBS_REQUIRED(RINGLET_VERBS_MEMBER)
+  RINGLET_VERBS_OPTIONAL(RINGLET_VERBS_MEMBER)
+#undef RINGLET_VERBS_MEMBER
+  // Entry points whose exported type differs from the header's declaration:
+  // the exported compat function; query_port() below prefers the extended context's op.
   int (*query_port_compat)(ibv_context*, uint8_t, ibv_port_attr*) = nullptr;
-  decltype(&ibv_query_gid) query_gid = nullptr;
   // Optional (rdma-core >= v32): the GID's type, to choose a RoCE v2 GID.
   int (*query_gid_ex)(ibv_context*, uint32_t, uint32_t, ibv_gid_entry*, uint32_t, size_t) = nullptr;
-  decltype(&ibv_alloc_pd) alloc_pd = nullptr;
-  decltype(&ibv_dealloc_pd) dealloc_pd = nullptr;
   // ibv_reg_mr_iova2 where exported (what the ibv_reg_mr macro calls), else ibv_reg_mr.
   ibv_mr* (*reg_mr_iova2)(ibv_pd*, void*, size_t, uint64_t, unsigned) = nullptr;
   ibv_mr* (*reg_mr)(ibv_pd*, void*, size_t, int) = nullptr;
-  decltype(&ibv_dereg_mr) dereg_mr = nullptr;
-  decltype(&ibv_create_comp_channel) create_comp_channel = nullptr;
-  decltype(&ibv_destroy_comp_channel) destroy_comp_channel = nullptr;
-  decltype(&ibv_create_cq) create_cq = nullptr;
-  decltype(&ibv_destroy_cq) destroy_cq = nullptr;
-  decltype(&ibv_get_cq_event) get_cq_event = nullptr;
-  decltype(&ibv_ack_cq_events) ack_cq_events = nullptr;
-  decltype(&ibv_create_qp) create_qp = nullptr;
-  decltype(&ibv_modify_qp) modify_qp = nullptr;
-  decltype(&ibv_destroy_qp) destroy_qp = nullptr;
-  decltype(&ibv_wc_status_str) wc_status_str = nullptr;
 
   // Port attributes through the extended context when it offers them (as the inline wrapper
   // of verbs.h does), else through the exported function.

@@ -35,8 +35,8 @@ struct Socket {
   std::optional<SocketKeys> keys;
 };
 
-// One direction of one socket: seals or opens its frames in order (the n-th header and
-// payload of the socket use counters 2n and 2n + 1, so no IV repeats under the key).
+// One direction of one socket: seals or opens its frames in order (each header and each
+// payload record takes the next counter, so no IV repeats under the key).
 class FrameCipher {
  public:
   explicit FrameCipher(const crypto::Key& key) : aead_(key) {}

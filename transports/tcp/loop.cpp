@@ -32,6 +32,12 @@ using net::kMaxPollMs;
 constexpr int kMaxIov = 32;
 constexpr std::size_t kMaxErrorText = 64 * 1024;
 constexpr auto kSendErrorBudget = std::chrono::milliseconds(1000);
+// Sealed sends are sealed this far ahead of what the socket has taken: enough to refill the
+// socket when it drains, little enough that sealing overlaps the wire.
+constexpr std::size_t kSealAhead = 4 * (kSealRecordBytes + kTagBytes);
+constexpr std::size_t kSealStride = kSealRecordBytes + kTagBytes;
+// An error frame is one sealed record.
+static_assert(kMaxErrorText <= kSealRecordBytes);
 
 bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
@@ -115,19 +121,16 @@ std::uint64_t Loop::post_send(Channel& c, std::span<const std::byte> data) {
   // sockets (both ends pick a socket from the length).
   FrameHeader{FrameKind::data, static_cast<std::uint32_t>(id), data.size()}.encode(op.header);
   if (lane.sealer) {
-    // Sealed now, in the order of the socket's frames (the receiver opens them in that order).
-    std::array<unsigned char, kTagBytes> tag{};
-    auto& aead = lane.sealer->aead();
-    aead.seal(lane.sealer->next(), {}, {op.header, kFrameHeaderBytes}, op.header, tag);
-    std::copy(tag.begin(), tag.end(), op.header + kFrameHeaderBytes);
+    // Sealed by write_lane, record by record in the order of the socket's frames (the
+    // receiver opens them in that order), while the socket sends what is already sealed.
     op.header_length = kFrameHeaderBytes + kTagBytes;
-    op.sealed.resize(data.size() + kTagBytes);
-    auto* out = reinterpret_cast<unsigned char*>(op.sealed.data());
-    aead.seal(lane.sealer->next(), {},
-              {reinterpret_cast<const unsigned char*>(data.data()), data.size()}, out, tag);
-    std::copy(tag.begin(), tag.end(), out + data.size());
-    op.data = op.sealed.data();
-    op.length = op.sealed.size();
+    op.plain = data;
+    op.length = sealed_wire_bytes(data.size());
+    op.sealed = std::make_unique_for_overwrite<std::byte[]>(op.length);
+    op.data = op.sealed.get();
+    op.ready = 0;
+  } else {
+    op.ready = op.header_length + op.length;
   }
   lane.sendq.push_back(&op);
   ++c.sends_pending;
@@ -391,24 +394,66 @@ void Loop::poll_once(int timeout_ms) {
   }
 }
 
+void Loop::seal_until(Lane& lane, SendOp& op, std::size_t upto) {
+  const std::size_t total = op.header_length + op.length;
+  upto = std::min(upto, total);
+  if (op.ready >= upto) return;
+  auto& aead = lane.sealer->aead();
+  std::array<unsigned char, kTagBytes> tag{};
+  if (op.ready == 0) {
+    aead.seal(lane.sealer->next(), {}, {op.header, kFrameHeaderBytes}, op.header, tag);
+    std::copy(tag.begin(), tag.end(), op.header + kFrameHeaderBytes);
+    op.ready = op.header_length;
+  }
+  const std::size_t length = op.plain.size();
+  const std::size_t records = sealed_records(length);
+  const auto* in = reinterpret_cast<const unsigned char*>(op.plain.data());
+  auto* out = reinterpret_cast<unsigned char*>(op.sealed.get());
+  while (op.ready < upto && op.records_sealed < records) {
+    const std::size_t i = op.records_sealed;
+    const std::size_t n = sealed_record_length(length, i);
+    unsigned char* record = out + i * kSealStride;
+    aead.seal(lane.sealer->next(), {}, {in + i * kSealRecordBytes, n}, record, tag);
+    std::copy(tag.begin(), tag.end(), record + n);
+    op.ready += n + kTagBytes;
+    ++op.records_sealed;
+  }
+}
+
+void Loop::seal_ahead(Lane& lane) {
+  // A later send's first record is sealed only once every earlier one is: the counters
+  // follow the order of the frames on the socket.
+  for (SendOp* op : lane.sendq) {
+    seal_until(lane, *op, op->sent + kSealAhead);
+    if (op->ready < op->header_length + op->length) return;
+  }
+}
+
 void Loop::write_lane(Channel& c, Lane& lane) {
   while (!lane.sendq.empty()) {
+    if (lane.sealer) seal_ahead(lane);
     iovec iov[kMaxIov];
     int count = 0;
     std::size_t want = 0;
     for (SendOp* op : lane.sendq) {
       if (count + 2 > kMaxIov) break;
+      // Only what is sealed (everything, on a socket in clear).
+      const std::size_t ready = op->ready;
       std::size_t payload_from = 0;
       if (op->sent < op->header_length) {
         iov[count++] = {op->header + op->sent, op->header_length - op->sent};
       } else {
         payload_from = op->sent - op->header_length;
       }
-      if (op->length > payload_from) {
-        iov[count++] = {const_cast<std::byte*>(op->data) + payload_from, op->length - payload_from};
+      const std::size_t payload_ready = ready - op->header_length;
+      if (payload_ready > payload_from) {
+        iov[count++] = {const_cast<std::byte*>(op->data) + payload_from,
+                        payload_ready - payload_from};
       }
+      if (ready < op->header_length + op->length) break;
     }
     for (int i = 0; i < count; ++i) want += iov[i].iov_len;
+    if (want == 0) return;
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = static_cast<std::size_t>(count);
@@ -430,7 +475,11 @@ void Loop::write_lane(Channel& c, Lane& lane) {
       --c.sends_pending;
       lane.sendq.pop_front();
     }
-    if (static_cast<std::size_t>(n) < want) return;  // the socket buffer is full
+    if (static_cast<std::size_t>(n) < want) {
+      // The socket buffer is full: seal the next records while the kernel sends.
+      if (lane.sealer) seal_ahead(lane);
+      return;
+    }
   }
 }
 
@@ -464,15 +513,16 @@ void Loop::open_header(Channel& c, Lane& lane) {
   }
 }
 
-void Loop::open_payload(Channel& c, Lane& lane, std::byte* data, std::size_t length) {
+void Loop::open_payload(Channel& c, Lane& lane, std::byte* data, std::size_t length,
+                        std::size_t message_length) {
   if (!lane.opener) return;
   std::array<unsigned char, kTagBytes> tag{};
   std::copy(std::begin(lane.tag), std::end(lane.tag), tag.begin());
   auto* p = reinterpret_cast<unsigned char*>(data);
   if (!lane.opener->aead().open(lane.opener->next(), {}, {p, length}, p, tag)) {
     fail(Error(ErrorCode::transport,
-               str_cat("tcp: a message of ", length, " bytes from peer ", c.peer, " (", c.address,
-                       ") failed authentication: altered in flight (RINGLET_ENCRYPT=1)"),
+               str_cat("tcp: a message of ", message_length, " bytes from peer ", c.peer, " (",
+                       c.address, ") failed authentication: altered in flight (RINGLET_ENCRYPT=1)"),
                {c.peer}));
   }
 }
@@ -489,8 +539,11 @@ void Loop::read_lane(Channel& c, Lane& lane) {
       iov[0] = {lane.header + lane.header_got, header_bytes - lane.header_got};
       // Speculatively read the payload straight into the posted buffer: one system call per
       // small message. A wrong length is a mismatch, which ends the job anyway.
+      // Sealed: its first record and that record's tag.
       RecvOp* op = lane.recvq.empty() ? nullptr : lane.recvq.front();
-      if (op != nullptr && op->length > 0) iov[count++] = {op->data, op->length};
+      const std::size_t first =
+          op == nullptr ? 0 : (tag_bytes > 0 ? sealed_record_length(op->length, 0) : op->length);
+      if (first > 0) iov[count++] = {op->data, first};
       if (op != nullptr && tag_bytes > 0) iov[count++] = {lane.tag, tag_bytes};
       std::size_t want = 0;
       for (int i = 0; i < count; ++i) want += iov[i].iov_len;
@@ -518,6 +571,7 @@ void Loop::read_lane(Channel& c, Lane& lane) {
       }
       lane.header_ready = true;
       lane.payload_got = got - h;
+      lane.records_opened = 0;
     }
     if (lane.recvq.empty()) return;  // no POLLIN on this socket until a receive is posted
     RecvOp* op = lane.recvq.front();
@@ -546,44 +600,83 @@ void Loop::read_lane(Channel& c, Lane& lane) {
                          " (the ranks posted messages of different sizes)"),
                  {rank_, c.peer}));
     }
-    const std::size_t wire = op->length + tag_bytes;
-    while (lane.payload_got < wire) {
-      if (drained) {
-        op->got = std::min(lane.payload_got, op->length);
-        return;
-      }
-      iovec iov[2];
-      int count = 0;
-      if (lane.payload_got < op->length) {
-        iov[count++] = {op->data + lane.payload_got, op->length - lane.payload_got};
-        if (tag_bytes > 0) iov[count++] = {lane.tag, tag_bytes};
-      } else {
-        const std::size_t t = lane.payload_got - op->length;
-        iov[count++] = {lane.tag + t, tag_bytes - t};
-      }
-      const std::size_t want = wire - lane.payload_got;
-      ssize_t n = ::readv(lane.fd.get(), iov, count);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (would_block(errno)) {
-          op->got = std::min(lane.payload_got, op->length);
+    if (tag_bytes > 0) {
+      if (!read_sealed_payload(c, lane, *op, drained)) return;
+    } else {
+      while (lane.payload_got < op->length) {
+        if (drained) {
+          op->got = lane.payload_got;
           return;
         }
-        fail_io(c, "receive from", errno);
+        const std::size_t want = op->length - lane.payload_got;
+        ssize_t n = ::recv(lane.fd.get(), op->data + lane.payload_got, want, MSG_DONTWAIT);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          if (would_block(errno)) {
+            op->got = lane.payload_got;
+            return;
+          }
+          fail_io(c, "receive from", errno);
+        }
+        if (n == 0) return on_eof(c, lane);
+        rearm_quickack(lane, static_cast<std::size_t>(n));
+        c.bytes_read += static_cast<std::uint64_t>(n);
+        lane.payload_got += static_cast<std::size_t>(n);
+        drained = static_cast<std::size_t>(n) < want;
       }
-      if (n == 0) return on_eof(c, lane);
-      rearm_quickack(lane, static_cast<std::size_t>(n));
-      c.bytes_read += static_cast<std::uint64_t>(n);
-      lane.payload_got += static_cast<std::size_t>(n);
-      drained = static_cast<std::size_t>(n) < want;
     }
-    open_payload(c, lane, op->data, op->length);
     op->got = op->length;
     op->done = true;
     lane.recvq.pop_front();
     lane.header_ready = false;
     lane.header_got = 0;
     lane.payload_got = 0;
+    lane.records_opened = 0;
+  }
+}
+
+bool Loop::read_sealed_payload(Channel& c, Lane& lane, RecvOp& op, bool drained) {
+  const std::size_t records = sealed_records(op.length);
+  const std::size_t wire = sealed_wire_bytes(op.length);
+  for (;;) {
+    // Open each record whose tag has arrived (no read goes past a record's tag, so it is in
+    // lane.tag), while the next one is still on the wire.
+    while (lane.records_opened < records) {
+      const std::size_t i = lane.records_opened;
+      const std::size_t n = sealed_record_length(op.length, i);
+      if (lane.payload_got < i * kSealStride + n + kTagBytes) break;
+      open_payload(c, lane, op.data + i * kSealRecordBytes, n, op.length);
+      ++lane.records_opened;
+    }
+    if (lane.payload_got >= wire) return true;
+    if (drained) return false;
+    const std::size_t i = lane.payload_got / kSealStride;
+    const std::size_t within = lane.payload_got % kSealStride;
+    const std::size_t n = sealed_record_length(op.length, i);
+    iovec iov[2];
+    int count = 0;
+    if (within < n) {
+      iov[count++] = {op.data + i * kSealRecordBytes + within, n - within};
+      iov[count++] = {lane.tag, kTagBytes};
+    } else {
+      iov[count++] = {lane.tag + (within - n), kTagBytes - (within - n)};
+    }
+    std::size_t want = 0;
+    for (int k = 0; k < count; ++k) want += iov[k].iov_len;
+    ssize_t r = ::readv(lane.fd.get(), iov, count);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (would_block(errno)) return false;
+      fail_io(c, "receive from", errno);
+    }
+    if (r == 0) {
+      on_eof(c, lane);
+      return false;
+    }
+    rearm_quickack(lane, static_cast<std::size_t>(r));
+    c.bytes_read += static_cast<std::uint64_t>(r);
+    lane.payload_got += static_cast<std::size_t>(r);
+    drained = static_cast<std::size_t>(r) < want;
   }
 }
 
@@ -631,7 +724,7 @@ void Loop::read_control(Channel& c, Lane& lane) {
       if (n == 0) return on_eof(c, lane);
       lane.payload_got += static_cast<std::size_t>(n);
     }
-    open_payload(c, lane, reinterpret_cast<std::byte*>(lane.error_text.data()), text);
+    open_payload(c, lane, reinterpret_cast<std::byte*>(lane.error_text.data()), text, text);
     std::uint32_t code = lane.frame.code;
     if (code < static_cast<std::uint32_t>(ErrorCode::invalid_argument) ||
         code > static_cast<std::uint32_t>(ErrorCode::aborted)) {

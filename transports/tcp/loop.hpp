@@ -28,15 +28,21 @@ namespace ringlet::transport::tcp {
 
 // Operations are named by their per-connection sequence number: the n-th send posted on a
 // channel has id n, and so does the n-th receive (FIFO matching).
-// A sealed frame (RINGLET_ENCRYPT) is its header and its tag, then its payload and its tag;
-// `data` then points at `sealed`, and `length` counts the payload's tag.
+// A sealed frame (RINGLET_ENCRYPT) is its header and its tag, then its payload as records
+// with their tags (wire.hpp); `data` then points at `sealed`, and `length` counts the tags.
+// Sealing is lazy: the loop seals a send's records in the socket's frame order, a few ahead
+// of what the socket has taken, so that the wire is busy while the next record is sealed.
 struct SendOp {
   std::uint64_t id = 0;
   const std::byte* data = nullptr;
   std::size_t length = 0;  // on the wire, after the header
   unsigned char header[kFrameHeaderBytes + kTagBytes] = {};
   std::size_t header_length = kFrameHeaderBytes;
-  std::vector<std::byte> sealed;
+  // Sealed frames: the caller's payload, the sealed copy, and how far it is sealed.
+  std::span<const std::byte> plain;
+  std::unique_ptr<std::byte[]> sealed;
+  std::size_t ready = 0;  // of header + payload, ready to be written
+  std::size_t records_sealed = 0;
   std::size_t sent = 0;  // of header + payload
   bool done = false;
 };
@@ -70,6 +76,7 @@ struct Lane {
   std::unique_ptr<FrameCipher> sealer;
   std::unique_ptr<FrameCipher> opener;
   unsigned char tag[kTagBytes] = {};
+  std::size_t records_opened = 0;  // of the frame being read
   std::size_t header_bytes() const noexcept { return kFrameHeaderBytes + (opener ? kTagBytes : 0); }
   std::size_t tag_bytes() const noexcept { return opener ? kTagBytes : 0; }
 };
@@ -159,7 +166,15 @@ class Loop {
   void rearm_quickack(const Lane& lane, std::size_t bytes) const noexcept;
   // Sealed frames: the header as it arrived (decrypted in place), and the payload.
   void open_header(Channel& c, Lane& lane);
-  void open_payload(Channel& c, Lane& lane, std::byte* data, std::size_t length);
+  void open_payload(Channel& c, Lane& lane, std::byte* data, std::size_t length,
+                    std::size_t message_length);
+  // Sealed sends: seal `op` up to `upto` bytes of its header and payload; seal the socket's
+  // queue, in order, up to kSealAhead bytes beyond what each send has written.
+  static void seal_until(Lane& lane, SendOp& op, std::size_t upto);
+  static void seal_ahead(Lane& lane);
+  // Sealed receives: read the records of the front receive, opening each as it completes.
+  // False when the socket has no more bytes for now.
+  bool read_sealed_payload(Channel& c, Lane& lane, RecvOp& op, bool drained);
 
   int rank_;
   const std::atomic<bool>* abort_flag_;

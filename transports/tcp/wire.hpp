@@ -18,7 +18,10 @@ namespace ringlet::transport::tcp {
 // Version 3: the socket handshake is a mutual challenge-response (HMAC-SHA-256 under the
 // job's secret, docs/security.md) that ends in the acceptor's verdict; frames may be sealed
 // with AES-256-GCM.
-inline constexpr std::uint32_t kProtocolVersion = 3;
+// Version 4: a sealed payload is a sequence of records of kSealRecordBytes, each with its own
+// tag, so that the sender seals record k + 1 while record k is on the wire and the receiver
+// opens each record as it arrives.
+inline constexpr std::uint32_t kProtocolVersion = 4;
 inline constexpr std::uint32_t kBlobMagic = 0x424c5452;       // "RTLB" little-endian
 inline constexpr std::uint32_t kHandshakeMagic = 0x48535452;  // "RTSH" little-endian
 inline constexpr std::uint32_t kReplyMagic = 0x50525452;      // "RTRP" little-endian
@@ -31,6 +34,21 @@ inline constexpr std::size_t kNonceBytes = 32;
 inline constexpr std::size_t kMacBytes = 32;
 // Sealed frames: the GCM tag after the header and after the payload.
 inline constexpr std::size_t kTagBytes = 16;
+// Sealed payloads are split into records of this many bytes (the last one shorter; an empty
+// payload is one empty record), each followed by its tag.
+inline constexpr std::size_t kSealRecordBytes = std::size_t{64} << 10;
+constexpr std::size_t sealed_records(std::size_t length) noexcept {
+  return length == 0 ? 1 : (length + kSealRecordBytes - 1) / kSealRecordBytes;
+}
+// Plaintext bytes of record `i` of a payload of `length` bytes.
+constexpr std::size_t sealed_record_length(std::size_t length, std::size_t i) noexcept {
+  const std::size_t from = i * kSealRecordBytes;
+  return length - from < kSealRecordBytes ? length - from : kSealRecordBytes;
+}
+// A sealed payload's bytes on the wire: the records and their tags.
+constexpr std::size_t sealed_wire_bytes(std::size_t length) noexcept {
+  return length + sealed_records(length) * kTagBytes;
+}
 // Error frames: the rank where the failure began, before the text.
 inline constexpr std::size_t kErrorOriginBytes = 4;
 
