@@ -7,17 +7,34 @@
 namespace ringlet::engine {
 namespace {
 
-// The deadline passed while a polled task waited for `d.request`. The transport is asked to
-// wait with a deadline already passed, so that it releases the request (its memory is the
-// caller's again) and says what it knows; the message is ours, with the real wait.
-void expire(Driver& d) {
-  const long long waited_ms = (steady_ns() - d.waiting_since_ns) / 1000000;
-  try {
-    d.conn->wait(d.request, Clock::now());
-    return;  // completed at the last moment
-  } catch (const Error& e) {
-    if (e.error_code() != ErrorCode::timeout) throw;
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kRecycleFrames = false;  // let ASan see every frame's lifetime
+#else
+constexpr bool kRecycleFrames = true;
+#endif
+// Size classes of 64 bytes up to 4 KiB, a few blocks kept per class and thread.
+constexpr std::size_t kGrain = 64;
+constexpr std::size_t kClasses = 64;
+constexpr unsigned kKeep = 8;
+
+struct FrameCache {
+  void* blocks[kClasses][kKeep] = {};
+  unsigned count[kClasses] = {};
+  ~FrameCache() {
+    for (std::size_t c = 0; c < kClasses; ++c) {
+      for (unsigned i = 0; i < count[c]; ++i) ::operator delete(blocks[c][i]);
+    }
   }
+};
+thread_local FrameCache frame_cache;
+
+// The deadline passed while a polled task waited for `d.request`. The request stays posted:
+// the collective fails, fail() sets the abort flag, and no more bytes move (every later test
+// and wait throws first, and the engine polls only for a task in flight), as after any
+// failure in the middle of a collective. (Asking the transport to wait with a passed deadline would
+// release it, but tcp first yields the processor some hundred times, seconds on a loaded machine.)
+[[noreturn]] void expire(Driver& d) {
+  const long long waited_ms = (steady_ns() - d.waiting_since_ns) / 1000000;
   throw Error(ErrorCode::timeout,
               str_cat("rank ", d.rank, " waited ", waited_ms, " ms for peer ", d.conn->peer(),
                       " to complete a ", d.is_send ? "send" : "receive"),
@@ -25,6 +42,26 @@ void expire(Driver& d) {
 }
 
 }  // namespace
+
+void* allocate_frame(std::size_t bytes) {
+  const std::size_t c = (bytes + kGrain - 1) / kGrain;
+  if (!kRecycleFrames || c >= kClasses) return ::operator new(bytes);
+  FrameCache& cache = frame_cache;
+  if (cache.count[c] > 0) return cache.blocks[c][--cache.count[c]];
+  return ::operator new(c* kGrain);  // every block of class c holds c * kGrain bytes
+}
+
+void free_frame(void* frame, std::size_t bytes) noexcept {
+  const std::size_t c = (bytes + kGrain - 1) / kGrain;
+  if (kRecycleFrames && c < kClasses) {
+    FrameCache& cache = frame_cache;
+    if (cache.count[c] < kKeep) {
+      cache.blocks[c][cache.count[c]++] = frame;
+      return;
+    }
+  }
+  ::operator delete(frame);
+}
 
 bool advance(Task& task, Driver& driver) {
   RINGLET_CHECK(task.h_, "advance() on an empty task");
@@ -35,10 +72,7 @@ bool advance(Task& task, Driver& driver) {
     bool ready = false;
     try {
       ready = driver.conn->test(driver.request);
-      if (!ready && Clock::now() >= driver.deadline) {
-        expire(driver);
-        ready = true;
-      }
+      if (!ready && Clock::now() >= driver.deadline) expire(driver);
       if (ready) driver.note_done();
     } catch (...) {
       driver.error = std::current_exception();

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <utility>
@@ -81,6 +82,12 @@ struct Driver {
   }
 };
 
+// Coroutine frames come from a small per-thread cache of recycled blocks (plain new and
+// delete under AddressSanitizer), so that a collective's few frames cost no malloc on the
+// latency path once warm.
+void* allocate_frame(std::size_t bytes);
+void free_frame(void* frame, std::size_t bytes) noexcept;
+
 // A coroutine that returns nothing: co_await it from another task, or drive it with
 // advance()/run_blocking(). Move-only; destroys its frame. Starts suspended.
 class [[nodiscard]] Task {
@@ -97,6 +104,10 @@ class [[nodiscard]] Task {
     void await_resume() const noexcept {}
   };
   struct promise_type {
+    static void* operator new(std::size_t bytes) { return allocate_frame(bytes); }
+    static void operator delete(void* frame, std::size_t bytes) noexcept {
+      free_frame(frame, bytes);
+    }
     std::coroutine_handle<> continuation;
     std::exception_ptr error;
     Task get_return_object() noexcept { return Task(Handle::from_promise(*this)); }
