@@ -96,6 +96,8 @@ Communicator::Impl::Impl(const Identity& id, const Config& config,
     fail(e);
     throw e;
   }
+  hang_id_ = register_hang_source(config_.hang_signal,
+                                  [this] { return format_hang_report(snapshot(nullptr, -1)); });
 }
 
 void Communicator::Impl::set_up(const Identity& id) {
@@ -150,7 +152,10 @@ void Communicator::Impl::set_up(const Identity& id) {
   base_store_->close_idle();
 }
 
-Communicator::Impl::~Impl() { stop_engine(); }
+Communicator::Impl::~Impl() {
+  unregister_hang_source(hang_id_);
+  stop_engine();
+}
 
 void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   // Each rank claims its number: a second process with the same rank (a double launch, a
@@ -377,10 +382,40 @@ std::string Communicator::Impl::describe_progress(const Fingerprint& fp) const {
                  describe(fp), ", ", phase, ", started ", (now - since) / 1000000, " ms ago");
 }
 
+ProgressSnapshot Communicator::Impl::snapshot(const Fingerprint* fp, int peer) const {
+  ProgressSnapshot s;
+  s.rank = rank();
+  s.size = size();
+  s.seq = progress_.seq.load(std::memory_order_relaxed);
+  const int phase = progress_.phase.load(std::memory_order_relaxed);
+  s.active = phase != idle;
+  static constexpr std::string_view kPhases[] = {"idle", "local_agreement", "fingerprint_exchange",
+                                                 "algorithm"};
+  s.phase = phase >= 0 && phase <= algorithm ? kPhases[phase] : "unknown";
+  if (fp != nullptr) s.call = describe(*fp);
+  s.peer = peer;
+  const long long since = progress_.since_ns.load(std::memory_order_relaxed);
+  s.since_ms =
+      (std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+           .count() -
+       since) /
+      1000000;
+  return s;
+}
+
 void Communicator::Impl::fail_and_throw(const Error& e, const Fingerprint& fp) {
   Error out = e;
-  // A deadline this rank saw quotes where the collective stood.
+  // A deadline this rank saw quotes where the collective stood, and logs the hang report
+  // that ringlet-run turns into a diagnosis (the peer awaited: the error's other rank).
   if (e.error_code() == ErrorCode::timeout && e.origin_rank() < 0) {
+    int peer = -1;
+    for (int r : e.ranks()) {
+      if (r != rank()) {
+        peer = r;
+        break;
+      }
+    }
+    RINGLET_LOG(warn, format_hang_report(snapshot(&fp, peer)));
     out =
         Error(ErrorCode::timeout, str_cat(e.cause(), " [", describe_progress(fp), "]"), e.ranks());
   }
@@ -1175,8 +1210,24 @@ void Communicator::Impl::fail(const Error& e) noexcept {
     // An abort is seen by the peers as a lost peer.
     if (code == ErrorCode::aborted) code = ErrorCode::peer_lost;
     const int origin = e.origin_rank() >= 0 ? e.origin_rank() : rank();
-    if (transport_) transport_->control().report_failure(code, origin, e.cause());
-    if (local_) local_->mark_failed(code);
+    // The rank that was lost (the first other rank a peer_lost error names, which a relayed
+    // report lists first) is the one the peers and the local ranks hear about, rather than
+    // this rank or the one that relayed it.
+    int lost = -1;
+    if (code == ErrorCode::peer_lost) {
+      for (int r : e.ranks()) {
+        if (r != rank() && r != origin) {
+          lost = r;
+          break;
+        }
+      }
+    }
+    if (transport_) transport_->control().report_failure_about(code, origin, lost, e.cause());
+    if (local_ && lost >= 0) {
+      local_->mark_lost(code, lost);
+    } else if (local_) {
+      local_->mark_failed(code);
+    }
   } catch (...) {
   }
 }

@@ -252,6 +252,12 @@ class ShmGroup::Impl {
   void barrier(const Fingerprint& fp, Deadline deadline);
   void agree(const Fingerprint& fp, Deadline deadline);
   void mark_failed(ErrorCode code) noexcept { mark_failed_about(code, me_); }
+  void mark_lost(ErrorCode code, int lost) noexcept {
+    for (int j = 0; j < size_; ++j) {
+      if (j != me_ && global(j) == lost) return mark_failed_about(code, j);
+    }
+    mark_failed_about(code, me_);
+  }
   // Marks the group failed by a failure of local rank `about` (this one, or a peer it found
   // dead), so that every local rank names that one.
   void mark_failed_about(ErrorCode code, int about) noexcept;
@@ -1040,6 +1046,7 @@ const std::string& ShmGroup::segment_name() const noexcept { return impl_->name(
 
 void ShmGroup::agree(const Fingerprint& fp, Deadline deadline) { impl_->agree(fp, deadline); }
 void ShmGroup::mark_failed(ErrorCode code) noexcept { impl_->mark_failed(code); }
+void ShmGroup::mark_lost(ErrorCode code, int lost) noexcept { impl_->mark_lost(code, lost); }
 void ShmGroup::interrupt() noexcept { impl_->interrupt(); }
 
 void ShmGroup::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,

@@ -18,7 +18,7 @@ namespace ringlet::transport::tcp {
 // Version 3: the socket handshake is a mutual challenge-response (HMAC-SHA-256 under the
 // job's secret, docs/security.md) that ends in the acceptor's verdict; frames may be sealed
 // with AES-256-GCM.
-inline constexpr std::uint32_t kProtocolVersion = 3;
+inline constexpr std::uint32_t kProtocolVersion = 4;          // 4: error frames name the lost rank
 inline constexpr std::uint32_t kBlobMagic = 0x424c5452;       // "RTLB" little-endian
 inline constexpr std::uint32_t kHandshakeMagic = 0x48535452;  // "RTSH" little-endian
 inline constexpr std::uint32_t kReplyMagic = 0x50525452;      // "RTRP" little-endian
@@ -31,8 +31,9 @@ inline constexpr std::size_t kNonceBytes = 32;
 inline constexpr std::size_t kMacBytes = 32;
 // Sealed frames: the GCM tag after the header and after the payload.
 inline constexpr std::size_t kTagBytes = 16;
-// Error frames: the rank where the failure began, before the text.
-inline constexpr std::size_t kErrorOriginBytes = 4;
+// Error frames: the rank where the failure began and the rank that was lost (0xffffffff:
+// none), before the text.
+inline constexpr std::size_t kErrorOriginBytes = 8;
 
 // The formats below are little-endian (src/common/le.hpp).
 using le::get_u16;
