@@ -337,6 +337,7 @@ int main(int argc, char** argv) {
     std::mt19937_64 rng(a.seed);
     const auto start = std::chrono::steady_clock::now();
     const auto end = start + std::chrono::duration<double>(a.seconds);
+    const auto hard_end = start + std::chrono::duration<double>(2 * a.seconds);
     auto last_sample = start;
     long wrong = 0;
     std::uint64_t n = 0;
@@ -345,7 +346,10 @@ int main(int argc, char** argv) {
       // Every rank must make the same decision to stop: agree on it every 64 collectives
       // by the clock of rank 0 (broadcast), so that no rank stops while others go on.
       if (n % 64 == 0 && n > 0) {
-        std::int32_t stop = now >= end ? 1 : 0;
+        // The soak samples from the end of its warm-up on: it goes on past T until a few
+        // samples exist, but never past 2T.
+        const bool enough = !a.soak || static_cast<long>(n) >= a.warmup + 256;
+        std::int32_t stop = (now >= end && enough) || now >= hard_end ? 1 : 0;
         comm.broadcast(std::span<std::int32_t, 1>(&stop, 1), 0);
         if (stop != 0) break;
       }

@@ -7,8 +7,9 @@ Usage: soak.py CHAOS_RANK RINGLET_RUN [--seconds T] [--warmup W] [--transports s
 
 For each transport (shm: shared memory on one node; tcp: RINGLET_SHM=0), 4 ranks under
 ringlet-run run random collectives of random kinds, types and log-uniform sizes (0 B to
-4 MiB), each result checked against the exact reference, for T seconds (default 150) after
-W (default 1000) warm-up collectives. Fails on any wrong result, when a rank's resident memory
+4 MiB), each result checked against the exact reference, for T seconds (default
+$RINGLET_SOAK_SECONDS, else 150; warm-up included), sampled from W (default 1000) warm-up
+collectives on. Fails on any wrong result, when a rank's resident memory
 at the end exceeds its value after the warm-up by more than 10%, or when its number of open
 file descriptors differs. Prints each rank's memory and descriptor curve.
 """
@@ -86,7 +87,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("chaos")
     ap.add_argument("run")
-    ap.add_argument("--seconds", type=float, default=150)
+    ap.add_argument("--seconds", type=float,
+                    default=float(os.environ.get("RINGLET_SOAK_SECONDS", "150")))
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--transports", default="shm,tcp")
     ap.add_argument("--seed", type=int, default=None)
