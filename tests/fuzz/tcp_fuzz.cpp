@@ -32,6 +32,7 @@
 
 namespace {
 
+using namespace ringlet::transport;
 using namespace ringlet::transport::tcp;
 constexpr std::uint64_t kJob = 0x5eed0f0f;
 

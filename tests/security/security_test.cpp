@@ -495,7 +495,8 @@ TEST(TcpAuthTest, NoSecretAgainstASecretIsRefusedBothWays) {
 
 // A raw hello claiming to be rank 0 on socket `index`; returns the acceptor's reply.
 tcp::Reply send_hello(int fd, std::uint32_t index, std::uint32_t count, std::uint32_t flags,
-                      unsigned char (&hello)[tcp::kHelloBytes], std::uint32_t version = 3) {
+                      unsigned char (&hello)[tcp::kHelloBytes],
+                      std::uint32_t version = tcp::kProtocolVersion) {
   tcp::Hello h;
   h.version = version;
   h.job_id = kJob;
