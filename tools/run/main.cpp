@@ -241,8 +241,10 @@ int launch(const RunOptions& opts) {
     return kExitNotFound;
   }
 
-  // The store port: --port, else RINGLET_PORT, else a free local port (ssh: 29500).
-  int port = 29500;
+  // The store port: --port, else RINGLET_PORT, else a free local port (ssh: a random port in
+  // 20000-29999, below Linux's ephemeral range: a port cannot be probed on the remote host,
+  // and a fixed default collided between concurrent jobs and was predictable).
+  int port = 20000 + static_cast<int>(std::random_device{}() % 10000);
   if (opts.port) {
     port = *opts.port;
   } else if (const char* p = std::getenv("RINGLET_PORT"); p != nullptr && *p != '\0') {
