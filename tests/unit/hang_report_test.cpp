@@ -75,6 +75,14 @@ TEST(HangDiagnosis, NamesTheSilentRankEveryoneWaitsFor) {
             "outside ringlet, or gone); no report from rank 3");
 }
 
+// Ranks 0 and 2 wait for rank 1, which waits for the stopped rank 3: the chain ends there.
+TEST(HangDiagnosis, FollowsTheChainOfWaits) {
+  auto m = reports({active(0, 422, 1), active(1, 422, 3), active(2, 422, 1)});
+  EXPECT_EQ(diagnose(m, 4),
+            "ranks 0-2 wait for rank 3 in collective #422, which sent no report (stopped, hung "
+            "outside ringlet, or gone); no report from rank 3");
+}
+
 TEST(HangDiagnosis, NamesARankThatHasNotEnteredTheCollective) {
   ProgressSnapshot behind;
   behind.rank = 3;

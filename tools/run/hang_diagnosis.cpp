@@ -87,10 +87,24 @@ std::string diagnose(const std::map<int, HangReport>& reports, int np) {
     if (ahead == nullptr || position(h) > position(*ahead)) ahead = &h;
     if (behind == nullptr || position(h) < position(*behind)) behind = &h;
   }
-  // Who waits for whom, among the ranks inside a collective.
+  // Who waits for whom, among the ranks inside a collective: each waiting rank's chain of
+  // waits (rank 0 waits for 1, which waits for 3) ends at the rank that holds the others up,
+  // one that sent no report, is not in a collective, or waits for nobody (or a cycle).
+  auto chain_end = [&](int r) {
+    int at = r;
+    for (std::size_t hops = 0; hops <= reports.size(); ++hops) {
+      auto it = reports.find(at);
+      if (it == reports.end() || !it->second.active || it->second.waits_for < 0) return at;
+      at = it->second.waits_for;
+      if (at == r) return -1;  // a cycle: nobody in particular
+    }
+    return -1;
+  };
   std::map<int, std::vector<int>> waiters;
   for (const auto& [r, h] : reports) {
-    if (h.active && h.waits_for >= 0) waiters[h.waits_for].push_back(r);
+    if (!h.active || h.waits_for < 0) continue;
+    const int end = chain_end(r);
+    if (end >= 0 && end != r) waiters[end].push_back(r);
   }
   int target = -1;
   for (const auto& [t, ws] : waiters) {
@@ -110,10 +124,7 @@ std::string diagnose(const std::map<int, HangReport>& reports, int np) {
       return str_cat(who, ", which has not entered collective #", seq, " (it is at #",
                      t->second.seq, t->second.active ? "" : ", idle", ")", silence);
     }
-    if (t->second.active && t->second.waits_for >= 0) {
-      return str_cat(who, ", which waits for rank ", t->second.waits_for, " in collective #",
-                     t->second.seq, silence);
-    }
+    return str_cat(who, " in collective #", seq, ", which names no peer it waits for", silence);
   }
   if (position(*ahead) > position(*behind)) {
     const std::uint64_t d = position(*ahead) - position(*behind);
