@@ -11,7 +11,7 @@
 #             RINGLET_ENCRYPT=1
 #   hosts     the same between 2 namespaced hosts (1 rank each) on 1 Gbit/s links (root)
 # Every figure is the median of REPS runs. Environment: REPS=5, COMPARE_TIMEOUT=120 (s per
-# command), RATE=1gbit, COMPARE_PREFIX=rls, COMPARE_NET=198.18.252, OUT_DIR.
+# command), RATE=1gbit, COMPARE_PREFIX=rlx, COMPARE_NET=198.18.250, OUT_DIR.
 set -uo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
@@ -29,8 +29,8 @@ mode=${1:-all}
 reps=${REPS:-5}
 limit=${COMPARE_TIMEOUT:-120}
 rate=${RATE:-1gbit}
-export RL_TESTHOSTS_PREFIX=${COMPARE_PREFIX:-rls}
-export RL_TESTHOSTS_NET=${COMPARE_NET:-198.18.252}
+export RL_TESTHOSTS_PREFIX=${COMPARE_PREFIX:-rlx}
+export RL_TESTHOSTS_NET=${COMPARE_NET:-198.18.250}
 out_dir=${OUT_DIR:-$(mktemp -d /tmp/ringlet-compare-security.XXXXXX)}
 mkdir -p "$out_dir"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -44,6 +44,10 @@ class LocalGroup {
   // Tells the other local ranks that this one failed outside the group (its communicator
   // was aborted), so that none waits for it until its deadline. Never throws.
   virtual void mark_failed(ErrorCode code) noexcept = 0;
+  // As mark_failed(), for a failure this rank noticed in the global rank `lost` (a peer it
+  // found dead over the network): the other local ranks hear that `lost` was lost, not that
+  // this rank failed. A rank outside the group: as mark_failed(). Never throws.
+  virtual void mark_lost(ErrorCode code, int /*lost*/) noexcept { mark_failed(code); }
   // Wakes a wait of this rank so that it sees the abort flag at once. Never throws.
   virtual void interrupt() noexcept = 0;
 

@@ -100,6 +100,8 @@ Communicator::Impl::Impl(const Identity& id, const Config& config,
     fail(e);
     throw e;
   }
+  hang_id_ = register_hang_source(config_.hang_signal,
+                                  [this] { return format_hang_report(snapshot(nullptr, -1)); });
 }
 
 void Communicator::Impl::set_up(const Identity& id) {
@@ -162,7 +164,10 @@ void Communicator::Impl::set_up(const Identity& id) {
   base_store_->close_idle();
 }
 
-Communicator::Impl::~Impl() { stop_engine(); }
+Communicator::Impl::~Impl() {
+  unregister_hang_source(hang_id_);
+  stop_engine();
+}
 
 void Communicator::Impl::disagreement_seen(const Identity& id, Deadline deadline) noexcept {
   constexpr std::string_view key = "disagreement";
@@ -460,10 +465,40 @@ std::string Communicator::Impl::describe_progress(const Fingerprint& fp) const {
                  awaited, ", started ", (now - s.started_ns) / 1000000, " ms ago");
 }
 
+HangSnapshot Communicator::Impl::snapshot(const Fingerprint* fp, int peer) const {
+  // The hang report's reading of the progress record: the step and the peer awaited come
+  // from the record (a deadline's error may name the peer instead); the phase is one word,
+  // which the diagnosis of ringlet-run parses.
+  const ProgressSnapshot p = progress_snapshot();
+  HangSnapshot s;
+  s.rank = rank();
+  s.size = size();
+  s.seq = p.seq;
+  const int phase = progress_.phase.load(std::memory_order_relaxed);
+  s.active = phase != idle;
+  static constexpr std::string_view kPhases[] = {"idle", "local_agreement", "fingerprint_exchange",
+                                                 "algorithm"};
+  s.phase = phase >= 0 && phase <= algorithm ? kPhases[phase] : "unknown";
+  s.call = fp != nullptr ? describe(*fp) : p.fingerprint;
+  s.step = static_cast<int>(p.step);
+  s.peer = peer >= 0 ? peer : p.peer;
+  s.since_ms = (engine::steady_ns() - p.started_ns) / 1000000;
+  return s;
+}
+
 void Communicator::Impl::fail_and_throw(const Error& e, const Fingerprint& fp) {
   Error out = e;
-  // A deadline this rank saw quotes where the collective stood.
+  // A deadline this rank saw quotes where the collective stood, and logs the hang report
+  // that ringlet-run turns into a diagnosis (the peer awaited: the error's other rank).
   if (e.error_code() == ErrorCode::timeout && e.origin_rank() < 0) {
+    int peer = -1;
+    for (int r : e.ranks()) {
+      if (r != rank()) {
+        peer = r;
+        break;
+      }
+    }
+    RINGLET_LOG(warn, format_hang_report(snapshot(&fp, peer)));
     out =
         Error(ErrorCode::timeout, str_cat(e.cause(), " [", describe_progress(fp), "]"), e.ranks());
   }
@@ -1343,8 +1378,24 @@ void Communicator::Impl::fail(const Error& e) noexcept {
     // An abort is seen by the peers as a lost peer.
     if (code == ErrorCode::aborted) code = ErrorCode::peer_lost;
     const int origin = e.origin_rank() >= 0 ? e.origin_rank() : rank();
-    if (transport_) transport_->control().report_failure(code, origin, e.cause());
-    if (local_) local_->mark_failed(code);
+    // The rank that was lost (the first other rank a peer_lost error names, which a relayed
+    // report lists first) is the one the peers and the local ranks hear about, rather than
+    // this rank or the one that relayed it.
+    int lost = -1;
+    if (code == ErrorCode::peer_lost) {
+      for (int r : e.ranks()) {
+        if (r != rank() && r != origin) {
+          lost = r;
+          break;
+        }
+      }
+    }
+    if (transport_) transport_->control().report_failure_about(code, origin, lost, e.cause());
+    if (local_ && lost >= 0) {
+      local_->mark_lost(code, lost);
+    } else if (local_) {
+      local_->mark_failed(code);
+    }
   } catch (...) {
   }
 }

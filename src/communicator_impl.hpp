@@ -31,6 +31,7 @@
 #include "src/engine/work.hpp"
 #include "src/exec/stream.hpp"
 #include "src/fingerprint.hpp"
+#include "src/hang_report.hpp"
 #include "src/job_layout.hpp"
 #include "transports/transport.hpp"
 
@@ -263,9 +264,12 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   void set_phase(Phase phase) noexcept;
   // "collective #7 allreduce(..), exchanging fingerprints with ranks 1 and 3, started 30001 ms ago"
   std::string describe_progress(const Fingerprint& fp) const;
+  // The record as a hang report reads it (src/hang_report.hpp); fp and peer when known.
+  HangSnapshot snapshot(const Fingerprint* fp, int peer) const;
   ProgressRecord progress_;
   // RINGLET_TIMELINE: this communicator's lane, fed at each phase change; null when off.
   std::unique_ptr<timeline::Lane> timeline_;
+  int hang_id_ = 0;  // the RINGLET_HANG_SIGNAL registration
   std::vector<ListEntry> list_mine_;
   std::vector<std::uint64_t> list_lengths_;  // [0] mine, [1..2] the neighbours'
   std::vector<std::vector<ListEntry>> list_theirs_;

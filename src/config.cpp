@@ -4,6 +4,7 @@
 // src/bootstrap/launch_env.cpp, which resolves who the rank is, not how it runs).
 #include "src/config.hpp"
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -100,6 +101,34 @@ EnvLookup process_env_lookup() {
   };
 }
 
+namespace {
+// RINGLET_HANG_SIGNAL: "SIGUSR2", "USR2", "usr2" or a number; "0" or "" turns it off.
+// SIGKILL and SIGSTOP cannot be caught; SIGSEGV and the like are not requests.
+int parse_hang_signal(const std::string& v) {
+  if (v.empty() || v == "0") return 0;
+  std::string name = ascii_lower(v);
+  if (name.rfind("sig", 0) == 0) name = name.substr(3);
+  static constexpr std::pair<std::string_view, int> kNames[] = {
+      {"usr1", SIGUSR1}, {"usr2", SIGUSR2},   {"hup", SIGHUP}, {"quit", SIGQUIT},
+      {"urg", SIGURG},   {"winch", SIGWINCH}, {"pwr", SIGPWR}, {"cont", SIGCONT}};
+  for (const auto& [n, s] : kNames) {
+    if (name == n) return s;
+  }
+  char* end = nullptr;
+  const long n = std::strtol(v.c_str(), &end, 10);
+  const bool allowed = n == SIGUSR1 || n == SIGUSR2 || n == SIGHUP || n == SIGQUIT || n == SIGURG ||
+                       n == SIGWINCH || n == SIGPWR || n == SIGCONT ||
+                       (n >= SIGRTMIN && n <= SIGRTMAX);
+  if (end == v.c_str() || *end != '\0' || !allowed) {
+    throw Error(ErrorCode::invalid_argument,
+                str_cat("RINGLET_HANG_SIGNAL=", v,
+                        " is not a signal that may ask for hang reports (SIGUSR1, SIGUSR2, HUP, "
+                        "QUIT, URG, WINCH, PWR, CONT, a real-time signal, or 0)"));
+  }
+  return static_cast<int>(n);
+}
+}  // namespace
+
 Config resolve_config(const Options& options, int size, const EnvLookup& env) {
   const Reader read(env);
   Config c;
@@ -142,6 +171,7 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
                     : std::chrono::milliseconds(static_cast<long long>(s * 1000.0));
   }
   c.timeout = std::min(c.timeout, std::chrono::milliseconds(kMaxTimeoutSeconds * 1000LL));
+  if (auto v = read.text("RINGLET_HANG_SIGNAL")) c.hang_signal = parse_hang_signal(*v);
   if (c.timeout.count() < 1) c.timeout = std::chrono::milliseconds(1);
   c.crossover_bytes = default_crossover_bytes(size);
   if (auto v = read.integer("RINGLET_CROSSOVER_BYTES", 0, (1LL << 62))) {

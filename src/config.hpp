@@ -24,6 +24,9 @@ struct Config {
   std::string transport = "auto";
   // Deadline of every blocking call (RINGLET_TIMEOUT).
   std::chrono::milliseconds timeout{300000};
+  // The signal that asks every communicator for a hang report (RINGLET_HANG_SIGNAL: a name
+  // such as SIGUSR2 or USR2, or a number); 0: none (docs/reliability.md).
+  int hang_signal = 0;
   // Largest allreduce served by recursive doubling under "auto" (RINGLET_CROSSOVER_BYTES);
   // measured default: 64 KiB up to 4 ranks, 128 KiB above (docs/perf/crossover.md).
   std::size_t crossover_bytes = std::size_t{64} << 10;

@@ -92,6 +92,14 @@ class ControlPlane {
   // rank, or the peer that reported it here), so that none waits for it. The peers' error is
   // Error(code, cause).reported_by(origin_rank).
   virtual void report_failure(ErrorCode code, int origin_rank, std::string_view cause) noexcept = 0;
+  // As report_failure(), naming also the rank that was lost (`lost_rank`, -1: none), which
+  // the peers' error then lists first: Error(code, cause, {lost_rank, origin_rank}). A
+  // transport that cannot carry it reports without it.
+  virtual void report_failure_about(ErrorCode code, int origin_rank, int lost_rank,
+                                    std::string_view cause) noexcept {
+    (void)lost_rank;
+    report_failure(code, origin_rank, cause);
+  }
 };
 
 // One NIC or node-local domain: listens, connects to peers, owns their connections.

@@ -150,6 +150,9 @@ struct alignas(kAlign) Header {
   // 0, or the first failure: ErrorCode << 28 | (1 + the local rank it is about: the one lost,
   // or the one that failed) << 14 | (1 + the local rank that reported it).
   Word failed{0};
+  // 0, or 1 + the global rank that was lost off this node, when a local rank found a peer of
+  // another node lost (written before `failed`, which then names the reporter).
+  Word lost_remote{0};
 };
 
 long futex(Word* word, int op, std::uint32_t value, const timespec* timeout) {
@@ -252,6 +255,16 @@ class ShmGroup::Impl {
   void barrier(const Fingerprint& fp, Deadline deadline);
   void agree(const Fingerprint& fp, Deadline deadline);
   void mark_failed(ErrorCode code) noexcept { mark_failed_about(code, me_); }
+  void mark_lost(ErrorCode code, int lost) noexcept {
+    for (int j = 0; j < size_; ++j) {
+      if (j != me_ && global(j) == lost) return mark_failed_about(code, j);
+    }
+    if (header_ != nullptr && lost >= 0 && header_->failed.load(std::memory_order_acquire) == 0) {
+      std::uint32_t none = 0;
+      header_->lost_remote.compare_exchange_strong(none, static_cast<std::uint32_t>(lost) + 1);
+    }
+    mark_failed_about(code, me_);
+  }
   // Marks the group failed by a failure of local rank `about` (this one, or a peer it found
   // dead), so that every local rank names that one.
   void mark_failed_about(ErrorCode code, int about) noexcept;
@@ -618,6 +631,15 @@ void ShmGroup::Impl::check_abort_and_failure() {
     const char* what = ec == ErrorCode::timeout    ? " timed out"
                        : ec == ErrorCode::mismatch ? " found ranks disagreeing"
                                                    : " failed";
+    const std::uint32_t remote = header_->lost_remote.load(std::memory_order_acquire);
+    if (j == reporter && ec == ErrorCode::peer_lost && remote > 0) {
+      // A rank of another node was lost; the local rank that found it reported it here.
+      const int lost = static_cast<int>(remote - 1);
+      throw Error(ec,
+                  str_cat("shm: rank ", lost, " (another node) was lost (noticed by ",
+                          who(reporter), "); ", current(), " at ", who(me_), " cannot complete"),
+                  {lost, global(reporter)});
+    }
     const std::string noticed =
         j != reporter ? str_cat(" (noticed by ", who(reporter), ")") : std::string();
     throw Error(
@@ -1040,6 +1062,7 @@ const std::string& ShmGroup::segment_name() const noexcept { return impl_->name(
 
 void ShmGroup::agree(const Fingerprint& fp, Deadline deadline) { impl_->agree(fp, deadline); }
 void ShmGroup::mark_failed(ErrorCode code) noexcept { impl_->mark_failed(code); }
+void ShmGroup::mark_lost(ErrorCode code, int lost) noexcept { impl_->mark_lost(code, lost); }
 void ShmGroup::interrupt() noexcept { impl_->interrupt(); }
 
 void ShmGroup::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,

@@ -65,6 +65,7 @@ class ShmGroup final : public LocalGroup {
 
   void agree(const Fingerprint& fp, Deadline deadline) override;
   void mark_failed(ErrorCode code) noexcept override;
+  void mark_lost(ErrorCode code, int lost) noexcept override;
   // Without it, a wait sees the abort flag within about 50 ms.
   void interrupt() noexcept override;
 

@@ -3,6 +3,7 @@
 // memory allgather, pipelined over chunks so that the node-local stages overlap the network.
 #include "src/algo/hierarchical.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -90,7 +91,11 @@ void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
     for (std::size_t k = 0; k < chunks; ++k) {
       {
         std::unique_lock lock(mutex);
-        if (!cv.wait_until(lock, ctx.ring.deadline, [&] { return reduced > k || network_error; })) {
+        const auto ready = [&] { return reduced > k || network_error; };
+        // The network thread has the same deadline, and its error names the peer it waited
+        // for: give it a moment to arrive before reporting the deadline without a name.
+        if (!cv.wait_until(lock, ctx.ring.deadline, ready) &&
+            !cv.wait_for(lock, std::chrono::milliseconds(500), ready)) {
           throw Error(ErrorCode::timeout,
                       str_cat("hierarchical allreduce: the inter-node ring of local rank ", lr,
                               " did not finish chunk ", k, " of ", chunks, " before the deadline"));

@@ -1186,7 +1186,7 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
       }
       if (addrs) {
         for (addrinfo* ai = addrs.get(); ai != nullptr; ai = ai->ai_next) {
-          UniqueFd fd = try_connect(ai, deadline, error);
+          UniqueFd fd = try_connect(ai, deadline, error, first ? stop_ : std::stop_token{});
           if (!fd) continue;
           try {
             Conn conn;
@@ -1221,7 +1221,11 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
                                             " within ", s < 0 ? 0.0 : s, " s: ", last_error));
   }
 
-  static UniqueFd try_connect(const addrinfo* ai, Deadline deadline, std::string& error) {
+  // One connection attempt. It waits in slices, so that `stop` interrupts an attempt whose
+  // SYN goes unanswered (a host that is down, a link that is down), which the kernel would
+  // otherwise retry for about two minutes.
+  static UniqueFd try_connect(const addrinfo* ai, Deadline deadline, std::string& error,
+                              const std::stop_token& stop) {
     UniqueFd fd(
         ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
     if (!fd) {
@@ -1233,9 +1237,16 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
         error = std::strerror(errno);
         return {};
       }
-      if (!wait_fd(fd.get(), POLLOUT, deadline)) {
-        error = "connect timed out";
-        return {};
+      for (;;) {
+        if (wait_fd(fd.get(), POLLOUT, std::min(deadline, Clock::now() + milliseconds(200)))) break;
+        if (stop.stop_requested()) {
+          error = "interrupted";
+          return {};
+        }
+        if (Clock::now() >= deadline) {
+          error = "connect timed out";
+          return {};
+        }
       }
       int err = 0;
       socklen_t len = sizeof err;

@@ -180,7 +180,8 @@ void read_cpus_and_caches(Topology& topo) {
     topo.packages.push_back({static_cast<int>(id), model, cpus});
   }
   // Merge cache instances of the same kind and size.
-  for (auto& [key, c] : caches) {
+  for (auto& entry : caches) {
+    const auto& c = entry.second;  // not a structured binding: clang 14 cannot capture one
     auto same = std::find_if(topo.caches.begin(), topo.caches.end(), [&](const Cache& x) {
       return x.level == c.level && x.type == c.type && x.size_bytes == c.size_bytes;
     });

@@ -307,10 +307,28 @@ TEST(LauncherTest, SshModeQuotesTheRemoteCommand) {
     auto& f = ranks[static_cast<std::size_t>(i)];
     EXPECT_EQ(f["probe_x"], tricky);
     EXPECT_EQ(f["node"], node[i]);
-    EXPECT_EQ(f["addr"], "h1:29500");  // ssh: the first host's name, default port
+    // ssh: the first host's name, and a random port below the ephemeral range.
+    ASSERT_EQ(f["addr"].rfind("h1:", 0), 0u) << f["addr"];
+    const int port = std::stoi(f["addr"].substr(3));
+    EXPECT_GE(port, 20000);
+    EXPECT_LT(port, 30000);
+    EXPECT_EQ(f["addr"], ranks[0]["addr"]);
     EXPECT_EQ(f["size"], "3");
   }
   EXPECT_EQ(ranks[2]["local_size"], "1");
+}
+
+// L11: the ssh-mode default port was a fixed 29500, predictable and shared by concurrent
+// jobs on one head node. Three jobs do not all get the same port (a false failure: 1 in 10^8).
+TEST(LauncherTest, SshModeDefaultPortIsNotFixed) {
+  std::set<std::string> addrs;
+  for (int i = 0; i < 3; ++i) {
+    Result r = run({"-np", "1", "-H", "h1", probe(), "env"}, 30,
+                   {{"RINGLET_RUN_SSH", env_path("FAKE_SSH")}});
+    ASSERT_EQ(r.status, 0) << r.err;
+    addrs.insert(by_rank(r.out, 1)[0]["addr"]);
+  }
+  EXPECT_GT(addrs.size(), 1u);
 }
 
 TEST(LauncherTest, SshModeExportsCurrentValue) {

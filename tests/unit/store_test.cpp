@@ -831,5 +831,41 @@ TEST(TcpStoreRobustTest, AStopTokenInterruptsTheWaitForRankZerosStore) {
   EXPECT_LT(Clock::now() - start, 300ms + kSlack);
 }
 
+// A single connection attempt whose SYN goes unanswered (here: a listener whose accept queue is
+// full, so the kernel drops the SYN, as for a host or link that is down) was not interruptible:
+// it waited out the deadline of create() before the stop token was looked at.
+TEST(TcpStoreRobustTest, AStopTokenInterruptsAConnectAttemptThatGetsNoAnswer) {
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(listener.get(), 0), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  // Fill the accept queue (never accepted): later SYNs are dropped.
+  std::vector<UniqueFd> fillers;
+  for (int i = 0; i < 4; ++i) {
+    fillers.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    ::connect(fillers.back().get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+  }
+  std::this_thread::sleep_for(100ms);
+  std::stop_source stop;
+  TcpStoreOptions o = topts("127.0.0.1", ntohs(a.sin_port), false, in(30s));
+  o.stop = stop.get_token();
+  std::jthread watchdog([&] {
+    std::this_thread::sleep_for(300ms);
+    stop.request_stop();
+  });
+  const auto start = Clock::now();
+  try {
+    make_tcp_store(o);
+    FAIL() << "connected through a full accept queue";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::aborted) << e.what();
+  }
+  EXPECT_LT(Clock::now() - start, 300ms + kSlack);
+}
+
 }  // namespace
 }  // namespace ringlet::bootstrap

@@ -32,6 +32,7 @@
 #include "src/common/deadline.hpp"
 #include "src/common/str_cat.hpp"
 #include "src/common/unique_fd.hpp"
+#include "tools/run/hang_diagnosis.hpp"
 #include "tools/run/supervisor.hpp"
 
 extern char** environ;
@@ -240,8 +241,10 @@ int launch(const RunOptions& opts) {
     return kExitNotFound;
   }
 
-  // The store port: --port, else RINGLET_PORT, else a free local port (ssh: 29500).
-  int port = 29500;
+  // The store port: --port, else RINGLET_PORT, else a free local port (ssh: a random port in
+  // 20000-29999, below Linux's ephemeral range: a port cannot be probed on the remote host,
+  // and a fixed default collided between concurrent jobs and was predictable).
+  int port = 20000 + static_cast<int>(std::random_device{}() % 10000);
   if (opts.port) {
     port = *opts.port;
   } else if (const char* p = std::getenv("RINGLET_PORT"); p != nullptr && *p != '\0') {
@@ -294,6 +297,10 @@ int launch(const RunOptions& opts) {
     return kExitSetupFailure;
   }
   const bool feed_secret = opts.mode == LaunchMode::ssh && !secret_file;
+  // Hang reports on request (docs/reliability.md): SIGUSR2 unless the caller chose one.
+  const std::string hang_signal = lookup("RINGLET_HANG_SIGNAL").value_or("SIGUSR2");
+  RunOptions run_opts = opts;
+  run_opts.hang_signal = signal_number(hang_signal);
   std::vector<std::string> stdin_data;
 
   // The environment of each rank: ours (not for ssh), then -x, then RINGLET_*.
@@ -319,6 +326,7 @@ int launch(const RunOptions& opts) {
     set.emplace_back("RINGLET_ADDR", store_addr);
     set.emplace_back("RINGLET_JOB_ID", job_id);
     if (!secret.empty() && !feed_secret) set.emplace_back("RINGLET_SECRET", secret);
+    set.emplace_back("RINGLET_HANG_SIGNAL", hang_signal);
     if (!hosts.empty())
       set.emplace_back("RINGLET_NODE_ID", hosts[static_cast<std::size_t>(p.host)].name);
 
@@ -341,7 +349,7 @@ int launch(const RunOptions& opts) {
     envs.push_back(std::move(env));
     stdin_data.push_back(feed_secret ? secret + "\n" : std::string());
   }
-  return supervise(opts, std::move(argvs), std::move(envs), std::move(stdin_data));
+  return supervise(run_opts, std::move(argvs), std::move(envs), std::move(stdin_data));
 }
 
 }  // namespace

@@ -33,6 +33,9 @@ struct RunOptions {
   std::vector<std::string> exports;  // -x entries, "VAR" or "VAR=VALUE"
   std::vector<std::string> command;
   bool help = false;
+  // The ranks' RINGLET_HANG_SIGNAL (SIGUSR2 unless the caller set one): sent to every rank
+  // at --timeout before SIGTERM, so that each logs a hang report. 0: none. Set by main.
+  int hang_signal = 0;
 };
 
 // Thrown for bad usage; ringlet-run prints the message and the usage text, and exits 2.

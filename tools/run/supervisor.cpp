@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,15 +31,17 @@
 #include "src/common/deadline.hpp"
 #include "src/common/str_cat.hpp"
 #include "src/common/unique_fd.hpp"
+#include "tools/run/hang_diagnosis.hpp"
 
 namespace ringlet::run {
 namespace {
 
-constexpr auto kGrace = std::chrono::seconds(3);       // SIGTERM -> SIGKILL
-constexpr auto kKillWait = std::chrono::seconds(5);    // SIGKILL -> give up waiting
-constexpr auto kDrainLimit = std::chrono::seconds(2);  // output of exited ranks
-constexpr std::size_t kMaxLine = 64 * 1024;            // longer lines are split
-constexpr int kTagJobId = 1;                           // mpirun's "[1,rank]" prefix
+constexpr auto kGrace = std::chrono::seconds(3);               // SIGTERM -> SIGKILL
+constexpr auto kKillWait = std::chrono::seconds(5);            // SIGKILL -> give up waiting
+constexpr auto kDrainLimit = std::chrono::seconds(2);          // output of exited ranks
+constexpr std::size_t kMaxLine = 64 * 1024;                    // longer lines are split
+constexpr int kTagJobId = 1;                                   // mpirun's "[1,rank]" prefix
+constexpr auto kReportWait = std::chrono::milliseconds(1500);  // hang signal -> SIGTERM
 
 std::string plural(long n, std::string_view word) {
   return str_cat(n, " ", word, n == 1 ? "" : "s");
@@ -97,9 +100,11 @@ class Supervisor {
   bool terminating_ = false;
   bool killed_ = false;
   std::optional<Deadline> job_deadline_;
-  std::optional<Deadline> kill_deadline_;   // SIGKILL at this time
-  std::optional<Deadline> give_up_;         // stop waiting for ranks that survive SIGKILL
-  std::optional<Deadline> drain_deadline_;  // stop reading output of exited ranks
+  std::optional<Deadline> kill_deadline_;    // SIGKILL at this time
+  std::optional<Deadline> give_up_;          // stop waiting for ranks that survive SIGKILL
+  std::optional<Deadline> drain_deadline_;   // stop reading output of exited ranks
+  std::optional<Deadline> report_deadline_;  // hang reports asked for; SIGTERM at this time
+  std::map<int, HangReport> reports_;        // the latest hang report of each rank
 };
 
 long Supervisor::alive() const {
@@ -259,6 +264,9 @@ void Supervisor::on_exit(Rank& rank) {
 }
 
 void Supervisor::emit(Stream& s, std::string_view line) {
+  if (auto report = parse_hang_report(line); report && report->rank == s.rank) {
+    reports_[s.rank] = *report;
+  }
   std::string out;
   out.reserve(s.prefix.size() + line.size() + 1);
   out += s.prefix;
@@ -349,10 +357,21 @@ int Supervisor::run() {
       if (!drain_deadline_) drain_deadline_ = now + kDrainLimit;
       if (now >= *drain_deadline_) break;  // something in a rank's group holds its pipe
     }
-    if (job_deadline_ && !terminating_ && now >= *job_deadline_) {
+    if (job_deadline_ && !terminating_ && !report_deadline_ && now >= *job_deadline_) {
       job_status_ = kExitTimeout;
-      say(str_cat("job exceeded --timeout ", opts_.timeout_text, " s; terminating ",
-                  plural(alive(), "rank")));
+      if (opts_.hang_signal > 0 && !streams_.empty()) {
+        // Each rank logs where it stands (RINGLET_HANG_SIGNAL) before the job ends.
+        say(str_cat("job exceeded --timeout ", opts_.timeout_text, " s; asking ",
+                    plural(alive(), "rank"), " for hang reports, then terminating"));
+        kill_all(opts_.hang_signal);
+        report_deadline_ = now + kReportWait;
+      } else {
+        say(str_cat("job exceeded --timeout ", opts_.timeout_text, " s; terminating ",
+                    plural(alive(), "rank")));
+        begin_termination(SIGTERM);
+      }
+    }
+    if (report_deadline_ && !terminating_ && now >= *report_deadline_) {
       begin_termination(SIGTERM);
     }
     if (kill_deadline_ && !killed_ && now >= *kill_deadline_) {
@@ -368,7 +387,7 @@ int Supervisor::run() {
     }
 
     Deadline wake = now + std::chrono::seconds(1);
-    for (auto d : {job_deadline_, kill_deadline_, give_up_, drain_deadline_}) {
+    for (auto d : {job_deadline_, kill_deadline_, give_up_, drain_deadline_, report_deadline_}) {
       if (d && *d < wake) wake = *d;
     }
     std::vector<pollfd> fds{{sigfd_.get(), POLLIN, 0}};
@@ -386,6 +405,10 @@ int Supervisor::run() {
     }
   }
   finish();
+  if (job_status_.value_or(0) != 0) {
+    const std::string d = diagnose(reports_, opts_.np);
+    if (!d.empty()) say(str_cat("diagnosis: ", d));
+  }
   return job_status_.value_or(0);
 }
 

@@ -93,13 +93,30 @@ void Loop::settle(Channel& c, const std::function<bool()>& done) {
   throw *c.failure;
 }
 
+void Loop::fail_lost(Channel& c, Error e) {
+  if (!in_fail_lost_ && c.control != nullptr && c.control->fd && !c.control->eof) {
+    in_fail_lost_ = true;
+    try {
+      read_control(c, *c.control);
+    } catch (const Error& report) {
+      in_fail_lost_ = false;
+      if (report.origin_rank() >= 0) throw report;
+    } catch (...) {
+      in_fail_lost_ = false;
+      throw;
+    }
+    in_fail_lost_ = false;
+  }
+  throw std::move(e);
+}
+
 void Loop::fail_io(Channel& c, const char* what, int err) {
   if (err == ECONNRESET || err == EPIPE || err == ENOTCONN || err == ETIMEDOUT ||
       err == EHOSTUNREACH || err == ENETUNREACH || err == ECONNABORTED) {
-    fail(Error(ErrorCode::peer_lost,
-               str_cat("tcp: peer ", c.peer, " (", c.address, ") reset the connection (", what,
-                       ": ", std::strerror(err), ")"),
-               {c.peer}));
+    fail_lost(c, Error(ErrorCode::peer_lost,
+                       str_cat("tcp: peer ", c.peer, " (", c.address, ") reset the connection (",
+                               what, ": ", std::strerror(err), ")"),
+                       {c.peer}));
   }
   fail(Error(
       ErrorCode::transport,
@@ -492,10 +509,12 @@ void Loop::on_eof(Channel& c, Lane& lane) {
   }
   if (mid_frame || !lane.recvq.empty() || !lane.sendq.empty() ||
       (lane.control && c.sends_pending > 0)) {
-    fail(Error(ErrorCode::peer_lost,
-               str_cat("tcp: peer ", c.peer, " (", c.address, ") closed the connection",
-                       mid_frame ? " in the middle of a message" : ""),
-               {c.peer}));
+    Error e(ErrorCode::peer_lost,
+            str_cat("tcp: peer ", c.peer, " (", c.address, ") closed the connection",
+                    mid_frame ? " in the middle of a message" : ""),
+            {c.peer});
+    if (lane.control) fail(std::move(e));
+    fail_lost(c, std::move(e));
   }
 }
 
@@ -733,48 +752,88 @@ void Loop::read_control(Channel& c, Lane& lane) {
     const auto* text_bytes = reinterpret_cast<const unsigned char*>(lane.error_text.data());
     auto origin = static_cast<std::int32_t>(get_u32(text_bytes));
     if (origin < 0) origin = c.peer;
-    Error e(static_cast<ErrorCode>(code), lane.error_text.substr(kErrorOriginBytes), {origin});
+    const auto lost = static_cast<std::int32_t>(get_u32(text_bytes + 4));
+    std::vector<int> ranks{origin};
+    if (lost >= 0 && lost != origin) ranks.insert(ranks.begin(), lost);
+    Error e(static_cast<ErrorCode>(code), lane.error_text.substr(kErrorOriginBytes),
+            std::move(ranks));
     fail(std::move(e.reported_by(origin)));
   }
 }
 
-void Loop::report_failure(ErrorCode code, int origin_rank, std::string_view cause) noexcept {
-  for (Channel* c : channels_) send_error(*c, code, origin_rank, cause);
+void Loop::report_failure(ErrorCode code, int origin_rank, int lost_rank,
+                          std::string_view cause) noexcept {
+  // Every channel's frame is offered at once, then the rest of each is written as its
+  // socket takes it, all within one budget: a peer whose buffers are full costs the others
+  // nothing (it used to be up to a second per peer, one after another).
+  struct Out {
+    int fd;
+    std::string frame;
+    std::size_t sent = 0;
+  };
+  std::vector<Out> outs;
+  try {
+    for (Channel* c : channels_) {
+      std::string f = error_frame(*c, code, origin_rank, lost_rank, cause);
+      if (!f.empty()) outs.push_back({c->control->fd.get(), std::move(f)});
+    }
+  } catch (...) {
+    // Out of memory: send what could be built.
+  }
+  const Deadline give_up = Clock::now() + kSendErrorBudget;
+  std::vector<pollfd> fds;
+  for (;;) {
+    fds.clear();
+    for (Out& o : outs) {
+      while (o.fd >= 0 && o.sent < o.frame.size()) {
+        const ssize_t n = ::send(o.fd, o.frame.data() + o.sent, o.frame.size() - o.sent,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+          o.sent += static_cast<std::size_t>(n);
+        } else if (n < 0 && errno == EINTR) {
+          continue;
+        } else if (n < 0 && would_block(errno)) {
+          fds.push_back({o.fd, POLLOUT, 0});
+          break;
+        } else {
+          o.fd = -1;  // the peer is gone: nothing to tell it
+        }
+      }
+    }
+    if (fds.empty() || Clock::now() >= give_up) return;
+    if (::poll(fds.data(), fds.size(), ms_until(give_up, 100)) < 0 && errno != EINTR) return;
+  }
 }
 
-void Loop::send_error(Channel& c, ErrorCode code, int origin_rank,
-                      std::string_view cause) noexcept {
-  try {
-    if (c.control == nullptr || !c.control->fd) return;
-    // Payload: the origin rank (u32, little-endian), then the cause's text.
-    std::string_view text = cause.substr(0, kMaxErrorText - kErrorOriginBytes);
-    std::string frame(kFrameHeaderBytes + kErrorOriginBytes, '\0');
-    auto* p = reinterpret_cast<unsigned char*>(frame.data());
-    FrameHeader{FrameKind::error, static_cast<std::uint32_t>(code), kErrorOriginBytes + text.size()}
-        .encode(p);
-    put_u32(p + kFrameHeaderBytes, static_cast<std::uint32_t>(origin_rank));
-    frame.append(text);
-    if (c.control->sealer) {
-      // Header and its tag, then the payload and its tag.
-      auto& aead = c.control->sealer->aead();
-      std::array<unsigned char, kTagBytes> tag{};
-      std::string sealed(
-          kFrameHeaderBytes + kTagBytes + frame.size() - kFrameHeaderBytes + kTagBytes, '\0');
-      auto* out = reinterpret_cast<unsigned char*>(sealed.data());
-      const auto* head = reinterpret_cast<const unsigned char*>(frame.data());
-      aead.seal(c.control->sealer->next(), {}, {head, kFrameHeaderBytes}, out, tag);
-      std::copy(tag.begin(), tag.end(), out + kFrameHeaderBytes);
-      const std::size_t body = frame.size() - kFrameHeaderBytes;
-      unsigned char* body_out = out + kFrameHeaderBytes + kTagBytes;
-      aead.seal(c.control->sealer->next(), {}, {head + kFrameHeaderBytes, body}, body_out, tag);
-      std::copy(tag.begin(), tag.end(), body_out + body);
-      frame = std::move(sealed);
-    }
-    // Best effort: a peer that does not read within the budget misses the report.
-    [[maybe_unused]] net::SendStatus status = net::send_all(
-        c.control->fd.get(), frame.data(), frame.size(), Clock::now() + kSendErrorBudget);
-  } catch (...) {
+std::string Loop::error_frame(Channel& c, ErrorCode code, int origin_rank, int lost_rank,
+                              std::string_view cause) {
+  if (c.control == nullptr || !c.control->fd) return {};
+  // Payload: the origin rank and the lost rank (u32, little-endian), then the cause's text.
+  std::string_view text = cause.substr(0, kMaxErrorText - kErrorOriginBytes);
+  std::string frame(kFrameHeaderBytes + kErrorOriginBytes, '\0');
+  auto* p = reinterpret_cast<unsigned char*>(frame.data());
+  FrameHeader{FrameKind::error, static_cast<std::uint32_t>(code), kErrorOriginBytes + text.size()}
+      .encode(p);
+  put_u32(p + kFrameHeaderBytes, static_cast<std::uint32_t>(origin_rank));
+  put_u32(p + kFrameHeaderBytes + 4, static_cast<std::uint32_t>(lost_rank));
+  frame.append(text);
+  if (c.control->sealer) {
+    // Header and its tag, then the payload and its tag.
+    auto& aead = c.control->sealer->aead();
+    std::array<unsigned char, kTagBytes> tag{};
+    std::string sealed(kFrameHeaderBytes + kTagBytes + frame.size() - kFrameHeaderBytes + kTagBytes,
+                       '\0');
+    auto* out = reinterpret_cast<unsigned char*>(sealed.data());
+    const auto* head = reinterpret_cast<const unsigned char*>(frame.data());
+    aead.seal(c.control->sealer->next(), {}, {head, kFrameHeaderBytes}, out, tag);
+    std::copy(tag.begin(), tag.end(), out + kFrameHeaderBytes);
+    const std::size_t body = frame.size() - kFrameHeaderBytes;
+    unsigned char* body_out = out + kFrameHeaderBytes + kTagBytes;
+    aead.seal(c.control->sealer->next(), {}, {head + kFrameHeaderBytes, body}, body_out, tag);
+    std::copy(tag.begin(), tag.end(), body_out + body);
+    frame = std::move(sealed);
   }
+  return frame;
 }
 
 }  // namespace ringlet::transport::tcp

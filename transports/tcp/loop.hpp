@@ -129,9 +129,11 @@ class Loop {
   bool test_recv(Channel& c, std::uint64_t id);
   void wait_send(Channel& c, std::uint64_t id, Deadline deadline);
   void wait_recv(Channel& c, std::uint64_t id, Deadline deadline);
-  // The control plane: an error frame to every channel's peer, each bounded by a short
-  // deadline. Never throws.
-  void report_failure(ErrorCode code, int origin_rank, std::string_view cause) noexcept;
+  // The control plane: an error frame to every channel's peer, all sent together within one
+  // short deadline (a peer that does not read cannot delay the others). lost_rank: the rank
+  // that was lost, or -1. Never throws.
+  void report_failure(ErrorCode code, int origin_rank, int lost_rank,
+                      std::string_view cause) noexcept;
 
   void interrupt() noexcept;
   // One poll(2) over every socket and the eventfd, blocking up to `timeout` (at most the
@@ -156,7 +158,16 @@ class Loop {
   [[noreturn]] void fail_io(Channel& c, const char* what, int err);
   void wait_until(Channel& c, const std::function<bool()>& done, Deadline deadline,
                   const char* what, std::uint64_t id);
-  void send_error(Channel& c, ErrorCode code, int origin_rank, std::string_view cause) noexcept;
+  // The error frame for one channel (sealed when the channel's frames are); empty when the
+  // channel has no control socket.
+  std::string error_frame(Channel& c, ErrorCode code, int origin_rank, int lost_rank,
+                          std::string_view cause);
+  // A data socket closed or reset: the peer's own report may already wait on its control
+  // socket (a rank that fails tells its peers, then exits), and it names the rank that was
+  // lost where the close names only this neighbour. Throws that report if it is there,
+  // else `e`.
+  [[noreturn]] void fail_lost(Channel& c, Error e);
+  bool in_fail_lost_ = false;
   // A request whose test or wait threw is released: its memory is the caller's again. Its
   // operation leaves the socket queues, so that no later round reads into or writes from that
   // memory, and the channel keeps `error` (its order of messages is broken from here on).

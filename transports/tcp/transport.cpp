@@ -132,7 +132,11 @@ class TcpTransport final : public Transport {
    public:
     explicit Control(TcpTransport& t) : transport_(t) {}
     void report_failure(ErrorCode code, int origin_rank, std::string_view cause) noexcept override {
-      transport_.loop_->report_failure(code, origin_rank, cause);
+      transport_.loop_->report_failure(code, origin_rank, -1, cause);
+    }
+    void report_failure_about(ErrorCode code, int origin_rank, int lost_rank,
+                              std::string_view cause) noexcept override {
+      transport_.loop_->report_failure(code, origin_rank, lost_rank, cause);
     }
 
    private:

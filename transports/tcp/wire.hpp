@@ -20,8 +20,8 @@ namespace ringlet::transport::tcp {
 // with AES-256-GCM.
 // Version 4: a sealed payload is a sequence of records of kSealRecordBytes, each with its own
 // tag, so that the sender seals record k + 1 while record k is on the wire and the receiver
-// opens each record as it arrives.
-inline constexpr std::uint32_t kProtocolVersion = 4;
+// opens each record as it arrives. Version 5: error frames also name the lost rank.
+inline constexpr std::uint32_t kProtocolVersion = 5;
 inline constexpr std::uint32_t kBlobMagic = 0x424c5452;       // "RTLB" little-endian
 inline constexpr std::uint32_t kHandshakeMagic = 0x48535452;  // "RTSH" little-endian
 inline constexpr std::uint32_t kReplyMagic = 0x50525452;      // "RTRP" little-endian
@@ -49,8 +49,9 @@ constexpr std::size_t sealed_record_length(std::size_t length, std::size_t i) no
 constexpr std::size_t sealed_wire_bytes(std::size_t length) noexcept {
   return length + sealed_records(length) * kTagBytes;
 }
-// Error frames: the rank where the failure began, before the text.
-inline constexpr std::size_t kErrorOriginBytes = 4;
+// Error frames: the rank where the failure began and the rank that was lost (0xffffffff:
+// none), before the text.
+inline constexpr std::size_t kErrorOriginBytes = 8;
 
 // The formats below are little-endian (src/common/le.hpp).
 using le::get_u16;

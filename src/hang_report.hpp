@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+// Hang reports (docs/reliability.md): where a rank's collective stands, from the progress
+// record of the communicator, as one line that ringlet-run parses into a diagnosis. Logged at
+// a deadline error and, with RINGLET_HANG_SIGNAL, whenever that signal arrives.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace ringlet {
+
+// One reading of a progress record. Fields a record does not keep yet stay at their
+// defaults (step and peer: -1, printed "-").
+struct HangSnapshot {
+  int rank = -1;
+  int size = 0;
+  bool active = false;      // a collective is running (seq and since are its own)
+  std::uint64_t seq = 0;    // the communicator's sequence number of the collective
+  std::string call;         // "allreduce(count=1024, float32, sum)"; may be empty
+  std::string_view phase;   // "fingerprint_exchange", ...; static text
+  int step = -1;            // the algorithm's step, when known
+  int peer = -1;            // the peer awaited, when known
+  long long since_ms = -1;  // how long ago the collective started
+};
+
+// "hang report: rank 2/4 collective #57 allreduce(..) phase=algorithm step=- waits_for=3
+// since_ms=5003" (idle: "hang report: rank 2/4 idle after collective #57").
+// tools/run/hang_diagnosis.cpp parses exactly this form.
+std::string format_hang_report(const HangSnapshot& s);
+
+// RINGLET_HANG_SIGNAL: while `source` is registered, the signal makes a watcher thread log
+// `source()` (a hang report) at WARN. The handler only writes a byte to a pipe and then
+// calls the handler the application had installed (SA_SIGINFO or not; SIG_DFL and SIG_IGN
+// are not chained: the opt-in means "this signal asks for reports"). Installed once per
+// process, on the first registration with signo > 0. Returns a registration id, or 0 when
+// signo <= 0; unregister_hang_source(id) blocks until a report in progress is done.
+int register_hang_source(int signo, std::function<std::string()> source);
+void unregister_hang_source(int id) noexcept;
+
+}  // namespace ringlet
