@@ -1117,17 +1117,24 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   std::string auth_failure_note(std::string_view key) {
     if (key == kAuthFailuresKey) return {};
     try {
-      std::vector<std::byte> v = get(kAuthFailuresKey, Clock::now());
+      // The count is set before any rank can time out on it, so the server answers at once;
+      // a short grace keeps a loaded machine from turning that answer into a timeout.
+      std::vector<std::byte> v = get(kAuthFailuresKey, Clock::now() + kAuthNoteGrace);
       std::string text(reinterpret_cast<const char*>(v.data()), v.size());
       std::size_t space = text.find(' ');
       return str_cat("; the store refused ", text.substr(0, space),
                      " client(s) that failed authentication, the last from ",
                      space == std::string::npos ? "?" : text.substr(space + 1),
                      ": a rank whose RINGLET_SECRET differs cannot join");
-    } catch (const Error&) {
-      return {};
+    } catch (const Error& e) {
+      if (e.error_code() == ErrorCode::timeout) return {};
+      // Rank 0 has gone (it failed first, and its store with it): say so rather than nothing.
+      return str_cat("; the store at ", where_, " (rank 0) could not say why: it has closed (",
+                     e.cause(), ")");
     }
   }
+
+  static constexpr auto kAuthNoteGrace = std::chrono::milliseconds(500);
 
   Reply round_trip(const std::vector<std::byte>& frame) {
     Conn conn = acquire();
