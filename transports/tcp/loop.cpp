@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -93,11 +94,29 @@ void Loop::settle(Channel& c, const std::function<bool()>& done) {
   throw *c.failure;
 }
 
+namespace {
+// How long a lost connection waits for the peer's failure report on its control socket.
+constexpr auto kReportGrace = std::chrono::milliseconds(250);
+}  // namespace
+
 void Loop::fail_lost(Channel& c, Error e) {
   if (!in_fail_lost_ && c.control != nullptr && c.control->fd && !c.control->eof) {
     in_fail_lost_ = true;
+    // A peer that fails reports why on its control socket and then closes every socket; its
+    // data socket's close can be read here before the report has arrived on the other
+    // connection. Wait briefly for the report, or for the control socket's own close (a
+    // killed peer closes both at once), so that the error names the rank the failure began
+    // with rather than the rank that passed it on.
+    const Deadline until = Clock::now() + kReportGrace;
     try {
-      read_control(c, *c.control);
+      for (;;) {
+        read_control(c, *c.control);
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
+        if (c.control->eof || !c.control->fd || left <= 0) break;
+        pollfd p{c.control->fd.get(), POLLIN, 0};
+        ::poll(&p, 1, static_cast<int>(left));
+      }
     } catch (const Error& report) {
       in_fail_lost_ = false;
       if (report.origin_rank() >= 0) throw report;
