@@ -21,6 +21,7 @@
 #include "src/exec/device.hpp"
 #include "src/reduce/elements.hpp"
 #include "tests/multirank/rank_group.hpp"
+#include "tests/multirank/reference.hpp"
 
 namespace ringlet {
 namespace {
@@ -117,21 +118,7 @@ long double reference(DataType t, ReduceOp op, int size, std::size_t i) {
   long double acc = value_of(t, op, 0, i);
   for (int r = 1; r < size; ++r) {
     const long double v = value_of(t, op, r, i);
-    switch (op) {
-      case ReduceOp::sum:
-      case ReduceOp::avg:
-        acc += v;
-        break;
-      case ReduceOp::prod:
-        acc *= v;
-        break;
-      case ReduceOp::min:
-        acc = std::min(acc, v);
-        break;
-      case ReduceOp::max:
-        acc = std::max(acc, v);
-        break;
-    }
+    acc = testing::fold(op, acc, v);
   }
   if (t == DataType::uint8)
     acc = static_cast<long double>(

@@ -150,25 +150,27 @@ inline long double input_value(ReduceOp op, bool is_signed, int size, int r, std
   return 0;
 }
 
+// One step of the serial reduction: acc op v (avg folds as sum; the caller divides).
+inline long double fold(ReduceOp op, long double acc, long double v) {
+  switch (op) {
+    case ReduceOp::sum:
+    case ReduceOp::avg:
+      return acc + v;
+    case ReduceOp::prod:
+      return acc * v;
+    case ReduceOp::min:
+      return std::min(acc, v);
+    case ReduceOp::max:
+      return std::max(acc, v);
+  }
+  return acc;
+}
+
 inline long double reference_value(ReduceOp op, bool is_signed, int size, std::size_t i) {
   long double acc = input_value(op, is_signed, size, 0, i);
   for (int r = 1; r < size; ++r) {
     const long double v = input_value(op, is_signed, size, r, i);
-    switch (op) {
-      case ReduceOp::sum:
-      case ReduceOp::avg:
-        acc += v;
-        break;
-      case ReduceOp::prod:
-        acc *= v;
-        break;
-      case ReduceOp::min:
-        acc = std::min(acc, v);
-        break;
-      case ReduceOp::max:
-        acc = std::max(acc, v);
-        break;
-    }
+    acc = fold(op, acc, v);
   }
   if (op == ReduceOp::avg) acc /= size;
   return acc;
