@@ -630,10 +630,11 @@ TEST(TcpStoreRobustTest, CloseIdleReleasesTheConnectionsAndLaterRequestsReconnec
 }
 
 TEST(TcpStoreRobustTest, AnOutOfMemoryServerDropsTheClientAndKeepsServing) {
-#if defined(__SANITIZE_ADDRESS__)
-  // RLIMIT_AS bounds address space, and AddressSanitizer reserves terabytes of it for its
-  // shadow memory: its own allocator dies first. The plain builds run this test.
-  GTEST_SKIP() << "RLIMIT_AS cannot bound a process under AddressSanitizer";
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // RLIMIT_AS bounds address space, and both AddressSanitizer and ThreadSanitizer reserve
+  // terabytes of it for their shadow memory: their own allocators die first. The plain
+  // builds run this test.
+  GTEST_SKIP() << "RLIMIT_AS cannot bound a process under a sanitizer's shadow memory";
 #endif
   // Review finding 3: bad_alloc on the server thread called std::terminate (rank 0 died).
   // In a child, under an address-space limit, one client stores 16 MiB values until
