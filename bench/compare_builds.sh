@@ -15,11 +15,12 @@
 #   RATE=1gbit          tbf rate of the test hosts' links
 #   COMPARE_TIMEOUT=300 wall-clock limit of each command, in seconds
 #   OUT_DIR=...         where every output is kept (default: a new temporary folder)
-#   PERF_ARGS="-z 1"    extra allreduce_perf flags of the bandwidth and latency cases
+#   PERF_ARGS="-c 1"    extra allreduce_perf flags of the bandwidth and latency cases
+#   AFTER_ARGS="-z 1"   extra flags for AFTER_BUILD only (flags BEFORE_BUILD may not know)
 set -uo pipefail
 
 if [[ $# -lt 2 || $# -gt 3 || "$1" == -h || "$1" == --help ]]; then
-  sed -n '4,19p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '4,20p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 before=$(cd "$1" && pwd)
@@ -34,6 +35,7 @@ hier_reps=${HIER_REPS:-3}
 rate=${RATE:-1gbit}
 limit=${COMPARE_TIMEOUT:-300}
 perf_args=${PERF_ARGS:-}
+after_args=${AFTER_ARGS:-}
 out_dir=${OUT_DIR:-$(mktemp -d /tmp/ringlet-builds.XXXXXX)}
 mkdir -p "$out_dir"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -97,9 +99,9 @@ if [[ "$mode" == all || "$mode" == bandwidth ]]; then
       shm=1; [[ $path == tcp ]] && shm=0
       for ((i = 0; i < bw_reps; i++)); do
         for b in before after; do
-          build=$before; [[ $b == after ]] && build=$after
+          build=$before extra=""; [[ $b == after ]] && build=$after extra=$after_args
           one "bw-$path-$np-$b" "$build" RINGLET_SHM=$shm -- -np "$np" \
-            "$build/bench/allreduce_perf" -b 64M -e 256M -f 4 -n 5 -w 2 -c 1 $perf_args
+            "$build/bench/allreduce_perf" -b 64M -e 256M -f 4 -n 5 -w 2 -c 1 $perf_args $extra
         done
       done
       for S in 67108864 268435456; do
@@ -116,9 +118,9 @@ if [[ "$mode" == all || "$mode" == latency ]]; then
       shm=1; [[ $path == tcp ]] && shm=0
       for ((i = 0; i < lat_reps; i++)); do
         for b in before after; do
-          build=$before; [[ $b == after ]] && build=$after
+          build=$before extra=""; [[ $b == after ]] && build=$after extra=$after_args
           one "lat-$path-$np-$b" "$build" RINGLET_SHM=$shm -- -np "$np" \
-            "$build/bench/allreduce_perf" -b 8 -e 8 -n "$lat_iters" -w 1000 -c 1 $perf_args
+            "$build/bench/allreduce_perf" -b 8 -e 8 -n "$lat_iters" -w 1000 -c 1 $perf_args $extra
         done
       done
       lb=$(median "lat-$path-$np-before" 8 5); la=$(median "lat-$path-$np-after" 8 5)

@@ -518,7 +518,9 @@ template <class Body>
 engine::Task Communicator::Impl::run(Fingerprint fp, Body& body, Check check,
                                      engine::Driver& driver) {
   check_usable(true);
-  const Deadline deadline = Clock::now() + config_.timeout;
+  // The deadline to the kernel's tick (coarse_now(): a few ms early on a timeout of seconds),
+  // except under a timeline, whose spans start here and are shown in microseconds.
+  const Deadline deadline = (timeline_ ? Clock::now() : coarse_now()) + config_.timeout;
   driver.deadline = deadline;
   driver.rank = rank();
   driver.record = &progress_.await;
@@ -898,7 +900,14 @@ Communicator::Impl::WorkPtr Communicator::Impl::allreduce(Tensor in, Tensor out,
   return issue(
       fp,
       [this, plan, src, dst, count, type](Deadline deadline, const Fingerprint& f,
-                                          engine::Driver& d) {
+                                          engine::Driver& d) -> engine::Task {
+        if (plan.algorithm == algo::Algorithm::local && size() > 1) {
+          // A blocking step (the local group has no non-blocking form yet), called here
+          // rather than from a coroutine: one frame less on the shared-memory latency path.
+          algo::local_allreduce(*local_, exec::executor_for(plan.memory), f, plan.post_scale, src,
+                                dst, count, type, plan.op, deadline);
+          return {};
+        }
         return execute_allreduce(plan, src, dst, count, type, f, deadline, d);
       },
       check, async, bytes <= config_.crossover_bytes);

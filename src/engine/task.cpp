@@ -17,16 +17,38 @@ constexpr std::size_t kGrain = 64;
 constexpr std::size_t kClasses = 64;
 constexpr unsigned kKeep = 8;
 
+struct FrameCache;
+// The cache is reached through a pointer in the static TLS block (initial-exec: no
+// __tls_get_addr call per frame, which a shared library's own thread_local costs on the
+// latency path; 8 bytes, well inside glibc's reserve for dlopen()ed libraries). The cache
+// itself is owned by an ordinary thread_local, touched once per thread; after it is
+// destroyed at thread exit, frames come from plain new and delete.
+[[gnu::tls_model("initial-exec")]] thread_local FrameCache* tls_cache = nullptr;
+[[gnu::tls_model("initial-exec")]] thread_local bool tls_cache_gone = false;
+
 struct FrameCache {
   void* blocks[kClasses][kKeep] = {};
   unsigned count[kClasses] = {};
   ~FrameCache() {
+    tls_cache = nullptr;
+    tls_cache_gone = true;
     for (std::size_t c = 0; c < kClasses; ++c) {
       for (unsigned i = 0; i < count[c]; ++i) ::operator delete(blocks[c][i]);
     }
   }
 };
-thread_local FrameCache frame_cache;
+
+[[gnu::noinline]] FrameCache* make_cache() {
+  if (tls_cache_gone) return nullptr;
+  thread_local FrameCache owner;
+  tls_cache = &owner;
+  return &owner;
+}
+
+inline FrameCache* frame_cache() {
+  FrameCache* c = tls_cache;
+  return c != nullptr ? c : make_cache();
+}
 
 // The deadline passed while a polled task waited for `d.request`. The request stays posted:
 // the collective fails, fail() sets the abort flag, and no more bytes move (every later test
@@ -46,17 +68,17 @@ thread_local FrameCache frame_cache;
 void* allocate_frame(std::size_t bytes) {
   const std::size_t c = (bytes + kGrain - 1) / kGrain;
   if (!kRecycleFrames || c >= kClasses) return ::operator new(bytes);
-  FrameCache& cache = frame_cache;
-  if (cache.count[c] > 0) return cache.blocks[c][--cache.count[c]];
+  FrameCache* cache = frame_cache();
+  if (cache != nullptr && cache->count[c] > 0) return cache->blocks[c][--cache->count[c]];
   return ::operator new(c* kGrain);  // every block of class c holds c * kGrain bytes
 }
 
 void free_frame(void* frame, std::size_t bytes) noexcept {
   const std::size_t c = (bytes + kGrain - 1) / kGrain;
   if (kRecycleFrames && c < kClasses) {
-    FrameCache& cache = frame_cache;
-    if (cache.count[c] < kKeep) {
-      cache.blocks[c][cache.count[c]++] = frame;
+    FrameCache* cache = frame_cache();
+    if (cache != nullptr && cache->count[c] < kKeep) {
+      cache->blocks[c][cache->count[c]++] = frame;
       return;
     }
   }

@@ -50,6 +50,12 @@ inline long long steady_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
       .count();
 }
+// The same clock to the kernel's tick: what the awaits record ("waits since"), cheap enough
+// for every completion of the latency path.
+inline long long coarse_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(coarse_now().time_since_epoch())
+      .count();
+}
 
 // How a task's awaits behave, and where a polled task is suspended. One per running task,
 // used by one thread at a time.
@@ -162,7 +168,7 @@ struct [[nodiscard]] Completion {
 
   bool await_ready() {
     if (d->blocking) {
-      d->note_wait(c, send, d->record ? steady_ns() : 0);
+      d->note_wait(c, send, d->record ? coarse_ns() : 0);
       c->wait(r, d->deadline);
       d->note_done();
       return true;
@@ -171,7 +177,7 @@ struct [[nodiscard]] Completion {
       d->note_done();
       return true;
     }
-    const long long now = steady_ns();
+    const long long now = coarse_ns();
     d->waiting_since_ns = now;
     d->note_wait(c, send, now);
     return false;
