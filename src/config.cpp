@@ -294,7 +294,10 @@ std::string settings_difference(const std::string& mine, const std::string& thei
     return out;
   };
   const auto a = lines(mine), b = lines(theirs);
-  for (const auto& [name, value] : a) {
+  for (const auto& entry : a) {
+    // Not a structured binding: clang before 16 cannot capture one in the lambda.
+    const std::string& name = entry.first;
+    const std::string& value = entry.second;
     auto it = std::find_if(b.begin(), b.end(), [&](const auto& kv) { return kv.first == name; });
     if (it == b.end())
       return str_cat(name, " is ", value, " here and unknown to rank ", their_rank);

@@ -3,11 +3,12 @@
 #include "src/engine/task.hpp"
 
 #include "src/common/check.hpp"
+#include "src/common/sanitizers.hpp"
 
 namespace ringlet::engine {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
+#if RINGLET_ASAN
 constexpr bool kRecycleFrames = false;  // let ASan see every frame's lifetime
 #else
 constexpr bool kRecycleFrames = true;

@@ -15,6 +15,7 @@
 #include "src/reduce/reduce.hpp"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -311,20 +312,26 @@ struct Avx2Family {
   }
 };
 
+// 512-bit vectors in the AVX-512 kernels: GCC's target option, clang's attribute.
+#if defined(__clang__)
+#define RINGLET_AVX512_KERNEL \
+  [[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c"), clang::min_vector_width(512)]]
+#else
+#define RINGLET_AVX512_KERNEL \
+  [[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")]]
+#endif
+
 struct Avx512Family {
   template <class T, ReduceOp Op>
-  [[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")]] static void k2(
-      void* dst, const void* src, std::size_t n) {
+  RINGLET_AVX512_KERNEL static void k2(void* dst, const void* src, std::size_t n) {
     body2<T, Op, 2>(dst, src, n);
   }
   template <class T, ReduceOp Op>
-  [[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")]] static void k3(
-      void* out, const void* a, const void* b, std::size_t n) {
+  RINGLET_AVX512_KERNEL static void k3(void* out, const void* a, const void* b, std::size_t n) {
     body3<T, Op, 2>(out, a, b, n);
   }
   template <class T>
-  [[gnu::target("avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512")]] static void
-  div(void* data, std::size_t n, int divisor) {
+  RINGLET_AVX512_KERNEL static void div(void* data, std::size_t n, int divisor) {
     body_divide<T, 2>(data, n, divisor);
   }
 };
@@ -374,17 +381,24 @@ constexpr Table kAvx2 = make_table<Avx2Family>("avx2");
 constexpr Table kAvx512 = make_table<Avx512Family>("avx512");
 #endif
 
+#if defined(__x86_64__)
+// F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+bool has_f16c() noexcept {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+}
+#endif
+
 bool supported(HostIsa isa) noexcept {
 #if defined(__x86_64__)
   switch (isa) {
     case HostIsa::generic:
       return true;
     case HostIsa::avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && has_f16c();
     case HostIsa::avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("f16c");
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && has_f16c();
   }
   return false;
 #else

@@ -464,8 +464,8 @@ class GradientReducer::Impl {
       std::sort(others.begin(), others.end());
       return std::make_pair(out, others);
     };
-    for (const auto& [name, unused] : names) {
-      (void)unused;
+    for (const auto& entry : names) {
+      const auto& name = entry.first;  // not a binding: clang before 16 cannot capture one
       bool same = true;
       for (int r = 1; r < nr && same; ++r) {
         auto a = regs[0].find(name);

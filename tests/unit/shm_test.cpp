@@ -315,7 +315,9 @@ std::vector<std::size_t> counts_for(int size, bool large) {
 }
 
 TEST_P(ShmThreads, AllreduceMatchesSerialReference) {
-  const auto [size, chunk] = GetParam();
+  // Not a structured binding: clang before 16 cannot capture one in a lambda.
+  const int size = GetParam().size;
+  [[maybe_unused]] const std::size_t chunk = GetParam().chunk_bytes;
   auto errors = run_threads(
       size,
       [&, size = size, chunk = chunk](Calls& g) {
@@ -335,7 +337,9 @@ TEST_P(ShmThreads, AllreduceMatchesSerialReference) {
 }
 
 TEST_P(ShmThreads, ReduceScatterThenAllgatherEqualsAllreduce) {
-  const auto [size, chunk] = GetParam();
+  // Not a structured binding: clang before 16 cannot capture one in a lambda.
+  const int size = GetParam().size;
+  [[maybe_unused]] const std::size_t chunk = GetParam().chunk_bytes;
   auto errors = run_threads(
       size,
       [&](Calls& g) {
@@ -362,7 +366,9 @@ TEST_P(ShmThreads, ReduceScatterThenAllgatherEqualsAllreduce) {
 }
 
 TEST_P(ShmThreads, BroadcastFromEachRoot) {
-  const auto [size, chunk] = GetParam();
+  // Not a structured binding: clang before 16 cannot capture one in a lambda.
+  const int size = GetParam().size;
+  [[maybe_unused]] const std::size_t chunk = GetParam().chunk_bytes;
   auto errors = run_threads(
       size,
       [&, size = size](Calls& g) {
@@ -389,7 +395,9 @@ TEST_P(ShmThreads, BroadcastFromEachRoot) {
 }
 
 TEST_P(ShmThreads, BarrierOrdersEveryRank) {
-  const auto [size, chunk] = GetParam();
+  // Not a structured binding: clang before 16 cannot capture one in a lambda.
+  const int size = GetParam().size;
+  [[maybe_unused]] const std::size_t chunk = GetParam().chunk_bytes;
   std::atomic<int> arrived{0};
   auto errors = run_threads(
       size,
@@ -406,7 +414,9 @@ TEST_P(ShmThreads, BarrierOrdersEveryRank) {
 }
 
 TEST_P(ShmThreads, NoSegmentLeftAfterCreate) {
-  const auto [size, chunk] = GetParam();
+  // Not a structured binding: clang before 16 cannot capture one in a lambda.
+  const int size = GetParam().size;
+  [[maybe_unused]] const std::size_t chunk = GetParam().chunk_bytes;
   std::atomic<int> created{0};
   auto errors = run_threads(
       size,

@@ -27,6 +27,7 @@
 
 #include "include/ringlet/ringlet.hpp"
 #include "src/bootstrap/tcp_store_protocol.hpp"
+#include "src/common/sanitizers.hpp"
 #include "src/common/socket.hpp"
 #include "src/common/unique_fd.hpp"
 #include "tests/common/raw_socket.hpp"
@@ -630,7 +631,7 @@ TEST(TcpStoreRobustTest, CloseIdleReleasesTheConnectionsAndLaterRequestsReconnec
 }
 
 TEST(TcpStoreRobustTest, AnOutOfMemoryServerDropsTheClientAndKeepsServing) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if RINGLET_ASAN || RINGLET_TSAN
   // RLIMIT_AS bounds address space, and both AddressSanitizer and ThreadSanitizer reserve
   // terabytes of it for their shadow memory: their own allocators die first. The plain
   // builds run this test.
