@@ -26,6 +26,7 @@
 #include "src/exec/device.hpp"
 #include "src/reduce/elements.hpp"
 #include "src/reduce/reduce.hpp"
+#include "tests/gpu/matrix.hpp"
 #include "tests/multirank/rank_group.hpp"
 
 namespace ringlet {
@@ -35,11 +36,8 @@ using testing::make_rank_group;
 using testing::RankContext;
 using testing::RankMode;
 
-constexpr DataType kTypes[] = {DataType::float32,  DataType::float64, DataType::float16,
-                               DataType::bfloat16, DataType::int8,    DataType::uint8,
-                               DataType::int32,    DataType::int64};
-constexpr ReduceOp kOps[] = {ReduceOp::sum, ReduceOp::prod, ReduceOp::min, ReduceOp::max,
-                             ReduceOp::avg};
+using testing::kOps;
+using testing::kTypes;
 
 std::string no_device_reason() {
   std::string why;
@@ -119,52 +117,11 @@ TEST(CudaExecutor, MatchesHostKernelsBitwise) {
   cuda_api::stream_destroy(s);
 }
 
-// Exact small values for the collective matrix (see tests/gpu/emulated_test.cpp).
+// Exact small values for the collective matrix (tests/gpu/matrix.hpp), as bytes.
 void fill_values(DataType t, ReduceOp op, int r, std::size_t n, std::vector<unsigned char>& out) {
   out.assign(n * size_of(t), 0);
-  for (std::size_t i = 0; i < n; ++i) {
-    const int v = op == ReduceOp::prod
-                      ? 1 + static_cast<int>((i + static_cast<std::size_t>(r)) % 2)
-                      : static_cast<int>((i * 7 + static_cast<std::size_t>(r) * 13) % 50);
-    const int sv = (t != DataType::uint8 && i % 3 == 0 && op != ReduceOp::prod) ? -v : v;
-    unsigned char* e = out.data() + i * size_of(t);
-    switch (t) {
-      case DataType::float32: {
-        const float f = static_cast<float>(sv);
-        std::memcpy(e, &f, 4);
-        break;
-      }
-      case DataType::float64: {
-        const double f = sv;
-        std::memcpy(e, &f, 8);
-        break;
-      }
-      case DataType::float16: {
-        const std::uint16_t h = reduce::elements::float_to_half(static_cast<float>(sv));
-        std::memcpy(e, &h, 2);
-        break;
-      }
-      case DataType::bfloat16: {
-        const std::uint16_t h = reduce::elements::float_to_bf16(static_cast<float>(sv));
-        std::memcpy(e, &h, 2);
-        break;
-      }
-      case DataType::int8:
-      case DataType::uint8:
-        *e = static_cast<unsigned char>(sv);
-        break;
-      case DataType::int32: {
-        const std::int32_t q = sv;
-        std::memcpy(e, &q, 4);
-        break;
-      }
-      case DataType::int64: {
-        const std::int64_t q = sv;
-        std::memcpy(e, &q, 8);
-        break;
-      }
-    }
-  }
+  for (std::size_t i = 0; i < n; ++i)
+    testing::store(t, out.data(), i, testing::value_of(t, op, r, i));
 }
 
 // The host reference: the host executor over the same per-rank inputs in rank order

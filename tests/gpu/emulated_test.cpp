@@ -20,6 +20,7 @@
 #include "include/ringlet/ringlet.hpp"
 #include "src/exec/device.hpp"
 #include "src/reduce/elements.hpp"
+#include "tests/gpu/matrix.hpp"
 #include "tests/multirank/rank_group.hpp"
 #include "tests/multirank/reference.hpp"
 
@@ -31,11 +32,10 @@ using testing::make_rank_group;
 using testing::RankContext;
 using testing::RankMode;
 
-constexpr DataType kTypes[] = {DataType::float32,  DataType::float64, DataType::float16,
-                               DataType::bfloat16, DataType::int8,    DataType::uint8,
-                               DataType::int32,    DataType::int64};
-constexpr ReduceOp kOps[] = {ReduceOp::sum, ReduceOp::prod, ReduceOp::min, ReduceOp::max,
-                             ReduceOp::avg};
+using testing::kOps;
+using testing::kTypes;
+using testing::store;
+using testing::value_of;
 
 // The device of the test, installed for its duration.
 class EmulatedTest : public ::testing::Test {
@@ -50,45 +50,6 @@ class EmulatedTest : public ::testing::Test {
   }
   std::shared_ptr<EmulatedDevice> dev_;
 };
-
-// Exact small values: element i of rank r. Sums of up to 4 ranks, products of {1, 2} and the
-// extremes stay exact in every type (bfloat16 holds integers up to 256 exactly).
-long double value_of(DataType t, ReduceOp op, int r, std::size_t i) {
-  if (op == ReduceOp::prod)
-    return static_cast<long double>(1 + (i + static_cast<std::size_t>(r)) % 2);
-  const long double v = static_cast<long double>((i * 7 + static_cast<std::size_t>(r) * 13) % 50);
-  const bool is_signed = t != DataType::uint8;
-  return is_signed && (i % 3 == 0) ? -v : v;
-}
-
-void store(DataType t, void* p, std::size_t i, long double v) {
-  switch (t) {
-    case DataType::float32:
-      static_cast<float*>(p)[i] = static_cast<float>(v);
-      break;
-    case DataType::float64:
-      static_cast<double*>(p)[i] = static_cast<double>(v);
-      break;
-    case DataType::float16:
-      static_cast<std::uint16_t*>(p)[i] = reduce::elements::float_to_half(static_cast<float>(v));
-      break;
-    case DataType::bfloat16:
-      static_cast<std::uint16_t*>(p)[i] = reduce::elements::float_to_bf16(static_cast<float>(v));
-      break;
-    case DataType::int8:
-      static_cast<std::int8_t*>(p)[i] = static_cast<std::int8_t>(v);
-      break;
-    case DataType::uint8:
-      static_cast<std::uint8_t*>(p)[i] = static_cast<std::uint8_t>(v);
-      break;
-    case DataType::int32:
-      static_cast<std::int32_t*>(p)[i] = static_cast<std::int32_t>(v);
-      break;
-    case DataType::int64:
-      static_cast<std::int64_t*>(p)[i] = static_cast<std::int64_t>(v);
-      break;
-  }
-}
 
 long double load(DataType t, const void* p, std::size_t i) {
   switch (t) {
