@@ -100,6 +100,7 @@ Communicator::Impl::Impl(const Identity& id, const Config& config,
     fail(e);
     throw e;
   }
+  set_hang_report_fd(config_.report_fd);
   hang_id_ = register_hang_source(config_.hang_signal,
                                   [this] { return format_hang_report(snapshot(nullptr, -1)); });
 }
@@ -498,7 +499,7 @@ void Communicator::Impl::fail_and_throw(const Error& e, const Fingerprint& fp) {
         break;
       }
     }
-    RINGLET_LOG(warn, format_hang_report(snapshot(&fp, peer)));
+    emit_hang_report(format_hang_report(snapshot(&fp, peer)));
     out =
         Error(ErrorCode::timeout, str_cat(e.cause(), " [", describe_progress(fp), "]"), e.ranks());
   }

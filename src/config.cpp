@@ -172,6 +172,7 @@ Config resolve_config(const Options& options, int size, const EnvLookup& env) {
   }
   c.timeout = std::min(c.timeout, std::chrono::milliseconds(kMaxTimeoutSeconds * 1000LL));
   if (auto v = read.text("RINGLET_HANG_SIGNAL")) c.hang_signal = parse_hang_signal(*v);
+  if (auto v = read.integer("RINGLET_REPORT_FD", 3, 1 << 20)) c.report_fd = static_cast<int>(*v);
   if (c.timeout.count() < 1) c.timeout = std::chrono::milliseconds(1);
   c.crossover_bytes = default_crossover_bytes(size);
   if (auto v = read.integer("RINGLET_CROSSOVER_BYTES", 0, (1LL << 62))) {

@@ -27,6 +27,9 @@ struct Config {
   // The signal that asks every communicator for a hang report (RINGLET_HANG_SIGNAL: a name
   // such as SIGUSR2 or USR2, or a number); 0: none (docs/reliability.md).
   int hang_signal = 0;
+  // RINGLET_REPORT_FD, set by ringlet-run: a pipe to it that hang reports are also written
+  // to (src/hang_report.hpp); -1: none.
+  int report_fd = -1;
   // Largest allreduce served by recursive doubling under "auto" (RINGLET_CROSSOVER_BYTES);
   // measured default: 64 KiB up to 4 ranks, 128 KiB above (docs/perf/crossover.md).
   std::size_t crossover_bytes = std::size_t{64} << 10;

@@ -3,8 +3,10 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <map>
 #include <mutex>
@@ -42,6 +44,9 @@ Watch& watch() {
   return *w;
 }
 
+std::atomic<int> report_fd{-1};
+std::atomic<bool> report_fd_set{false};
+
 void on_signal(int signo, siginfo_t* info, void* context) {
   Watch& w = watch();
   const int saved = errno;
@@ -67,7 +72,7 @@ void watcher_main() {
     std::lock_guard lock(w.mutex);
     for (auto& [id, source] : w.sources) {
       try {
-        log::write(log::Level::warn, source());
+        emit_hang_report(source());
       } catch (...) {
         // A report that cannot be built (out of memory) is skipped; the job goes on.
       }
@@ -110,7 +115,41 @@ int register_hang_source(int signo, std::function<std::string()> source) {
   }
   const int id = w.next_id++;
   w.sources.emplace(id, std::move(source));
+  // ringlet-run sends the signal only to ranks that said this (tools/run/supervisor.cpp).
+  static bool announced = false;
+  const int fd = report_fd.load(std::memory_order_acquire);
+  if (!announced && fd >= 0 && w.signo == signo) {
+    announced = true;
+    static constexpr char kOn[] = "hang reports: on\n";
+    [[maybe_unused]] ssize_t n = ::write(fd, kOn, sizeof kOn - 1);
+  }
   return id;
+}
+
+void set_hang_report_fd(int fd) noexcept {
+  if (fd < 0 || report_fd_set.exchange(true)) return;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
+    RINGLET_LOG(warn, "RINGLET_REPORT_FD=", fd, " is not a pipe; hang reports go to the log only");
+    return;
+  }
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  report_fd.store(fd, std::memory_order_release);
+}
+
+void emit_hang_report(const std::string& line) noexcept {
+  try {
+    log::write(log::Level::warn, line);
+    const int fd = report_fd.load(std::memory_order_acquire);
+    if (fd < 0) return;
+    // One write of at most PIPE_BUF bytes is atomic: reports of several threads never mix.
+    std::string out = line.substr(0, PIPE_BUF - 1) + "\n";
+    [[maybe_unused]] ssize_t n = ::write(fd, out.data(), out.size());
+  } catch (...) {
+    // Out of memory: the report is lost, the job goes on.
+  }
 }
 
 void unregister_hang_source(int id) noexcept {

@@ -37,6 +37,18 @@ std::string format_hang_report(const HangSnapshot& s);
 // process, on the first registration with signo > 0. Returns a registration id, or 0 when
 // signo <= 0; unregister_hang_source(id) blocks until a report in progress is done.
 int register_hang_source(int signo, std::function<std::string()> source);
+
+// RINGLET_REPORT_FD (set by ringlet-run for local and namespaced ranks): the write end of a
+// pipe that ringlet-run reads, so that it can diagnose a hang whether or not it tags the
+// ranks' output. Once per process (a later call is ignored); an fd that is not a pipe is
+// ignored with a warning. The fd is made non-blocking and close-on-exec. Once the signal
+// handler is installed, "hang reports: on" is written to it: ringlet-run signals only the
+// ranks that said so.
+void set_hang_report_fd(int fd) noexcept;
+
+// Logs one hang report at WARN and writes it to the report fd, if any (one write of one
+// line; a full pipe drops it, never blocks).
+void emit_hang_report(const std::string& line) noexcept;
 void unregister_hang_source(int id) noexcept;
 
 }  // namespace ringlet

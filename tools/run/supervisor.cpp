@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -42,6 +43,8 @@ constexpr auto kDrainLimit = std::chrono::seconds(2);          // output of exit
 constexpr std::size_t kMaxLine = 64 * 1024;                    // longer lines are split
 constexpr int kTagJobId = 1;                                   // mpirun's "[1,rank]" prefix
 constexpr auto kReportWait = std::chrono::milliseconds(1500);  // hang signal -> SIGTERM
+// What a rank's library writes first on its report pipe once its signal handler is in place.
+constexpr std::string_view kReportsOn = "hang reports: on";
 
 std::string plural(long n, std::string_view word) {
   return str_cat(n, " ", word, n == 1 ? "" : "s");
@@ -54,13 +57,15 @@ struct Rank {
   bool exited = false;
   int status = 0;  // 0..255, 128+S when killed by signal S
   int signal = 0;
+  bool reports = false;  // said "hang reports: on" on its report pipe: the signal is handled
 };
 
-// One --tag-output stream: the read end of a rank's stdout or stderr pipe.
+// One stream of a rank: the read end of its stdout or stderr pipe (--tag-output), or of its
+// report pipe (RINGLET_REPORT_FD: hang reports only, read and not echoed).
 struct Stream {
   UniqueFd fd;
   int rank = 0;
-  int out_fd = 1;  // where tagged lines go: 1 or 2
+  int out_fd = 1;  // where tagged lines go: 1 or 2; -1: nowhere (the report pipe)
   std::string prefix;
   std::string pending;  // bytes after the last newline
 };
@@ -135,8 +140,6 @@ bool Supervisor::spawn(int r) {
   std::vector<char*> argv, envp;
   for (auto& a : argvs_[static_cast<std::size_t>(r)]) argv.push_back(a.data());
   argv.push_back(nullptr);
-  for (auto& e : envs_[static_cast<std::size_t>(r)]) envp.push_back(e.data());
-  envp.push_back(nullptr);
 
   auto make_pipe = [](UniqueFd& rd, UniqueFd& wr) {
     int fds[2];
@@ -148,10 +151,24 @@ bool Supervisor::spawn(int r) {
     wr.reset(fds[1]);
     return true;
   };
-  UniqueFd out_rd, out_wr, err_rd, err_wr, exec_rd, exec_wr;
+  UniqueFd out_rd, out_wr, err_rd, err_wr, exec_rd, exec_wr, rep_rd, rep_wr;
   if (opts_.tag_output && (!make_pipe(out_rd, out_wr) || !make_pipe(err_rd, err_wr))) {
     return false;
   }
+  // Untagged output goes straight to our terminal, so hang reports come through a pipe of
+  // their own, named to the rank by RINGLET_REPORT_FD (not for ssh: an fd does not cross it;
+  // there --tag-output lets the diagnosis read them).
+  // A RINGLET_REPORT_FD of our own (ringlet-run under ringlet-run) is never passed on.
+  const bool report_pipe = !opts_.tag_output && opts_.mode != LaunchMode::ssh;
+  auto& env = envs_[static_cast<std::size_t>(r)];
+  std::erase_if(env, [](const std::string& e) { return e.starts_with("RINGLET_REPORT_FD="); });
+  if (report_pipe) {
+    if (!make_pipe(rep_rd, rep_wr)) return false;
+    env.push_back(str_cat("RINGLET_REPORT_FD=", rep_wr.get()));
+  }
+  envp.clear();
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
   // The child reports a failed exec through this pipe; a successful exec closes it.
   if (!make_pipe(exec_rd, exec_wr)) return false;
   // stdin goes to rank 0 only, and only when it is not a terminal: a rank runs in a
@@ -181,6 +198,7 @@ bool Supervisor::spawn(int r) {
       ::dup2(out_wr.get(), 1);
       ::dup2(err_wr.get(), 2);
     }
+    if (report_pipe) ::fcntl(rep_wr.get(), F_SETFD, 0);  // inherited across exec
     if (feed) {
       ::dup2(in_rd.get(), 0);
     } else if (!give_stdin) {
@@ -212,6 +230,14 @@ bool Supervisor::spawn(int r) {
     say(str_cat("rank ", r, ": cannot execute '", argv[0], "': ", std::strerror(err)));
     job_status_ = err == ENOENT ? kExitNotFound : kExitCannotExecute;
     return false;
+  }
+  if (report_pipe) {
+    rep_wr.reset();
+    Stream s;
+    s.fd = std::move(rep_rd);
+    s.rank = r;
+    s.out_fd = -1;
+    streams_.push_back(std::move(s));
   }
   if (opts_.tag_output) {
     for (int k = 0; k < 2; ++k) {
@@ -266,6 +292,12 @@ void Supervisor::on_exit(Rank& rank) {
 void Supervisor::emit(Stream& s, std::string_view line) {
   if (auto report = parse_hang_report(line); report && report->rank == s.rank) {
     reports_[s.rank] = *report;
+  }
+  if (s.out_fd < 0) {
+    if (line.starts_with(kReportsOn)) {
+      for (auto& rank : ranks_) rank.reports = rank.reports || rank.rank == s.rank;
+    }
+    return;
   }
   std::string out;
   out.reserve(s.prefix.size() + line.size() + 1);
@@ -359,11 +391,22 @@ int Supervisor::run() {
     }
     if (job_deadline_ && !terminating_ && !report_deadline_ && now >= *job_deadline_) {
       job_status_ = kExitTimeout;
-      if (opts_.hang_signal > 0 && !streams_.empty()) {
+      // Who is asked for a report: with --tag-output every rank (as it always was); else
+      // the ranks whose library said on its report pipe that it handles the signal (the
+      // signal's default action would kill any other program, or a rank before create()).
+      long asked = 0;
+      for (const auto& rank : ranks_) {
+        asked += !rank.exited && (opts_.tag_output || rank.reports) ? 1 : 0;
+      }
+      if (opts_.hang_signal > 0 && asked > 0) {
         // Each rank logs where it stands (RINGLET_HANG_SIGNAL) before the job ends.
         say(str_cat("job exceeded --timeout ", opts_.timeout_text, " s; asking ",
-                    plural(alive(), "rank"), " for hang reports, then terminating"));
-        kill_all(opts_.hang_signal);
+                    plural(asked, "rank"), " for hang reports, then terminating"));
+        for (const auto& rank : ranks_) {
+          if (!rank.exited && (opts_.tag_output || rank.reports)) {
+            ::kill(-rank.pid, opts_.hang_signal);
+          }
+        }
         report_deadline_ = now + kReportWait;
       } else {
         say(str_cat("job exceeded --timeout ", opts_.timeout_text, " s; terminating ",
