@@ -188,7 +188,14 @@ void Communicator::Impl::disagreement_seen(const Identity& id, Deadline deadline
 void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   // Each rank claims its number: a second process with the same rank (a double launch, a
   // restarted rank while the old one lingers) fails here, instead of reading stale keys.
-  if (store_->add(str_cat("claim/", id.rank), 1) != 1) {
+  // The claim holds a random token, and this rank's records are written as its holder
+  // (publish()): no other process can replace them.
+  {
+    std::random_device rd;
+    for (int i = 0; i < 4; ++i) claim_token_ += str_cat(std::hex, rd());
+  }
+  claim_key_ = str_cat("claim/", id.rank);
+  if (!store_->claim(claim_key_, std::as_bytes(std::span(claim_token_)))) {
     throw Error(ErrorCode::mismatch,
                 str_cat("rank ", id.rank, " claimed twice: another process already joined ",
                         "this job (store keys '", prefix_, "/...') as rank ", id.rank,
@@ -199,7 +206,7 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   if (id.rank == 0) {
     std::random_device rd;
     job_.job_id = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
-    store_->set_string("job", std::to_string(job_.job_id));
+    publish("job", std::to_string(job_.job_id));
   } else {
     job_.job_id = parse_store_number(store_->get_string("job", deadline), "job",
                                      std::numeric_limits<std::uint64_t>::max(), 0);
@@ -208,9 +215,9 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   // settings that must agree (the full text under cfg/<rank>), and its node.
   const std::string settings = agreed_settings(config_);
   const std::string digest = settings_digest(settings);
-  store_->set_string(str_cat("cfg/", id.rank), settings);
-  store_->set_string(str_cat("info/", id.rank),
-                     str_cat(kCollectiveProtocolVersion, " ", id.size, " ", digest, " ", node_id_));
+  publish(str_cat("cfg/", id.rank), settings);
+  publish(str_cat("info/", id.rank),
+          str_cat(kCollectiveProtocolVersion, " ", id.size, " ", digest, " ", node_id_));
   std::vector<std::string> node_ids(static_cast<std::size_t>(id.size));
   for (int r = 0; r < id.size; ++r) {
     const std::string key = str_cat("info/", r);
@@ -263,6 +270,19 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   }
 }
 
+void Communicator::Impl::publish(std::string_view key, std::span<const std::byte> value) {
+  try {
+    store_->set_owned(claim_key_, std::as_bytes(std::span(claim_token_)), key, value);
+  } catch (const Error& e) {
+    if (e.error_code() != ErrorCode::mismatch) throw;
+    throw Error(ErrorCode::mismatch,
+                str_cat("rank ", job_.rank, " cannot publish its record '", key,
+                        "': another process (a duplicate or stale rank ", job_.rank,
+                        ") wrote it first (", e.cause(), "); look for a duplicate launch"),
+                {job_.rank});
+  }
+}
+
 void Communicator::Impl::connect_peers(Deadline deadline) {
   peers_.assign(static_cast<std::size_t>(size()), nullptr);
   if (size() == 1) return;
@@ -271,7 +291,7 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
   transport_ = std::move(net.transport);
   numa_node_ = net.numa_node;
   traits_ = transport_->traits();
-  store_->set(str_cat("addr/", rank()), transport_->local_address());
+  publish(str_cat("addr/", rank()), transport_->local_address());
 
   // Ring neighbours, the partners of recursive doubling, and the inter-node ring of this
   // rank's local index.

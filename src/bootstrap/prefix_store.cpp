@@ -27,6 +27,13 @@ class PrefixStore final : public Store, public detail::StoreWrapper {
     return base_->add(full(key), delta);
   }
   bool remove(std::string_view key) override { return base_->remove(full(key)); }
+  bool claim(std::string_view key, std::span<const std::byte> token) override {
+    return base_->claim(full(key), token);
+  }
+  void set_owned(std::string_view claim_key, std::span<const std::byte> token, std::string_view key,
+                 std::span<const std::byte> value) override {
+    base_->set_owned(full(claim_key), token, full(key), value);
+  }
   void close_idle() override { base_->close_idle(); }
   std::string missing_key_note(std::string_view key) override {
     return base_->missing_key_note(full(key));
@@ -72,6 +79,13 @@ class InterruptibleStore final : public Store, public detail::StoreWrapper {
     return base_->add(key, delta);
   }
   bool remove(std::string_view key) override { return base_->remove(key); }
+  bool claim(std::string_view key, std::span<const std::byte> token) override {
+    return base_->claim(key, token);
+  }
+  void set_owned(std::string_view claim_key, std::span<const std::byte> token, std::string_view key,
+                 std::span<const std::byte> value) override {
+    base_->set_owned(claim_key, token, key, value);
+  }
   void close_idle() override { base_->close_idle(); }
   std::string missing_key_note(std::string_view key) override {
     return base_->missing_key_note(key);

@@ -18,6 +18,9 @@
 
 namespace ringlet::bootstrap {
 
+// The longest claim token (Store::claim).
+inline constexpr std::size_t kMaxClaimTokenBytes = 256;
+
 // Implementations are thread-safe: several threads (ranks of one process in tests) may share
 // one Store. Errors are ringlet::Error: timeout when get() passes its deadline, transport or
 // peer_lost when the store's server cannot be reached.
@@ -34,6 +37,23 @@ class Store {
   virtual std::int64_t add(std::string_view key, std::int64_t delta) = 0;
   // Deletes `key`; returns whether it existed.
   virtual bool remove(std::string_view key) = 0;
+
+  // Claims and owned keys tie a rank's records to the process that claimed the rank, so that
+  // a duplicate or stale rank cannot replace them (review finding 10).
+  //
+  // claim() stores `token` (non-empty, at most kMaxClaimTokenBytes; random per claimant)
+  // under `key` when the key is absent, and returns true; again true when `key` already
+  // holds this claim with this token (a retry), false when it holds anything else. A claim
+  // is permanent: get() reads its token, and nothing may replace or remove it.
+  virtual bool claim(std::string_view key, std::span<const std::byte> token) = 0;
+  // Writes `key` for the holder of claim `claim_key`: only while `claim_key` is a claim that
+  // holds `token`, and only when `key` is absent or already owned by that claim (the
+  // claimant may rewrite it). From then on `key` is owned. Every refusal is
+  // Error(mismatch) naming the keys: an owned write without the claim's token, or over a key
+  // that someone else wrote first, and any set(), add() or remove() of a claim or of an
+  // owned key. get() reads owned keys as any other.
+  virtual void set_owned(std::string_view claim_key, std::span<const std::byte> token,
+                         std::string_view key, std::span<const std::byte> value) = 0;
 
   // Closes the connections this handle keeps for later requests (the TCP store's pool);
   // the next request opens a new one. Called once set-up is done, so that rank 0 does not

@@ -29,6 +29,7 @@
 #include "src/bootstrap/tcp_store_protocol.hpp"
 #include "src/common/socket.hpp"
 #include "src/common/unique_fd.hpp"
+#include "src/communicator.hpp"
 #include "tests/common/raw_socket.hpp"
 
 namespace ringlet::bootstrap {
@@ -221,6 +222,88 @@ TEST_P(StoreTest, ConcurrentAddsFromEightThreadsSumExactly) {
   }
 }
 
+std::span<const std::byte> bytes_of(std::string_view s) { return std::as_bytes(std::span(s)); }
+
+// What Error `call` throws (its code and text); fails the test when it throws none.
+template <class F>
+std::pair<ErrorCode, std::string> error_of(F&& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return {e.error_code(), e.what()};
+  }
+  ADD_FAILURE() << "no Error thrown";
+  return {ErrorCode::invalid_argument, ""};
+}
+
+TEST_P(StoreTest, AClaimIsExclusiveAndItsOwnedKeysRefuseOtherWriters) {
+  // Review finding 10: a rank's records were not tied to the process that claimed the rank.
+  auto other = backend_.peer();  // a duplicate or stale rank
+  EXPECT_TRUE(store_->claim("claim/1", bytes_of("token-a")));
+  EXPECT_TRUE(store_->claim("claim/1", bytes_of("token-a"))) << "a retry of one claim";
+  EXPECT_FALSE(other->claim("claim/1", bytes_of("token-b")));
+  EXPECT_EQ(other->get_string("claim/1", in(1s)), "token-a");
+  store_->set_owned("claim/1", bytes_of("token-a"), "info/1", bytes_of("real"));
+  EXPECT_EQ(other->get_string("info/1", in(1s)), "real");
+
+  // Nothing but the claimant writes the owned key; the claim itself is never replaced.
+  for (auto [code, what] : {
+           error_of([&] { other->set_string("info/1", "forged"); }),
+           error_of([&] {
+             other->set_owned("claim/1", bytes_of("token-b"), "info/1", bytes_of("forged"));
+           }),
+           error_of([&] { other->add("info/1", 1); }),
+           error_of([&] { other->remove("info/1"); }),
+       }) {
+    EXPECT_EQ(code, ErrorCode::mismatch) << what;
+    EXPECT_NE(what.find("info/1'"), std::string::npos) << what;  // prefixed by the prefix store
+    EXPECT_NE(what.find("claim/1'"), std::string::npos) << what;
+  }
+  for (auto [code, what] : {
+           error_of([&] { other->set_string("claim/1", "token-b"); }),
+           error_of([&] { other->remove("claim/1"); }),
+           error_of([&] { other->add("claim/1", 1); }),
+           error_of([&] {
+             store_->set_owned("claim/1", bytes_of("token-a"), "claim/1", bytes_of("x"));
+           }),
+       }) {
+    EXPECT_EQ(code, ErrorCode::mismatch) << what;
+    EXPECT_NE(what.find("claim/1'"), std::string::npos) << what;
+  }
+  EXPECT_EQ(store_->get_string("info/1", in(1s)), "real");
+  EXPECT_EQ(store_->get_string("claim/1", in(1s)), "token-a");
+  // The claimant may rewrite its own key.
+  store_->set_owned("claim/1", bytes_of("token-a"), "info/1", bytes_of("real, again"));
+  EXPECT_EQ(other->get_string("info/1", in(1s)), "real, again");
+
+  // A key someone else wrote first is not taken over silently, and a plain key is no claim.
+  other->set_string("info/2", "early");
+  EXPECT_TRUE(store_->claim("claim/2", bytes_of("token-c")));
+  auto [code, what] = error_of(
+      [&] { store_->set_owned("claim/2", bytes_of("token-c"), "info/2", bytes_of("late")); });
+  EXPECT_EQ(code, ErrorCode::mismatch);
+  EXPECT_NE(what.find("another writer set it before"), std::string::npos) << what;
+  EXPECT_EQ(store_->get_string("info/2", in(1s)), "early");
+  EXPECT_FALSE(store_->claim("info/2", bytes_of("token-c")));
+  EXPECT_EQ(error_of([&] { store_->set_owned("info/2", bytes_of("early"), "x", {}); }).first,
+            ErrorCode::mismatch);
+  EXPECT_EQ(error_of([&] { store_->claim("claim/3", {}); }).first, ErrorCode::invalid_argument);
+  // Plain keys are as before.
+  other->set_string("plain", "1");
+  EXPECT_EQ(store_->add("plain", 1), 2);
+  EXPECT_TRUE(store_->remove("plain"));
+}
+
+TEST_P(StoreTest, AnOwnedWriteWakesAWaitingGet) {
+  ASSERT_TRUE(store_->claim("claim/0", bytes_of("t")));
+  auto peer = backend_.peer();
+  std::jthread writer([this] {
+    std::this_thread::sleep_for(100ms);
+    store_->set_owned("claim/0", bytes_of("t"), "addr/0", bytes_of("here"));
+  });
+  EXPECT_EQ(peer->get_string("addr/0", in(10s)), "here");
+}
+
 INSTANTIATE_TEST_SUITE_P(AllStores, StoreTest,
                          ::testing::Values("hash", "file", "prefix", "tcp4", "tcp6"),
                          [](const auto& info) { return info.param; });
@@ -258,6 +341,76 @@ TEST(FileStoreTest, KeysWithSlashesAndLongKeysAreDistinctFiles) {
   }
   std::filesystem::remove_all(dir);
 }
+
+// ---- A rank's records belong to the process that claimed the rank (review finding 10) ----
+
+class RankRecordTest : public ::testing::TestWithParam<std::string> {};
+
+Options rank_options(int rank) {
+  Options o;
+  o.rank = rank;
+  o.size = 2;
+  o.timeout = std::chrono::seconds(30);
+  return o;
+}
+
+// Rank 0 has published its records and waits for rank 1; a stale or duplicate rank 0 then
+// writes its own over them (plain sets, as any writer could before: a record that says the
+// job has 3 ranks, and another job id). The store refuses both as mismatch, rank 1 reads the
+// real records, and the job runs. Before the fix the sets went through and rank 1 failed:
+// "rank 0 believes the job has 3 ranks".
+TEST_P(RankRecordTest, AStaleRankCannotReplaceARanksRecordsAndADuplicateIsMismatch) {
+  Backend b = make_backend(GetParam());
+  auto stale = b.peer();
+  std::jthread rank0([&b] {
+    try {
+      Communicator comm = ringlet::detail::create_with_store(rank_options(0), b.store);
+      std::vector<float> v{1.0f, 10.0f};
+      comm.allreduce(std::span<float>(v), ReduceOp::sum);
+      EXPECT_EQ(v, (std::vector<float>{3.0f, 30.0f}));
+      comm.barrier();  // rank 1's duplicate below has failed
+    } catch (const Error& e) {
+      ADD_FAILURE() << "rank 0: " << e.what();
+    }
+  });
+  const std::string info = stale->get_string("c/info/0", in(20s));
+  const std::string job = stale->get_string("c/job", in(1s));
+  for (auto [key, forged] :
+       {std::pair{"c/info/0", "1 3 digest other-node"}, std::pair{"c/job", "12345"}}) {
+    auto [code, what] = error_of([&] { stale->set_string(key, forged); });
+    EXPECT_EQ(code, ErrorCode::mismatch) << key << ": " << what;
+    EXPECT_NE(what.find("c/claim/0"), std::string::npos) << what;
+  }
+  EXPECT_EQ(stale->get_string("c/info/0", in(1s)), info);
+  EXPECT_EQ(stale->get_string("c/job", in(1s)), job);
+  try {
+    Communicator comm = ringlet::detail::create_with_store(rank_options(1), b.peer());
+    std::vector<float> v{2.0f, 20.0f};
+    comm.allreduce(std::span<float>(v), ReduceOp::sum);
+    EXPECT_EQ(v, (std::vector<float>{3.0f, 30.0f}));
+    // A duplicate rank 1 that goes through create() fails at its claim, at once, and leaves
+    // the real rank 1's records as they were.
+    const std::string info1 = stale->get_string("c/info/1", in(1s));
+    const auto start = Clock::now();
+    auto [code, what] =
+        error_of([&] { ringlet::detail::create_with_store(rank_options(1), b.peer()); });
+    EXPECT_EQ(code, ErrorCode::mismatch) << what;
+    EXPECT_NE(what.find("rank 1 claimed twice"), std::string::npos) << what;
+    EXPECT_LT(Clock::now() - start, 10s);
+    EXPECT_EQ(stale->get_string("c/info/1", in(1s)), info1);
+    comm.barrier();
+  } catch (const Error& e) {
+    ADD_FAILURE() << "rank 1: " << e.what();
+  }
+  rank0.join();
+  stale.reset();
+  std::string dir = b.dir;
+  b = {};
+  if (!dir.empty()) std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, RankRecordTest, ::testing::Values("hash", "file", "tcp4"),
+                         [](const auto& info) { return info.param; });
 
 // ---- TCP-specific -----------------------------------------------------------------------
 
