@@ -164,8 +164,9 @@ Record decode_record(std::string_view key, const std::string& path,
 // Holds no state beyond the directory: every operation goes to the file system, so several
 // processes (and threads) may use one directory. Every write (set, add, remove, claim,
 // set_owned) holds an flock on the key's lock file, which excludes other processes and other
-// threads alike (each opens its own file description); get() reads without one, since a
-// key's file is only ever replaced whole (rename).
+// threads alike (each opens its own file description), and removes that file when it is
+// done; get() reads without one, since a key's file is only ever replaced whole (rename).
+// What the store leaves in the directory is the keys' files only.
 class FileStore final : public Store {
  public:
   explicit FileStore(std::string directory) : dir_(std::move(directory)) {
@@ -187,7 +188,7 @@ class FileStore final : public Store {
 
   void set(std::string_view key, std::span<const std::byte> value) override {
     const std::string name = file_name_of(key);
-    UniqueFd lock = lock_key(name);
+    const auto lock = lock_key(name);
     refuse_if_owned("set", key, name);
     write_atomically(name, encode_record(value, nullptr, false));
   }
@@ -211,7 +212,7 @@ class FileStore final : public Store {
 
   std::int64_t add(std::string_view key, std::int64_t delta) override {
     const std::string name = file_name_of(key);
-    UniqueFd lock = lock_key(name);
+    const auto lock = lock_key(name);
     std::int64_t old = 0;
     if (auto r = read_record(key, name)) {
       if (r->owner)
@@ -234,7 +235,7 @@ class FileStore final : public Store {
 
   bool remove(std::string_view key) override {
     const std::string name = file_name_of(key);
-    UniqueFd lock = lock_key(name);
+    const auto lock = lock_key(name);
     refuse_if_owned("remove", key, name);
     const std::string path = path_of(name);
     if (::unlink(path.c_str()) == 0) return true;
@@ -245,7 +246,7 @@ class FileStore final : public Store {
   bool claim(std::string_view key, std::span<const std::byte> token) override {
     detail::check_claim_token(token);
     const std::string name = file_name_of(key);
-    UniqueFd lock = lock_key(name);
+    const auto lock = lock_key(name);
     const std::optional<Record> r = read_record(key, name);
     if (!detail::claim_granted(key, token, r.has_value(), r && r->owner ? &*r->owner : nullptr)) {
       return false;
@@ -262,7 +263,7 @@ class FileStore final : public Store {
     // A claim, once made, never changes: it is read without its lock.
     const std::optional<Record> claim = read_record(claim_key, file_name_of(claim_key));
     const std::string name = file_name_of(key);
-    UniqueFd lock = lock_key(name);
+    const auto lock = lock_key(name);
     const std::optional<Record> r = read_record(key, name);
     std::string why = detail::owned_write_refusal(
         claim_key, token, claim && claim->owner ? &*claim->owner : nullptr, key, r.has_value(),
@@ -296,15 +297,49 @@ class FileStore final : public Store {
     }
   }
 
-  UniqueFd lock_key(const std::string& name) const {
-    std::string path = path_of(str_cat(".lock.", name));
-    UniqueFd fd(ringlet::detail::retry_eintr(
-        [&] { return ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600); }));
-    if (!fd) ringlet::detail::throw_errno(str_cat("file store: cannot open lock file ", path));
-    if (ringlet::detail::retry_eintr([&] { return ::flock(fd.get(), LOCK_EX); }) != 0) {
-      ringlet::detail::throw_errno(str_cat("file store: cannot lock ", path));
+  // The lock of one key: an flock on `.lock.<name>`, whose holder unlinks the file before it
+  // lets go, so that no lock file outlives its use (review L10). A waiter may then get the
+  // lock of a file that was unlinked meanwhile (and perhaps created again by a third
+  // process, which locked the new file): once it holds the lock it checks that the path
+  // still names the file it locked, and starts again if not. Only a holder unlinks the path,
+  // so while it holds the lock the path names its file, and two holders of one key's lock
+  // never coexist: no add() or set() is lost. (A process killed while it holds the lock
+  // leaves the file behind; the next write of that key takes it over and removes it.)
+  class KeyLock {
+   public:
+    KeyLock(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+    KeyLock(const KeyLock&) = delete;
+    KeyLock& operator=(const KeyLock&) = delete;
+    ~KeyLock() { ::unlink(path_.c_str()); }  // then fd_ closes, which releases the lock
+
+   private:
+    std::string path_;
+    UniqueFd fd_;
+  };
+
+  [[nodiscard]] KeyLock lock_key(const std::string& name) const {
+    const std::string path = path_of(str_cat(".lock.", name));
+    for (;;) {
+      UniqueFd fd(ringlet::detail::retry_eintr(
+          [&] { return ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600); }));
+      if (!fd) ringlet::detail::throw_errno(str_cat("file store: cannot open lock file ", path));
+      if (ringlet::detail::retry_eintr([&] { return ::flock(fd.get(), LOCK_EX); }) != 0) {
+        ringlet::detail::throw_errno(str_cat("file store: cannot lock ", path));
+      }
+      struct stat held {};
+      struct stat named {};
+      if (::fstat(fd.get(), &held) != 0) {
+        ringlet::detail::throw_errno(str_cat("file store: cannot stat lock file ", path));
+      }
+      if (::lstat(path.c_str(), &named) == 0) {
+        if (named.st_dev == held.st_dev && named.st_ino == held.st_ino) {
+          return KeyLock(path, std::move(fd));  // not copied: a prvalue
+        }
+      } else if (errno != ENOENT) {
+        ringlet::detail::throw_errno(str_cat("file store: cannot stat lock file ", path));
+      }
+      // The holder before us unlinked this file: its lock protects nothing any more.
     }
-    return fd;  // closing the descriptor releases the lock
   }
 
   void write_atomically(const std::string& name, std::span<const std::byte> value) const {

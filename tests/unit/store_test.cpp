@@ -942,6 +942,68 @@ TEST(TcpStoreRobustTest, TheDescriptorSoftLimitIsRaisedToTheHardLimit) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+// The names in `dir` that are not keys' files (which start with 'k').
+std::vector<std::string> non_key_files(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::string name = entry.path().filename().string();
+    if (name.empty() || name[0] != 'k') out.push_back(name);
+  }
+  return out;
+}
+
+TEST(FileStoreTest, NoLockFileOutlivesAJobAndConcurrentAddsStayExact) {
+  // Review L10: every key written by add() or remove() left a .lock.<key> file behind.
+  const std::string dir = temp_dir();
+  constexpr int kProcesses = 3;
+  constexpr int kAdds = 150;
+  {
+    auto store = make_file_store(dir);
+    // A 2-rank job over the store (claims, owned records, counters, removals of shm keys).
+    {
+      std::jthread rank1([&] {
+        Communicator comm = ringlet::detail::create_with_store(rank_options(1), store);
+        comm.barrier();
+      });
+      Communicator comm = ringlet::detail::create_with_store(rank_options(0), store);
+      comm.barrier();
+    }
+    // Processes and threads that add to one counter and write and remove keys at once.
+    std::vector<pid_t> children;
+    for (int p = 0; p < kProcesses; ++p) {
+      pid_t pid = ::fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        int code = 0;
+        try {
+          auto mine = make_file_store(dir);
+          for (int i = 0; i < kAdds; ++i) {
+            mine->add("sum", 1);
+            mine->set_string("scratch", std::to_string(i));
+            mine->remove("scratch");
+          }
+        } catch (...) {
+          code = 3;
+        }
+        std::_Exit(code);
+      }
+      children.push_back(pid);
+    }
+    for (int i = 0; i < kAdds; ++i) store->add("sum", 1);
+    for (pid_t pid : children) {
+      int status = 0;
+      ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+      ASSERT_TRUE(WIFEXITED(status));
+      EXPECT_EQ(WEXITSTATUS(status), 0);
+    }
+    EXPECT_EQ(store->add("sum", 0), (kProcesses + 1) * kAdds);
+  }
+  // The store objects are gone: only the keys' files remain.
+  const std::vector<std::string> left = non_key_files(dir);
+  EXPECT_TRUE(left.empty()) << left.size() << " files left, the first " << left.front();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(FileStoreTest, RefusesAWorldWritableDirectoryAndPlantedSymlinks) {
   // Review L10: temp and lock files followed symlinks; any directory was accepted.
   const std::string dir = temp_dir();
