@@ -23,6 +23,7 @@
 #include <random>
 #include <set>
 #include <stop_token>
+#include <system_error>
 #include <thread>
 
 #include "include/ringlet/ringlet.hpp"
@@ -683,6 +684,41 @@ TEST(TcpStoreTest, LostServerGivesPeerLost) {
 
 // --- Robustness (issue 17): bounds, exceptions, idle clients, descriptors --------------
 
+// Runs `body` in a forked child, which exits with what `body` returns (3 when it throws);
+// returns the child's pid. Wait for it with wait_child().
+pid_t fork_child(const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+  if (pid == 0) {
+    int code = 3;
+    try {
+      code = body();
+    } catch (...) {
+    }
+    std::_Exit(code);
+  }
+  return pid;
+}
+
+// Waits for the child `pid`; returns its exit code. A child that a signal killed fails the
+// test, naming the signal, and gives 128 + the signal.
+int wait_child(pid_t pid) {
+  int status = 0;
+  pid_t got;
+  do {
+    got = ::waitpid(pid, &status, 0);
+  } while (got < 0 && errno == EINTR);
+  if (got != pid) {
+    ADD_FAILURE() << "waitpid(" << pid << "): " << std::strerror(errno);
+    return -1;
+  }
+  if (!WIFEXITED(status)) {
+    ADD_FAILURE() << "the child died of signal " << WTERMSIG(status);
+    return 128 + WTERMSIG(status);
+  }
+  return WEXITSTATUS(status);
+}
+
 std::array<std::byte, detail::kFrameHeaderBytes + 3> get_frame(const char* key3) {
   std::array<std::byte, detail::kFrameHeaderBytes + 3> get{};
   get[0] = static_cast<std::byte>(detail::StoreOp::get);
@@ -792,52 +828,41 @@ TEST(TcpStoreRobustTest, AnOutOfMemoryServerDropsTheClientAndKeepsServing) {
   // Review finding 3: bad_alloc on the server thread called std::terminate (rank 0 died).
   // In a child, under an address-space limit, one client stores 16 MiB values until
   // something fails; the server must survive and answer a new client.
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    int code = 0;
-    try {
-      TcpStoreOptions o = topts("127.0.0.1", 0, true, in(5s));
-      o.limits.max_bytes = std::size_t{1} << 40;  // no budget: let memory run out
-      auto server = make_tcp_store(o);
-      const int port = tcp_store_port(*server);
-      rlimit as{};
-      ::getrlimit(RLIMIT_AS, &as);
-      long vm_kib = 0;
-      if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
-        char line[256];
-        while (std::fgets(line, sizeof line, f) != nullptr) {
-          if (std::strncmp(line, "VmSize:", 7) == 0) vm_kib = std::strtol(line + 7, nullptr, 10);
-        }
-        std::fclose(f);
+  const pid_t pid = fork_child([] {
+    TcpStoreOptions o = topts("127.0.0.1", 0, true, in(5s));
+    o.limits.max_bytes = std::size_t{1} << 40;  // no budget: let memory run out
+    auto server = make_tcp_store(o);
+    const int port = tcp_store_port(*server);
+    rlimit as{};
+    ::getrlimit(RLIMIT_AS, &as);
+    long vm_kib = 0;
+    if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+      char line[256];
+      while (std::fgets(line, sizeof line, f) != nullptr) {
+        if (std::strncmp(line, "VmSize:", 7) == 0) vm_kib = std::strtol(line + 7, nullptr, 10);
       }
-      as.rlim_cur = static_cast<rlim_t>(vm_kib) * 1024 + (std::size_t{400} << 20);
-      ::setrlimit(RLIMIT_AS, &as);
-      bool failed = false;
-      {
-        std::vector<std::byte> v(16 << 20, std::byte{3});
-        auto client = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
-        for (int i = 0; i < 64 && !failed; ++i) {
-          try {
-            client->set("k" + std::to_string(i), v);
-          } catch (...) {
-            failed = true;
-          }
-        }
-      }
-      as.rlim_cur = as.rlim_max;
-      ::setrlimit(RLIMIT_AS, &as);
-      auto fresh = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
-      code = failed && fresh->get("k0", in(5s)).size() == (16 << 20) ? 0 : 2;
-    } catch (...) {
-      code = 3;
+      std::fclose(f);
     }
-    std::_Exit(code);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 0);
+    as.rlim_cur = static_cast<rlim_t>(vm_kib) * 1024 + (std::size_t{400} << 20);
+    ::setrlimit(RLIMIT_AS, &as);
+    bool failed = false;
+    {
+      std::vector<std::byte> v(16 << 20, std::byte{3});
+      auto client = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
+      for (int i = 0; i < 64 && !failed; ++i) {
+        try {
+          client->set("k" + std::to_string(i), v);
+        } catch (...) {
+          failed = true;
+        }
+      }
+    }
+    as.rlim_cur = as.rlim_max;
+    ::setrlimit(RLIMIT_AS, &as);
+    auto fresh = make_tcp_store(topts("127.0.0.1", port, false, in(5s)));
+    return failed && fresh->get("k0", in(5s)).size() == (16 << 20) ? 0 : 2;
+  });
+  EXPECT_EQ(wait_child(pid), 0);
 }
 
 TEST(TcpStoreRobustTest, OutOfDescriptorsTheServerBacksOffInsteadOfSpinning) {
@@ -846,51 +871,41 @@ TEST(TcpStoreRobustTest, OutOfDescriptorsTheServerBacksOffInsteadOfSpinning) {
   int go[2];
   ASSERT_EQ(::pipe(ready), 0);
   ASSERT_EQ(::pipe(go), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    int code = 0;
-    try {
-      auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
-      int port = tcp_store_port(*server);
-      // Room for a few more descriptors only.
-      int highest = ::dup(0);
-      ::close(highest);
-      rlimit nofile{};
-      ::getrlimit(RLIMIT_NOFILE, &nofile);
-      nofile.rlim_cur = static_cast<rlim_t>(highest + 4);
-      ::setrlimit(RLIMIT_NOFILE, &nofile);
-      [[maybe_unused]] auto w = ::write(ready[1], &port, sizeof port);
-      char c;
-      [[maybe_unused]] auto r = ::read(go[0], &c, 1);  // the parent has flooded the listener
-      rusage a{}, b{};
-      ::getrusage(RUSAGE_SELF, &a);
-      std::this_thread::sleep_for(1s);
-      ::getrusage(RUSAGE_SELF, &b);
-      auto cpu = [](const rusage& u) {
-        return u.ru_utime.tv_sec + u.ru_stime.tv_sec +
-               (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-      };
-      code = cpu(b) - cpu(a) < 0.3 ? 0 : 2;
-    } catch (...) {
-      code = 3;
-    }
-    std::_Exit(code);
-  }
+  const pid_t pid = fork_child([&ready, &go] {
+    auto server = make_tcp_store(topts("127.0.0.1", 0, true, in(5s)));
+    int port = tcp_store_port(*server);
+    // Room for a few more descriptors only.
+    int highest = ::dup(0);
+    ::close(highest);
+    rlimit nofile{};
+    ::getrlimit(RLIMIT_NOFILE, &nofile);
+    nofile.rlim_cur = static_cast<rlim_t>(highest + 4);
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+    [[maybe_unused]] auto w = ::write(ready[1], &port, sizeof port);
+    char c;
+    [[maybe_unused]] auto r = ::read(go[0], &c, 1);  // the parent has flooded the listener
+    rusage a{}, b{};
+    ::getrusage(RUSAGE_SELF, &a);
+    std::this_thread::sleep_for(1s);
+    ::getrusage(RUSAGE_SELF, &b);
+    auto cpu = [](const rusage& u) {
+      return u.ru_utime.tv_sec + u.ru_stime.tv_sec +
+             (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+    };
+    return cpu(b) - cpu(a) < 0.3 ? 0 : 2;
+  });
   int port = 0;
   ASSERT_EQ(::read(ready[0], &port, sizeof port), static_cast<ssize_t>(sizeof port));
   std::vector<UniqueFd> flood;
   for (int i = 0; i < 32; ++i) flood.push_back(test::dial_loopback(port));
   std::this_thread::sleep_for(200ms);
   ASSERT_EQ(::write(go[1], "g", 1), 1);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  const int code = wait_child(pid);
   ::close(ready[0]);
   ::close(ready[1]);
   ::close(go[0]);
   ::close(go[1]);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "the server used more than 0.3 s of CPU in 1 s idle";
+  EXPECT_EQ(code, 0) << "the server used more than 0.3 s of CPU in 1 s idle";
 }
 
 TEST(TcpStoreRobustTest, AHandshakeThatEndsByEofIsRetriedWithinTheDeadline) {
@@ -922,24 +937,19 @@ TEST(TcpStoreRobustTest, AHandshakeThatEndsByEofIsRetriedWithinTheDeadline) {
 
 TEST(TcpStoreRobustTest, TheDescriptorSoftLimitIsRaisedToTheHardLimit) {
   // Review finding 4: nothing raised RLIMIT_NOFILE; about 1000 ranks hit EMFILE at rank 0.
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
+  const int code = wait_child(fork_child([] {
     rlimit r{};
     ::getrlimit(RLIMIT_NOFILE, &r);
-    if (r.rlim_max <= 256) std::_Exit(77);
+    if (r.rlim_max <= 256) return 77;
     r.rlim_cur = 256;
     ::setrlimit(RLIMIT_NOFILE, &r);
     net::raise_descriptor_limit();
     rlimit now{};
     ::getrlimit(RLIMIT_NOFILE, &now);
-    std::_Exit(now.rlim_cur == r.rlim_max ? 0 : 1);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "hard limit too low to test";
-  EXPECT_EQ(WEXITSTATUS(status), 0);
+    return now.rlim_cur == r.rlim_max ? 0 : 1;
+  }));
+  if (code == 77) GTEST_SKIP() << "hard limit too low to test";
+  EXPECT_EQ(code, 0);
 }
 
 // The names in `dir` that are not keys' files (which start with 'k').
@@ -971,31 +981,18 @@ TEST(FileStoreTest, NoLockFileOutlivesAJobAndConcurrentAddsStayExact) {
     // Processes and threads that add to one counter and write and remove keys at once.
     std::vector<pid_t> children;
     for (int p = 0; p < kProcesses; ++p) {
-      pid_t pid = ::fork();
-      ASSERT_GE(pid, 0);
-      if (pid == 0) {
-        int code = 0;
-        try {
-          auto mine = make_file_store(dir);
-          for (int i = 0; i < kAdds; ++i) {
-            mine->add("sum", 1);
-            mine->set_string("scratch", std::to_string(i));
-            mine->remove("scratch");
-          }
-        } catch (...) {
-          code = 3;
+      children.push_back(fork_child([&dir] {
+        auto mine = make_file_store(dir);
+        for (int i = 0; i < kAdds; ++i) {
+          mine->add("sum", 1);
+          mine->set_string("scratch", std::to_string(i));
+          mine->remove("scratch");
         }
-        std::_Exit(code);
-      }
-      children.push_back(pid);
+        return 0;
+      }));
     }
     for (int i = 0; i < kAdds; ++i) store->add("sum", 1);
-    for (pid_t pid : children) {
-      int status = 0;
-      ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-      ASSERT_TRUE(WIFEXITED(status));
-      EXPECT_EQ(WEXITSTATUS(status), 0);
-    }
+    for (pid_t pid : children) EXPECT_EQ(wait_child(pid), 0);
     EXPECT_EQ(store->add("sum", 0), (kProcesses + 1) * kAdds);
   }
   // The store objects are gone: only the keys' files remain.
