@@ -80,8 +80,12 @@ Communicator::Impl::Impl(const Identity& id, const Config& config,
   job_.size = id.size;
   job_.abort_flag = &aborted_;
   // Every set-up wait polls aborted_ (the transport's and the local group's at least every
-  // 100 ms, the store's between 200 ms slices), so setting it is enough to interrupt them.
-  std::stop_callback on_stop(stop, [this] { aborted_.store(true, std::memory_order_release); });
+  // 100 ms), so setting it is enough to interrupt them; a store wait ends at once on
+  // store_stop_.
+  std::stop_callback on_stop(stop, [this] {
+    aborted_.store(true, std::memory_order_release);
+    store_stop_.request_stop();
+  });
   try {
     set_up(id);
   } catch (const Error& e) {
@@ -106,7 +110,8 @@ Communicator::Impl::Impl(const Identity& id, const Config& config,
 
 void Communicator::Impl::set_up(const Identity& id) {
   store_ = bootstrap::make_interruptible_store(
-      bootstrap::make_prefix_store(prefix_, base_store_), [this, rank = id.rank] {
+      bootstrap::make_prefix_store(prefix_, base_store_),
+      [this, rank = id.rank] {
         if (aborted_.load(std::memory_order_acquire)) {
           throw Error(ErrorCode::aborted,
                       str_cat("rank ", rank,
@@ -114,7 +119,8 @@ void Communicator::Impl::set_up(const Identity& id) {
                               "in the rendezvous store"),
                       {rank});
         }
-      });
+      },
+      store_stop_.get_token());
   if (node_id_.empty()) node_id_ = bootstrap::detect_node_identity();
 
   const Deadline deadline = Clock::now() + config_.timeout;
@@ -1309,6 +1315,7 @@ std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {
 void Communicator::Impl::abort() noexcept {
   aborted_.store(true, std::memory_order_release);
   abort_source_.request_stop();
+  store_stop_.request_stop();
   if (transport_) transport_->interrupt();
   if (local_) local_->interrupt();
 }

@@ -250,6 +250,7 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   std::uint64_t seq_ = 0;
   std::atomic<bool> aborted_{false};
   std::stop_source abort_source_;  // stopped by abort(): interrupts a child's set-up
+  std::stop_source store_stop_;    // stopped by abort() and the set-up's stop: ends store waits
   std::mutex fail_mutex_;          // guards propagated_ and abort_reason_ (engine and caller)
   bool propagated_ = false;        // the failure has been reported to the peers
   std::string abort_reason_;

@@ -194,11 +194,21 @@ class FileStore final : public Store {
   }
 
   std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
+    return get_interruptible(key, deadline, {});
+  }
+
+  // Polls, every 20 ms at most, and looks at `stop` each time.
+  std::vector<std::byte> get_interruptible(std::string_view key, Deadline deadline,
+                                           const std::stop_token& stop) override {
     const auto start = Clock::now();
     const std::string path = path_of(file_name_of(key));
     auto pause = std::chrono::milliseconds(1);
     for (;;) {
       if (auto v = read_file(path)) return decode_record(key, path, *v).value;
+      if (stop.stop_requested()) {
+        throw Error(ErrorCode::aborted,
+                    str_cat("store: the wait for key '", key, "' was interrupted"));
+      }
       auto now = Clock::now();
       if (now >= deadline) {
         auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - start).count();

@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <stop_token>
 
 #include "src/bootstrap/store.hpp"
 #include "src/bootstrap/store_value.hpp"
@@ -55,11 +56,26 @@ class HashStore final : public Store {
   }
 
   std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
+    return get_interruptible(key, deadline, {});
+  }
+
+  std::vector<std::byte> get_interruptible(std::string_view key, Deadline deadline,
+                                           const std::stop_token& stop) override {
     const auto start = Clock::now();
+    // A stop wakes the wait at once (taking the mutex, so that no notify falls between the
+    // check below and the wait).
+    std::stop_callback wake(stop, [this] {
+      std::lock_guard lock(mutex_);
+      changed_.notify_all();
+    });
     std::unique_lock lock(mutex_);
     for (;;) {
       auto it = data_.find(key);
       if (it != data_.end()) return it->second;
+      if (stop.stop_requested()) {
+        throw Error(ErrorCode::aborted,
+                    str_cat("store: the wait for key '", key, "' was interrupted"));
+      }
       if (changed_.wait_until(lock, deadline) == std::cv_status::timeout &&
           data_.find(key) == data_.end()) {
         auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - start).count();

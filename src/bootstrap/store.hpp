@@ -55,6 +55,13 @@ class Store {
   virtual void set_owned(std::string_view claim_key, std::span<const std::byte> token,
                          std::string_view key, std::span<const std::byte> value) = 0;
 
+  // get() that also ends when `stop` is requested: Error(aborted) "store: the wait for key
+  // 'K' was interrupted". This default waits in slices of at most 200 ms and looks at `stop`
+  // between them; the TCP and hash stores wake at once (the TCP store's one request waits
+  // on its socket and an eventfd that the stop writes).
+  virtual std::vector<std::byte> get_interruptible(std::string_view key, Deadline deadline,
+                                                   const std::stop_token& stop);
+
   // Closes the connections this handle keeps for later requests (the TCP store's pool);
   // the next request opens a new one. Called once set-up is done, so that rank 0 does not
   // hold one descriptor per rank for the life of the job.
@@ -78,11 +85,13 @@ std::shared_ptr<Store> make_file_store(const std::string& directory);
 // Gives each communicator its own key space: every key is prefixed by `prefix` + "/".
 std::shared_ptr<Store> make_prefix_store(std::string prefix, std::shared_ptr<Store> base);
 
-// A store whose get() waits in slices of at most 200 ms and calls `check` between them, so
-// that an abort (check throws) interrupts a wait for a key that never comes. At the
-// deadline it throws Error(timeout) "store: key 'K' not set within N ms".
+// A store whose get() a stop interrupts: it calls `check` (which throws the caller's error,
+// an abort's), then waits in base->get_interruptible(key, deadline, stop), and calls `check`
+// again when `stop` ended the wait (a stop that `check` lets pass is the base's
+// Error(aborted)). At the deadline get() throws Error(timeout) "store: key 'K' not set
+// within N ms".
 std::shared_ptr<Store> make_interruptible_store(std::shared_ptr<Store> base,
-                                                std::function<void()> check);
+                                                std::function<void()> check, std::stop_token stop);
 
 // The TCP store. Rank 0 serves it (is_server) on host:port, all ranks (rank 0 included)
 // are clients. The server runs on its own thread for the life of the returned object,

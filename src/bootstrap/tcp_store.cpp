@@ -18,7 +18,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
+#include <stop_token>
 #include <thread>
 #include <unordered_map>
 
@@ -1142,12 +1144,32 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   }
 
   std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
+    return get_interruptible(key, deadline, {});
+  }
+
+  // One request, whatever the wait: the reply, the deadline and a stop are waited for
+  // together (a stop writes to an eventfd polled with the socket), and the two last withdraw
+  // the request with cancel.
+  std::vector<std::byte> get_interruptible(std::string_view key, Deadline deadline,
+                                           const std::stop_token& stop) override {
     const auto start = Clock::now();
     std::vector<std::byte> frame = request_frame(StoreOp::get, key, {});
+    UniqueFd wake;
+    if (stop.stop_possible()) {
+      wake = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+      if (!wake) ringlet::detail::throw_errno("tcp store: eventfd");
+    }
+    auto poke = [fd = wake.get()] {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
+    };
+    std::optional<std::stop_callback<decltype(poke)>> on_stop;  // destroyed before `wake`
+    if (wake) on_stop.emplace(stop, poke);
     Conn conn = acquire();
     send_frame(conn, frame, Clock::now() + kRequestTimeout, where_);
     Reply r;
-    if (wait_fd(conn.fd.get(), POLLIN, deadline)) {
+    const Woken woken = wait_reply(conn.fd.get(), wake.get(), deadline);
+    if (woken == Woken::reply) {
       r = read_reply(conn, std::max(deadline, Clock::now() + kCancelGrace), where_);
     } else {
       // Withdraw the pending get; the server answers it with `cancelled`, or has already
@@ -1159,6 +1181,10 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     }
     release(std::move(conn));
     if (r.status == StoreStatus::cancelled) {
+      if (woken == Woken::stop) {
+        throw Error(ErrorCode::aborted,
+                    str_cat("store: the wait for key '", key, "' was interrupted"));
+      }
       auto ms = std::chrono::duration_cast<milliseconds>(deadline - start).count();
       throw Error(ErrorCode::timeout, str_cat("store: key '", key, "' not set within ",
                                               ms < 0 ? 0 : ms, " ms", auth_failure_note(key)));
@@ -1266,6 +1292,20 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   }
 
   static constexpr auto kAuthNoteGrace = std::chrono::milliseconds(500);
+
+  enum class Woken { reply, deadline, stop };
+  // Waits until `fd` is readable (the reply), `wake` (an eventfd; -1: none) is, or the
+  // deadline passes.
+  static Woken wait_reply(int fd, int wake, Deadline deadline) {
+    for (;;) {
+      std::array<pollfd, 2> p{pollfd{fd, POLLIN, 0}, pollfd{wake, POLLIN, 0}};
+      const int rc = ::poll(p.data(), wake >= 0 ? 2 : 1, ms_until(deadline));
+      if (rc < 0 && errno != EINTR) ringlet::detail::throw_errno("tcp store: poll");
+      if (rc > 0 && p[0].revents != 0) return Woken::reply;
+      if (rc > 0 && p[1].revents != 0) return Woken::stop;
+      if (rc == 0 && Clock::now() >= deadline) return Woken::deadline;
+    }
+  }
 
   Reply round_trip(const std::vector<std::byte>& frame) {
     Conn conn = acquire();

@@ -1049,6 +1049,36 @@ TEST(TcpStoreRobustTest, AStopTokenInterruptsTheWaitForRankZerosStore) {
   EXPECT_LT(Clock::now() - start, 300ms + kSlack);
 }
 
+TEST_P(StoreTest, AStopInterruptsAWaitingGetAtOnce) {
+  // The interruptible store waited in 200 ms slices (a get and a cancel each, about 5
+  // requests a second per waiting rank) and saw a stop only at the end of a slice. The stop
+  // comes 210 ms into the wait, just after the first slice ended: it must end the wait
+  // within 100 ms, with the caller's error, and the store stays usable.
+  std::stop_source stop;
+  auto store = make_interruptible_store(
+      store_,
+      [&stop] {
+        if (stop.stop_requested()) throw Error(ErrorCode::aborted, "the caller aborted");
+      },
+      stop.get_token());
+  std::atomic<Clock::rep> stopped_at{0};
+  std::jthread stopper([&] {
+    std::this_thread::sleep_for(210ms);
+    stopped_at = Clock::now().time_since_epoch().count();
+    stop.request_stop();
+  });
+  auto [code, what] = error_of([&] { store->get("never", in(10s)); });
+  const auto took = Clock::now() - Clock::time_point(Clock::duration(stopped_at.load()));
+  EXPECT_EQ(code, ErrorCode::aborted) << what;
+  EXPECT_NE(what.find("the caller aborted"), std::string::npos) << what;
+  EXPECT_LT(took, 100ms) << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                         << " ms after the stop";
+  store_->set_string("never", "now");
+  EXPECT_EQ(store_->get_string("never", in(1s)), "now");
+  EXPECT_EQ(backend_.peer()->get_interruptible("never", in(1s), stop.get_token()).size(), 3u)
+      << "a key that is there is returned even after a stop";
+}
+
 // A single connection attempt whose SYN goes unanswered (here: a listener whose accept queue is
 // full, so the kernel drops the SYN, as for a host or link that is down) was not interruptible:
 // it waited out the deadline of create() before the stop token was looked at.
