@@ -80,8 +80,12 @@ Communicator::Impl::Impl(const Identity& id, const Config& config,
   job_.size = id.size;
   job_.abort_flag = &aborted_;
   // Every set-up wait polls aborted_ (the transport's and the local group's at least every
-  // 100 ms, the store's between 200 ms slices), so setting it is enough to interrupt them.
-  std::stop_callback on_stop(stop, [this] { aborted_.store(true, std::memory_order_release); });
+  // 100 ms), so setting it is enough to interrupt them; a store wait ends at once on
+  // store_stop_.
+  std::stop_callback on_stop(stop, [this] {
+    aborted_.store(true, std::memory_order_release);
+    store_stop_.request_stop();
+  });
   try {
     set_up(id);
   } catch (const Error& e) {
@@ -107,7 +111,8 @@ Communicator::Impl::Impl(const Identity& id, const Config& config,
 
 void Communicator::Impl::set_up(const Identity& id) {
   store_ = bootstrap::make_interruptible_store(
-      bootstrap::make_prefix_store(prefix_, base_store_), [this, rank = id.rank] {
+      bootstrap::make_prefix_store(prefix_, base_store_),
+      [this, rank = id.rank] {
         if (aborted_.load(std::memory_order_acquire)) {
           throw Error(ErrorCode::aborted,
                       str_cat("rank ", rank,
@@ -115,7 +120,8 @@ void Communicator::Impl::set_up(const Identity& id) {
                               "in the rendezvous store"),
                       {rank});
         }
-      });
+      },
+      store_stop_.get_token());
   if (node_id_.empty()) node_id_ = bootstrap::detect_node_identity();
 
   const Deadline deadline = Clock::now() + config_.timeout;
@@ -189,7 +195,14 @@ void Communicator::Impl::disagreement_seen(const Identity& id, Deadline deadline
 void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   // Each rank claims its number: a second process with the same rank (a double launch, a
   // restarted rank while the old one lingers) fails here, instead of reading stale keys.
-  if (store_->add(str_cat("claim/", id.rank), 1) != 1) {
+  // The claim holds a random token, and this rank's records are written as its holder
+  // (publish()): no other process can replace them.
+  {
+    std::random_device rd;
+    for (int i = 0; i < 4; ++i) claim_token_ += str_cat(std::hex, rd());
+  }
+  claim_key_ = str_cat("claim/", id.rank);
+  if (!store_->claim(claim_key_, std::as_bytes(std::span(claim_token_)))) {
     throw Error(ErrorCode::mismatch,
                 str_cat("rank ", id.rank, " claimed twice: another process already joined ",
                         "this job (store keys '", prefix_, "/...') as rank ", id.rank,
@@ -200,7 +213,7 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   if (id.rank == 0) {
     std::random_device rd;
     job_.job_id = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
-    store_->set_string("job", std::to_string(job_.job_id));
+    publish("job", std::to_string(job_.job_id));
   } else {
     job_.job_id = parse_store_number(store_->get_string("job", deadline), "job",
                                      std::numeric_limits<std::uint64_t>::max(), 0);
@@ -209,9 +222,9 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   // settings that must agree (the full text under cfg/<rank>), and its node.
   const std::string settings = agreed_settings(config_);
   const std::string digest = settings_digest(settings);
-  store_->set_string(str_cat("cfg/", id.rank), settings);
-  store_->set_string(str_cat("info/", id.rank),
-                     str_cat(kCollectiveProtocolVersion, " ", id.size, " ", digest, " ", node_id_));
+  publish(str_cat("cfg/", id.rank), settings);
+  publish(str_cat("info/", id.rank),
+          str_cat(kCollectiveProtocolVersion, " ", id.size, " ", digest, " ", node_id_));
   std::vector<std::string> node_ids(static_cast<std::size_t>(id.size));
   for (int r = 0; r < id.size; ++r) {
     const std::string key = str_cat("info/", r);
@@ -264,6 +277,19 @@ void Communicator::Impl::rendezvous(const Identity& id, Deadline deadline) {
   }
 }
 
+void Communicator::Impl::publish(std::string_view key, std::span<const std::byte> value) {
+  try {
+    store_->set_owned(claim_key_, std::as_bytes(std::span(claim_token_)), key, value);
+  } catch (const Error& e) {
+    if (e.error_code() != ErrorCode::mismatch) throw;
+    throw Error(ErrorCode::mismatch,
+                str_cat("rank ", job_.rank, " cannot publish its record '", key,
+                        "': another process (a duplicate or stale rank ", job_.rank,
+                        ") wrote it first (", e.cause(), "); look for a duplicate launch"),
+                {job_.rank});
+  }
+}
+
 void Communicator::Impl::connect_peers(Deadline deadline) {
   peers_.assign(static_cast<std::size_t>(size()), nullptr);
   if (size() == 1) return;
@@ -272,7 +298,7 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
   transport_ = std::move(net.transport);
   numa_node_ = net.numa_node;
   traits_ = transport_->traits();
-  store_->set(str_cat("addr/", rank()), transport_->local_address());
+  publish(str_cat("addr/", rank()), transport_->local_address());
 
   // Ring neighbours, the partners of recursive doubling, and the inter-node ring of this
   // rank's local index.
@@ -1299,6 +1325,7 @@ std::unique_ptr<Communicator::Impl> Communicator::Impl::dup() {
 void Communicator::Impl::abort() noexcept {
   aborted_.store(true, std::memory_order_release);
   abort_source_.request_stop();
+  store_stop_.request_stop();
   if (transport_) transport_->interrupt();
   if (local_) local_->interrupt();
 }

@@ -155,6 +155,13 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   // waits until every rank has (at most 5 s), so that none loses the store first.
   void disagreement_seen(const Identity& id, Deadline deadline) noexcept;
   void connect_peers(Deadline deadline);
+  // Writes one of this rank's records (info/<r>, cfg/<r>, addr/<r>, job) as the holder of
+  // its claim, so that no other process can replace it: a record that another process wrote
+  // first is Error(mismatch) naming this rank.
+  void publish(std::string_view key, std::span<const std::byte> value);
+  void publish(std::string_view key, std::string_view text) {
+    publish(key, std::as_bytes(std::span(text.data(), text.size())));
+  }
   void register_scratch();
   // One collective as a task: fingerprint check, then `body`. Any error aborts the
   // communicator, is reported to the peers, and is thrown with the collective's name.
@@ -237,10 +244,13 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   std::shared_ptr<bootstrap::Store> base_store_;
   std::shared_ptr<bootstrap::Store> store_;  // prefix store of this communicator
   std::string prefix_;
+  std::string claim_key_;    // claim/<rank> in store_
+  std::string claim_token_;  // random: what makes this process the claimant
   int dups_ = 0;
   std::uint64_t seq_ = 0;
   std::atomic<bool> aborted_{false};
   std::stop_source abort_source_;  // stopped by abort(): interrupts a child's set-up
+  std::stop_source store_stop_;    // stopped by abort() and the set-up's stop: ends store waits
   std::mutex fail_mutex_;          // guards propagated_ and abort_reason_ (engine and caller)
   bool propagated_ = false;        // the failure has been reported to the peers
   std::string abort_reason_;

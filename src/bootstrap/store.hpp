@@ -18,6 +18,9 @@
 
 namespace ringlet::bootstrap {
 
+// The longest claim token (Store::claim).
+inline constexpr std::size_t kMaxClaimTokenBytes = 256;
+
 // Implementations are thread-safe: several threads (ranks of one process in tests) may share
 // one Store. Errors are ringlet::Error: timeout when get() passes its deadline, transport or
 // peer_lost when the store's server cannot be reached.
@@ -34,6 +37,30 @@ class Store {
   virtual std::int64_t add(std::string_view key, std::int64_t delta) = 0;
   // Deletes `key`; returns whether it existed.
   virtual bool remove(std::string_view key) = 0;
+
+  // Claims and owned keys tie a rank's records to the process that claimed the rank, so that
+  // a duplicate or stale rank cannot replace them (review finding 10).
+  //
+  // claim() stores `token` (non-empty, at most kMaxClaimTokenBytes; random per claimant)
+  // under `key` when the key is absent, and returns true; again true when `key` already
+  // holds this claim with this token (a retry), false when it holds anything else. A claim
+  // is permanent: get() reads its token, and nothing may replace or remove it.
+  virtual bool claim(std::string_view key, std::span<const std::byte> token) = 0;
+  // Writes `key` for the holder of claim `claim_key`: only while `claim_key` is a claim that
+  // holds `token`, and only when `key` is absent or already owned by that claim (the
+  // claimant may rewrite it). From then on `key` is owned. Every refusal is
+  // Error(mismatch) naming the keys: an owned write without the claim's token, or over a key
+  // that someone else wrote first, and any set(), add() or remove() of a claim or of an
+  // owned key. get() reads owned keys as any other.
+  virtual void set_owned(std::string_view claim_key, std::span<const std::byte> token,
+                         std::string_view key, std::span<const std::byte> value) = 0;
+
+  // get() that also ends when `stop` is requested: Error(aborted) "store: the wait for key
+  // 'K' was interrupted". This default waits in slices of at most 200 ms and looks at `stop`
+  // between them; the TCP and hash stores wake at once (the TCP store's one request waits
+  // on its socket and an eventfd that the stop writes).
+  virtual std::vector<std::byte> get_interruptible(std::string_view key, Deadline deadline,
+                                                   const std::stop_token& stop);
 
   // Closes the connections this handle keeps for later requests (the TCP store's pool);
   // the next request opens a new one. Called once set-up is done, so that rank 0 does not
@@ -58,11 +85,13 @@ std::shared_ptr<Store> make_file_store(const std::string& directory);
 // Gives each communicator its own key space: every key is prefixed by `prefix` + "/".
 std::shared_ptr<Store> make_prefix_store(std::string prefix, std::shared_ptr<Store> base);
 
-// A store whose get() waits in slices of at most 200 ms and calls `check` between them, so
-// that an abort (check throws) interrupts a wait for a key that never comes. At the
-// deadline it throws Error(timeout) "store: key 'K' not set within N ms".
+// A store whose get() a stop interrupts: it calls `check` (which throws the caller's error,
+// an abort's), then waits in base->get_interruptible(key, deadline, stop), and calls `check`
+// again when `stop` ended the wait (a stop that `check` lets pass is the base's
+// Error(aborted)). At the deadline get() throws Error(timeout) "store: key 'K' not set
+// within N ms".
 std::shared_ptr<Store> make_interruptible_store(std::shared_ptr<Store> base,
-                                                std::function<void()> check);
+                                                std::function<void()> check, std::stop_token stop);
 
 // The TCP store. Rank 0 serves it (is_server) on host:port, all ranks (rank 0 included)
 // are clients. The server runs on its own thread for the life of the returned object,

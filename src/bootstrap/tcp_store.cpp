@@ -18,7 +18,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
+#include <stop_token>
 #include <thread>
 #include <unordered_map>
 
@@ -76,6 +78,37 @@ bool FrameSealer::open_body(std::span<std::byte> body_and_tag) {
   std::array<unsigned char, kSealTagBytes> tag{};
   std::memcpy(tag.data(), u(body_and_tag) + n, tag.size());
   return aead_.open(counter_++, {}, {u(body_and_tag), n}, u(body_and_tag), tag);
+}
+
+std::vector<std::byte> encode_owned_value(std::string_view claim_key,
+                                          std::span<const std::byte> token,
+                                          std::span<const std::byte> value) {
+  std::vector<std::byte> out(8 + claim_key.size() + token.size() + value.size());
+  std::byte* p = out.data();
+  put_u32(p, static_cast<std::uint32_t>(claim_key.size()));
+  if (!claim_key.empty()) std::memcpy(p + 4, claim_key.data(), claim_key.size());
+  p += 4 + claim_key.size();
+  put_u32(p, static_cast<std::uint32_t>(token.size()));
+  if (!token.empty()) std::memcpy(p + 4, token.data(), token.size());
+  p += 4 + token.size();
+  if (!value.empty()) std::memcpy(p, value.data(), value.size());
+  return out;
+}
+
+std::optional<OwnedValue> decode_owned_value(std::span<const std::byte> bytes) {
+  OwnedValue v;
+  if (bytes.size() < 4) return std::nullopt;
+  const std::size_t claim_len = get_u32(bytes.data());
+  bytes = bytes.subspan(4);
+  if (claim_len > kMaxKeyBytes || bytes.size() < claim_len + 4) return std::nullopt;
+  v.claim_key = {reinterpret_cast<const char*>(bytes.data()), claim_len};
+  bytes = bytes.subspan(claim_len);
+  const std::size_t token_len = get_u32(bytes.data());
+  bytes = bytes.subspan(4);
+  if (token_len > kMaxClaimTokenBytes || bytes.size() < token_len) return std::nullopt;
+  v.token = bytes.first(token_len);
+  v.value = bytes.subspan(token_len);
+  return v;
 }
 
 }  // namespace detail
@@ -659,6 +692,12 @@ class TcpStoreServer {
         case StoreOp::cancel:
           valid = valid && key_len == 0 && value_len == 0;
           break;
+        case StoreOp::claim:
+          valid = valid && value_len >= 1 && value_len <= kMaxClaimTokenBytes;
+          break;
+        case StoreOp::set_owned:
+          valid = valid && value_len >= 8;
+          break;
         default:
           valid = false;
       }
@@ -726,9 +765,33 @@ class TcpStoreServer {
     if (inserted) key_bytes_ += key.size();
   }
 
+  const detail::KeyOwner* owner_of(std::string_view key) const {
+    auto it = owners_.find(key);
+    return it == owners_.end() ? nullptr : &it->second;
+  }
+
+  // Whether a plain `op` of `key` may go on; if not (a claim or an owned key), replies
+  // refused with the reason.
+  bool plain_write_allowed(Client& c, std::string_view op, const std::string& key) {
+    const detail::KeyOwner* owner = owner_of(key);
+    if (owner == nullptr) return true;
+    reply_refused(c, detail::plain_write_refusal(op, key, *owner));
+    return false;
+  }
+
+  // Records `owner` for `key`; its bytes count as the key's.
+  void own(const std::string& key, std::string_view claim, std::span<const std::byte> token) {
+    auto [it, inserted] = owners_.try_emplace(key);
+    if (!inserted) return;  // rewritten by its owner: the same record
+    it->second.claim = std::string(claim);
+    it->second.token.assign(token.begin(), token.end());
+    key_bytes_ += claim.size() + token.size();
+  }
+
   void handle(Client& c, StoreOp op, std::string key, std::span<const std::byte> value) {
     switch (op) {
       case StoreOp::set:
+        if (!plain_write_allowed(c, "set", key)) return;
         if (!admit(c, key, value.size(), !data_.contains(key))) return;
         store(key, value);
         reply(c, StoreStatus::ok, {});
@@ -746,6 +809,7 @@ class TcpStoreServer {
         return;
       }
       case StoreOp::add: {
+        if (!plain_write_allowed(c, "add", key)) return;
         auto delta = static_cast<std::int64_t>(get_u64(value.data()));
         std::int64_t old = 0;
         auto it = data_.find(key);
@@ -772,6 +836,7 @@ class TcpStoreServer {
         return;
       }
       case StoreOp::remove: {
+        if (!plain_write_allowed(c, "remove", key)) return;
         auto it = data_.find(key);
         const bool found = it != data_.end();
         if (found) {
@@ -787,6 +852,42 @@ class TcpStoreServer {
           reply(c, StoreStatus::cancelled, {});
         }
         return;
+      case StoreOp::claim: {
+        const bool exists = data_.contains(key);
+        const bool granted = detail::claim_granted(key, value, exists, owner_of(key));
+        if (granted && !exists) {
+          if (!admit(c, key, 2 * value.size() + key.size(), true)) return;
+          store(key, value);
+          own(key, key, value);
+        }
+        const std::array<std::byte, 1> r{granted ? std::byte{1} : std::byte{0}};
+        reply(c, StoreStatus::ok, r);
+        if (granted && !exists) wake_waiters(key);
+        return;
+      }
+      case StoreOp::set_owned: {
+        const std::optional<detail::OwnedValue> v = detail::decode_owned_value(value);
+        if (!v || v->token.empty()) {
+          drop(c);  // malformed: not what a ringlet client sends
+          return;
+        }
+        auto it = data_.find(key);
+        const std::string why = detail::owned_write_refusal(
+            v->claim_key, v->token, owner_of(v->claim_key), key, it != data_.end(), owner_of(key));
+        if (!why.empty()) {
+          reply_refused(c, why);
+          return;
+        }
+        const bool new_owner = !owners_.contains(key);
+        const std::size_t extra =
+            v->value.size() + (new_owner ? v->claim_key.size() + v->token.size() : 0);
+        if (!admit(c, key, extra, it == data_.end())) return;
+        store(key, v->value);
+        own(key, v->claim_key, v->token);
+        reply(c, StoreStatus::ok, {});
+        wake_waiters(key);
+        return;
+      }
     }
   }
 
@@ -825,6 +926,9 @@ class TcpStoreServer {
 
   void reply_error(Client& c, const std::string& message) {
     reply(c, StoreStatus::error, std::as_bytes(std::span(message.data(), message.size())));
+  }
+  void reply_refused(Client& c, const std::string& message) {
+    reply(c, StoreStatus::refused, std::as_bytes(std::span(message.data(), message.size())));
   }
 
   // Answers every get waiting on `key`, each by reference to the one stored value: a waiter
@@ -867,7 +971,8 @@ class TcpStoreServer {
   // data_ before clients_: the clients' queued replies hold values that count against
   // pinned_bytes_, and are destroyed first.
   std::map<std::string, ValuePtr, std::less<>> data_;
-  std::unordered_map<std::uint64_t, Client> clients_;  // node-based: Client* stay valid
+  std::map<std::string, detail::KeyOwner, std::less<>> owners_;  // claims and owned keys
+  std::unordered_map<std::uint64_t, Client> clients_;            // node-based: Client* stay valid
   std::map<std::string, std::vector<Client*>, std::less<>> waiters_;
   std::jthread thread_;  // last: starts after, and stops before, the members it uses
 };
@@ -956,7 +1061,7 @@ Reply read_reply(const Conn& c, Deadline deadline, const std::string& where) {
   if (c.session && !c.session->in.open_header(h)) throw_altered(where);
   std::uint64_t len = get_u64(h.data() + 8);
   auto status = static_cast<StoreStatus>(h[0]);
-  if (len > kMaxValueBytes || static_cast<std::uint8_t>(status) > 3) {
+  if (len > kMaxValueBytes || static_cast<std::uint8_t>(status) > 4) {
     throw Error(ErrorCode::transport,
                 str_cat("rendezvous store at ", where, " sent a malformed reply"));
   }
@@ -1039,12 +1144,32 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   }
 
   std::vector<std::byte> get(std::string_view key, Deadline deadline) override {
+    return get_interruptible(key, deadline, {});
+  }
+
+  // One request, whatever the wait: the reply, the deadline and a stop are waited for
+  // together (a stop writes to an eventfd polled with the socket), and the two last withdraw
+  // the request with cancel.
+  std::vector<std::byte> get_interruptible(std::string_view key, Deadline deadline,
+                                           const std::stop_token& stop) override {
     const auto start = Clock::now();
     std::vector<std::byte> frame = request_frame(StoreOp::get, key, {});
+    UniqueFd wake;
+    if (stop.stop_possible()) {
+      wake = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+      if (!wake) ringlet::detail::throw_errno("tcp store: eventfd");
+    }
+    auto poke = [fd = wake.get()] {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
+    };
+    std::optional<std::stop_callback<decltype(poke)>> on_stop;  // destroyed before `wake`
+    if (wake) on_stop.emplace(stop, poke);
     Conn conn = acquire();
     send_frame(conn, frame, Clock::now() + kRequestTimeout, where_);
     Reply r;
-    if (wait_fd(conn.fd.get(), POLLIN, deadline)) {
+    const Woken woken = wait_reply(conn.fd.get(), wake.get(), deadline);
+    if (woken == Woken::reply) {
       r = read_reply(conn, std::max(deadline, Clock::now() + kCancelGrace), where_);
     } else {
       // Withdraw the pending get; the server answers it with `cancelled`, or has already
@@ -1056,6 +1181,10 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     }
     release(std::move(conn));
     if (r.status == StoreStatus::cancelled) {
+      if (woken == Woken::stop) {
+        throw Error(ErrorCode::aborted,
+                    str_cat("store: the wait for key '", key, "' was interrupted"));
+      }
       auto ms = std::chrono::duration_cast<milliseconds>(deadline - start).count();
       throw Error(ErrorCode::timeout, str_cat("store: key '", key, "' not set within ",
                                               ms < 0 ? 0 : ms, " ms", auth_failure_note(key)));
@@ -1088,6 +1217,29 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
     return true;
   }
 
+  bool claim(std::string_view key, std::span<const std::byte> token) override {
+    detail::check_claim_token(token);
+    Reply r = round_trip(request_frame(StoreOp::claim, key, token));
+    expect_ok(r, key);
+    if (r.value.size() != 1) {
+      throw Error(ErrorCode::transport,
+                  str_cat("rendezvous store at ", where_, " sent a malformed claim() reply"));
+    }
+    return r.value[0] == std::byte{1};
+  }
+
+  void set_owned(std::string_view claim_key, std::span<const std::byte> token, std::string_view key,
+                 std::span<const std::byte> value) override {
+    detail::check_claim_token(token);
+    if (claim_key.size() > kMaxKeyBytes) {
+      throw Error(ErrorCode::invalid_argument, str_cat("store: key of ", claim_key.size(),
+                                                       " bytes is longer than ", kMaxKeyBytes));
+    }
+    Reply r = round_trip(request_frame(StoreOp::set_owned, key,
+                                       detail::encode_owned_value(claim_key, token, value)));
+    expect_ok(r, key);
+  }
+
   void close_idle() override {
     std::lock_guard lock(mutex_);
     idle_.clear();
@@ -1098,6 +1250,11 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
 
  private:
   void expect_ok(const Reply& r, std::string_view key) const {
+    if (r.status == StoreStatus::refused) {
+      // The rule of claims (store_value.hpp): the server's words, as every store says them.
+      throw Error(ErrorCode::mismatch,
+                  std::string(reinterpret_cast<const char*>(r.value.data()), r.value.size()));
+    }
     if (r.status == StoreStatus::error) {
       throw Error(
           ErrorCode::transport,
@@ -1135,6 +1292,20 @@ class TcpStore final : public Store, public detail::TcpStoreInfo {
   }
 
   static constexpr auto kAuthNoteGrace = std::chrono::milliseconds(500);
+
+  enum class Woken { reply, deadline, stop };
+  // Waits until `fd` is readable (the reply), `wake` (an eventfd; -1: none) is, or the
+  // deadline passes.
+  static Woken wait_reply(int fd, int wake, Deadline deadline) {
+    for (;;) {
+      std::array<pollfd, 2> p{pollfd{fd, POLLIN, 0}, pollfd{wake, POLLIN, 0}};
+      const int rc = ::poll(p.data(), wake >= 0 ? 2 : 1, ms_until(deadline));
+      if (rc < 0 && errno != EINTR) ringlet::detail::throw_errno("tcp store: poll");
+      if (rc > 0 && p[0].revents != 0) return Woken::reply;
+      if (rc > 0 && p[1].revents != 0) return Woken::stop;
+      if (rc == 0 && Clock::now() >= deadline) return Woken::deadline;
+    }
+  }
 
   Reply round_trip(const std::vector<std::byte>& frame) {
     Conn conn = acquire();

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The TCP store's wire format: handshake, request and reply frames (little-endian).
 //
-// Handshake (protocol version 3; version 2 had no sealed frames). Client to server, 48 bytes then
-// the job identity:
+// Handshake (protocol version 4; version 3 had no claims, version 2 no sealed frames). Client to
+// server, 48 bytes then the job identity:
 //   u32 kStoreMagic0, u32 kStoreMagic1, u32 version, u16 job identity length L (at most
 //   kMaxJobIdentityBytes), u16 flags (zero; reserved for authentication), 32-byte client
 //   nonce, L bytes of job identity (sent in clear; see LaunchInfo::job_identity).
@@ -36,10 +36,16 @@
 // and value. Reply (16-byte header): u8 status, 7 zero bytes, u64 value length, then value.
 // Every request gets exactly one reply, except cancel, which only turns a pending get's reply
 // into status cancelled (and gets none itself when no get is pending).
+// claim (version 4): the value is the token (1 to kMaxClaimTokenBytes bytes); the reply's
+// value is one byte, 1 when the claim is this token's, 0 when another holds the key.
+// set_owned (version 4): the key is the key written; the value is encode_owned_value(). A
+// write that the rule of claims refuses (Store::set_owned), set/add/remove included, gets
+// status refused and the reason as its value.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -51,7 +57,7 @@ namespace ringlet::bootstrap::detail {
 
 inline constexpr std::uint32_t kStoreMagic0 = 0x524E474C;  // "RNGL"
 inline constexpr std::uint32_t kStoreMagic1 = 0x53544F52;  // "STOR"
-inline constexpr std::uint32_t kStoreProtocolVersion = 3;
+inline constexpr std::uint32_t kStoreProtocolVersion = 4;
 inline constexpr std::size_t kHelloPrefixBytes = 12;  // magic, magic, version
 inline constexpr std::size_t kNonceBytes = 32;
 inline constexpr std::size_t kHelloBytes = kHelloPrefixBytes + 4 + kNonceBytes;
@@ -61,7 +67,15 @@ inline constexpr std::size_t kFrameHeaderBytes = 16;
 inline constexpr std::size_t kMaxKeyBytes = 4096;
 inline constexpr std::size_t kMaxValueBytes = std::size_t{64} << 20;
 
-enum class StoreOp : std::uint8_t { set = 1, get = 2, add = 3, remove = 4, cancel = 5 };
+enum class StoreOp : std::uint8_t {
+  set = 1,
+  get = 2,
+  add = 3,
+  remove = 4,
+  cancel = 5,
+  claim = 6,
+  set_owned = 7,
+};
 enum class HelloStatus : std::uint8_t {
   ok = 0,
   job_mismatch = 2,
@@ -74,7 +88,26 @@ inline constexpr std::size_t kAuthVerdictBytes = 4;
 inline constexpr std::size_t kProofBytes = 32;
 // Written by the server itself: "<count> <address of the last client that failed>".
 inline constexpr std::string_view kAuthFailuresKey = "ringlet.store/auth-failures";
-enum class StoreStatus : std::uint8_t { ok = 0, missing = 1, cancelled = 2, error = 3 };
+enum class StoreStatus : std::uint8_t {
+  ok = 0,
+  missing = 1,
+  cancelled = 2,
+  error = 3,
+  refused = 4
+};
+
+// set_owned's request value: u32 claim key length, claim key, u32 token length, token, then
+// the value written.
+std::vector<std::byte> encode_owned_value(std::string_view claim_key,
+                                          std::span<const std::byte> token,
+                                          std::span<const std::byte> value);
+struct OwnedValue {
+  std::string_view claim_key;
+  std::span<const std::byte> token;
+  std::span<const std::byte> value;
+};
+// The parts of a set_owned request value (views into `bytes`); nullopt when malformed.
+std::optional<OwnedValue> decode_owned_value(std::span<const std::byte> bytes);
 
 inline constexpr std::size_t kSealTagBytes = crypto::kGcmTagBytes;
 inline constexpr std::size_t kSealedHeaderBytes = kFrameHeaderBytes + kSealTagBytes;
