@@ -22,7 +22,7 @@ def write(target, name, data):
 
 
 # --- the store (src/bootstrap/tcp_store_protocol.hpp) -------------------------------------
-MAGIC0, MAGIC1, VERSION = 0x524E474C, 0x53544F52, 2
+MAGIC0, MAGIC1, VERSION = 0x524E474C, 0x53544F52, 4
 JOB = b"fuzz-job"
 
 
@@ -34,7 +34,14 @@ def request(op, key, value=b""):
     return struct.pack("<B3xIQ", op, len(key), len(value)) + key + value
 
 
-SET, GET, ADD, REMOVE, CANCEL = 1, 2, 3, 4, 5
+SET, GET, ADD, REMOVE, CANCEL, CLAIM, SET_OWNED = 1, 2, 3, 4, 5, 6, 7
+
+
+def owned(claim_key, token, value):
+    return (struct.pack("<I", len(claim_key)) + claim_key + struct.pack("<I", len(token)) + token +
+            value)
+
+
 # First byte odd: the target sends a valid hello itself; even: the input carries its own.
 write("store", "set_get", b"\x01" + request(SET, b"k", b"v") + request(GET, b"k"))
 write("store", "add", b"\x01" + request(ADD, b"c", b"5") + request(ADD, b"c", b"-7") +
@@ -43,6 +50,12 @@ write("store", "remove", b"\x01" + request(SET, b"a/b", b"x" * 40) + request(REM
       request(REMOVE, b"a/b"))
 write("store", "get_cancel", b"\x01" + request(GET, b"never") + request(CANCEL, b"never"))
 write("store", "bad_op", b"\x01" + request(9, b"k", b"v"))
+write("store", "claim_owned", b"\x01" + request(CLAIM, b"claim/1", b"tok") +
+      request(SET_OWNED, b"info/1", owned(b"claim/1", b"tok", b"1 2 node")) +
+      request(SET, b"info/1", b"forged") + request(GET, b"info/1"))
+write("store", "claim_twice", b"\x01" + request(CLAIM, b"claim/1", b"a") +
+      request(CLAIM, b"claim/1", b"b") + request(SET_OWNED, b"k", owned(b"claim/1", b"b", b"v")))
+write("store", "owned_malformed", b"\x01" + request(SET_OWNED, b"k", struct.pack("<I", 999) + b"x"))
 write("store", "hello_only", b"\x00" + hello())
 write("store", "hello_set", b"\x00" + hello() + request(SET, b"info/1", b"1 2 node"))
 write("store", "hello_other_job", b"\x00" + hello(b"another"))
@@ -52,7 +65,7 @@ write("store", "huge_lengths", b"\x01" + struct.pack("<B3xIQ", SET, 0xFFFFFFFF, 
 
 # --- the tcp transport (transports/tcp/wire.hpp) ---------------------------------------------
 HS, REPLY, BLOB = 0x48535452, 0x50525452, 0x424C5452
-TCP_VERSION, JOB_ID = 4, 0x5EED0F0F
+TCP_VERSION, JOB_ID = 5, 0x5EED0F0F
 
 
 def tcp_hello(index, count=2, job=JOB_ID, version=TCP_VERSION, frm=0, to=1, flags=0):
