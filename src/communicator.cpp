@@ -294,7 +294,8 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
   peers_.assign(static_cast<std::size_t>(size()), nullptr);
   if (size() == 1) return;
   transport::NetworkChoice net = transport::make_network_transport(
-      config_, layout_, job_, bootstrap::local_address_of(*base_store_), store_);
+      config_, layout_, job_, bootstrap::local_address_of(*base_store_), store_,
+      [this](const std::string& key, std::span<const std::byte> value) { publish(key, value); });
   transport_ = std::move(net.transport);
   numa_node_ = net.numa_node;
   traits_ = transport_->traits();

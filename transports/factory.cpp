@@ -70,8 +70,8 @@ std::string choose_bind_address(const Config& config, const JobLayout& layout,
 // (auto), with the reason logged.
 std::unique_ptr<Transport> try_rdma(const Config& config, const JobLayout& layout,
                                     const JobContext& job,
-                                    const std::shared_ptr<bootstrap::Store>& store,
-                                    int* numa_node) {
+                                    const std::shared_ptr<bootstrap::Store>& store, int* numa_node,
+                                    const PublishRecord& publish) {
   const bool forced = config.transport == "rdma";
   if (!store) {
     if (forced) {
@@ -94,9 +94,13 @@ std::unique_ptr<Transport> try_rdma(const Config& config, const JobLayout& layou
     o.preferred_device = place.rdma_device;
     *numa_node = place.numa_node;
   }
-  o.publish = [store](const std::string& key, std::span<const std::byte> value) {
-    store->set(key, value);
-  };
+  if (publish) {
+    o.publish = publish;
+  } else {
+    o.publish = [store](const std::string& key, std::span<const std::byte> value) {
+      store->set(key, value);
+    };
+  }
   o.lookup = [store](const std::string& key, Deadline deadline) {
     return store->get(key, deadline);
   };
@@ -121,15 +125,17 @@ std::unique_ptr<Transport> try_rdma(const Config& config, const JobLayout& layou
 
 NetworkChoice make_network_transport(const Config& config, const JobLayout& layout,
                                      const JobContext& job, const std::string& store_route,
-                                     std::shared_ptr<bootstrap::Store> store) {
+                                     std::shared_ptr<bootstrap::Store> store,
+                                     PublishRecord publish) {
   NetworkChoice choice;
 #ifdef RINGLET_HAVE_RDMA_TRANSPORT
   if (config.transport != "tcp") {
-    choice.transport = try_rdma(config, layout, job, store, &choice.numa_node);
+    choice.transport = try_rdma(config, layout, job, store, &choice.numa_node, publish);
     if (choice.transport) return choice;
   }
 #else
   (void)store;
+  (void)publish;
 #endif
   TcpOptions options;
   static_cast<JobContext&>(options) = job;

@@ -4,7 +4,9 @@
 // each memory kind. Adding a transport means a folder under transports/ and a case here.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "groups/local_group.hpp"
@@ -29,9 +31,14 @@ struct NetworkChoice {
 // transport exchanges its connection records through it) and an active port exists, and tcp
 // otherwise, with the reason at INFO; "rdma" without an active port is Error(transport)
 // naming what was found.
+// How a transport publishes its connection records (rdma: QPN, LID, GID per peer): the
+// communicator's own writes, bound to this rank's claim (a duplicate or stale rank cannot
+// replace them); null: plain store->set().
+using PublishRecord = std::function<void(const std::string& key, std::span<const std::byte>)>;
 NetworkChoice make_network_transport(const Config& config, const JobLayout& layout,
                                      const JobContext& job, const std::string& store_route,
-                                     std::shared_ptr<bootstrap::Store> store = nullptr);
+                                     std::shared_ptr<bootstrap::Store> store = nullptr,
+                                     PublishRecord publish = nullptr);
 
 // Builds the local group of `kind` among the ranks of this rank's node (collective over
 // them), or returns null when none serves `kind` here (shared memory disabled, one rank on the
