@@ -4,11 +4,12 @@
 
 namespace ringlet::algo {
 
-void local_allreduce(groups::LocalGroup& local, const exec::Executor& exec, const Fingerprint& fp,
-                     const PostScale& post_scale, const std::byte* src, std::byte* dst,
-                     std::size_t count, DataType type, ReduceOp op, Deadline deadline) {
+engine::Task local_allreduce(groups::LocalGroup& local, const exec::Executor& exec,
+                             const Fingerprint& fp, PostScale post_scale, const std::byte* src,
+                             std::byte* dst, std::size_t count, DataType type, ReduceOp op,
+                             engine::Driver& driver) {
   exec.copy(dst, src, count * size_of(type));
-  local.allreduce(dst, count, type, op, exec, fp, deadline);
+  co_await local.allreduce(dst, count, type, op, exec, fp, driver);
   post_scale(exec, dst, count, type);
 }
 
