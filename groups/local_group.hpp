@@ -86,9 +86,8 @@ class LocalGroup {
   }
   void allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
                  const exec::Executor& exec, const Fingerprint& fp, Deadline deadline) {
-    run_blocking_call(deadline, [&](engine::Driver& d) {
-      return allreduce(data, count, type, op, exec, fp, d);
-    });
+    run_blocking_call(
+        deadline, [&](engine::Driver& d) { return allreduce(data, count, type, op, exec, fp, d); });
   }
   void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
                       const exec::Executor& exec, const Fingerprint& fp, Deadline deadline) {

@@ -247,8 +247,7 @@ class ShmGroup::Impl {
   engine::Task allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
                          const exec::Executor& exec, const Fingerprint& fp, engine::Driver& d);
   engine::Task reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
-                              const exec::Executor& exec, const Fingerprint& fp,
-                              engine::Driver& d);
+                              const exec::Executor& exec, const Fingerprint& fp, engine::Driver& d);
   engine::Task allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
                          const Fingerprint& fp, engine::Driver& d);
   engine::Task broadcast(void* data, std::size_t bytes, int root, const exec::Executor& exec,
@@ -323,8 +322,8 @@ class ShmGroup::Impl {
   // Starts one call of the group: checks the state and records (stage, fp, call number);
   // false when there is nothing to do (one local rank). On failure it marks the group failed,
   // as fail_call() does.
-  bool begin_call(Stage stage, const Fingerprint& fp, std::size_t count, DataType type,
-                  ReduceOp op, int root);
+  bool begin_call(Stage stage, const Fingerprint& fp, std::size_t count, DataType type, ReduceOp op,
+                  int root);
   // A call failed: the group is unusable, and the other local ranks are told (so that none
   // waits for this one) unless the ranks disagreed.
   void fail_call(const Error& e) noexcept;

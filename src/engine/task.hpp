@@ -241,8 +241,8 @@ inline Completion sent(Driver& d, transport::Connection* c, transport::Request r
 }
 
 // One step of a polled task: tests the request (or polls the Pollable) it waits for and, once
-// it has completed (or failed, or the deadline passed), resumes the task until it waits again. Returns true once
-// the task has finished, and rethrows its exception. Never blocks itself.
+// it has completed (or failed, or the deadline passed), resumes the task until it waits again.
+// Returns true once the task has finished, and rethrows its exception. Never blocks itself.
 bool advance(Task& task, Driver& driver);
 
 // Drives `task` to completion on this thread (driver.blocking must be true): the blocking
