@@ -344,11 +344,13 @@ class ShmGroup::Impl {
   [[noreturn]] void throw_timeout(std::uint32_t target);
   void check_alive(int j);
 
-  // The small path of allreduce and reduce_scatter: one publish of the whole buffer, then
-  // this rank folds elements [first, first + n) of all slots itself, in local-rank order.
-  engine::Task reduce_small(std::byte* data, std::size_t total, std::size_t first, std::size_t n,
-                            std::size_t esize, exec::Reducer reduce, const exec::Executor& exec,
-                            engine::Driver& d);
+  // The small path of allreduce and reduce_scatter, around the wait for every rank's
+  // arrival: small_in() copies the whole buffer into this rank's slot and publishes; then
+  // small_fold() folds elements [first, first + n) of all slots itself, in local-rank order.
+  // Plain calls: no coroutine frame of their own on the latency path.
+  void small_in(const std::byte* data, std::size_t total, const exec::Executor& exec);
+  void small_fold(std::byte* data, std::size_t first, std::size_t n, std::size_t esize,
+                  const exec::Reducer& reduce) const;
   engine::Task allreduce_large(std::byte* data, Plan p, exec::Reducer reduce,
                                const exec::Executor& exec, engine::Driver& d);
   engine::Task reduce_scatter_large(std::byte* data, Plan p, exec::Reducer reduce,
@@ -747,7 +749,7 @@ class ShmGroup::Impl::Wait final : public engine::Pollable {
     if (d_.blocking) {
       for (int j = next_; j < end_; ++j) {
         if (j == g_.me_ || g_.spin_rank(j, target_)) continue;
-        d_.note_wait_rank(g_.global(j), d_.record != nullptr ? engine::steady_ns() : 0);
+        d_.note_wait_rank(g_.global(j), d_.record != nullptr ? engine::coarse_ns() : 0);
         g_.sleep_rank(j, target_, d_.deadline);
         d_.note_done();
       }
@@ -808,7 +810,7 @@ class ShmGroup::Impl::Wait final : public engine::Pollable {
   }
   void note() noexcept {
     noted_ = next_;
-    const long long now = engine::steady_ns();
+    const long long now = engine::coarse_ns();
     d_.waiting_since_ns = now;
     d_.note_wait_rank(g_.global(next_), now);
   }
@@ -915,15 +917,16 @@ void ShmGroup::Impl::reduce_piece(std::byte* out, std::size_t buf, int j, std::s
   for (int s = 2; s < size_; ++s) reduce(out, out, src(s), n);
 }
 
-engine::Task ShmGroup::Impl::reduce_small(std::byte* data, std::size_t total, std::size_t first,
-                                          std::size_t n, std::size_t esize, exec::Reducer reduce,
-                                          const exec::Executor& exec, engine::Driver& d) {
-  const std::size_t parity = call_seq_ % 2;
-  if (total != 0) exec.copy(small_slot(parity, me_), data, total);
+void ShmGroup::Impl::small_in(const std::byte* data, std::size_t total,
+                              const exec::Executor& exec) {
+  if (total != 0) exec.copy(small_slot(call_seq_ % 2, me_), data, total);
   publish();
-  co_await wait_all(progress_, d);
-  check_arrival();
-  if (n == 0) co_return;
+}
+
+void ShmGroup::Impl::small_fold(std::byte* data, std::size_t first, std::size_t n,
+                                std::size_t esize, const exec::Reducer& reduce) const {
+  if (n == 0) return;
+  const std::size_t parity = call_seq_ % 2;
   const std::size_t off = first * esize;
   std::byte* out = data + off;
   reduce(out, small_slot(parity, 0) + off, small_slot(parity, 1) + off, n);
@@ -1083,7 +1086,10 @@ engine::Task ShmGroup::Impl::allreduce(void* data, std::size_t count, DataType t
     const std::size_t total = count * p.esize;
     if (total <= small_bytes_) {
       // Low latency: one publish; every rank reduces all slots itself, in local-rank order.
-      co_await reduce_small(bytes, total, 0, count, p.esize, reduce, exec, d);
+      small_in(bytes, total, exec);
+      co_await wait_all(progress_, d);
+      check_arrival();
+      small_fold(bytes, 0, count, p.esize, reduce);
     } else {
       co_await allreduce_large(bytes, p, reduce, exec, d);
     }
@@ -1106,7 +1112,10 @@ engine::Task ShmGroup::Impl::reduce_scatter(void* data, std::size_t count, DataT
     const std::size_t total = count * p.esize;
     if (total <= small_bytes_) {
       auto [first, end] = shard(count, size_, me_);
-      co_await reduce_small(bytes, total, first, end - first, p.esize, reduce, exec, d);
+      small_in(bytes, total, exec);
+      co_await wait_all(progress_, d);
+      check_arrival();
+      small_fold(bytes, first, end - first, p.esize, reduce);
     } else {
       co_await reduce_scatter_large(bytes, p, reduce, exec, d);
     }
