@@ -9,6 +9,7 @@
 
 #include "include/ringlet/ringlet.hpp"
 #include "src/common/deadline.hpp"
+#include "src/engine/task.hpp"
 #include "src/exec/executor.hpp"
 #include "src/fingerprint.hpp"
 
@@ -40,7 +41,7 @@ class LocalGroup {
   // Checks that every local rank entered the collective `fp` of the communicator, which runs
   // over another path (the network); mismatch otherwise. It makes a rank in a local
   // allreduce and a rank in a network broadcast both fail instead of waiting for each other.
-  virtual void agree(const Fingerprint& fp, Deadline deadline) = 0;
+  virtual engine::Task agree(const Fingerprint& fp, engine::Driver& driver) = 0;
   // Tells the other local ranks that this one failed outside the group (its communicator
   // was aborted), so that none waits for it until its deadline. Never throws.
   virtual void mark_failed(ErrorCode code) noexcept = 0;
@@ -48,26 +49,75 @@ class LocalGroup {
   // found dead over the network): the other local ranks hear that `lost` was lost, not that
   // this rank failed. A rank outside the group: as mark_failed(). Never throws.
   virtual void mark_lost(ErrorCode code, int /*lost*/) noexcept { mark_failed(code); }
-  // Wakes a wait of this rank so that it sees the abort flag at once. Never throws.
+  // Wakes a wait of this rank (blocking, or the progress engine asleep on a polled task's
+  // wait) so that it sees the abort flag at once. Never throws.
   virtual void interrupt() noexcept = 0;
 
-  // The collectives; `fp` is the communicator's collective they serve (for the local ranks'
-  // own agreement check and for messages).
+  // The collectives, as resumable tasks (src/engine/task.hpp) to co_await from the
+  // collective's task; `fp` is the communicator's collective they serve (for the local ranks'
+  // own agreement check and for messages); `driver` gives the deadline and the mode: with a
+  // blocking driver every wait on another local rank blocks as it always has (spin, then
+  // futex), with a polling one it is checked once and suspends the task (the driver's
+  // Pollable), recording the local rank awaited in the driver's record. The task refers to
+  // its arguments until it finishes.
   // In place over `count` elements of `data`.
-  virtual void allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
-                         const exec::Executor& exec, const Fingerprint& fp, Deadline deadline) = 0;
+  virtual engine::Task allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                                 const exec::Executor& exec, const Fingerprint& fp,
+                                 engine::Driver& driver) = 0;
   // Afterwards this local rank's shard of `data` holds the reduction over the local ranks;
   // the rest of `data` is unspecified.
-  virtual void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
-                              const exec::Executor& exec, const Fingerprint& fp,
-                              Deadline deadline) = 0;
+  virtual engine::Task reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                                      const exec::Executor& exec, const Fingerprint& fp,
+                                      engine::Driver& driver) = 0;
   // Every local rank contributes its shard of `data`; afterwards `data` is whole everywhere.
-  virtual void allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
-                         const Fingerprint& fp, Deadline deadline) = 0;
+  virtual engine::Task allgather(void* data, std::size_t count, DataType type,
+                                 const exec::Executor& exec, const Fingerprint& fp,
+                                 engine::Driver& driver) = 0;
   // Copies `bytes` bytes of local_root's `data` into every local rank's `data`.
-  virtual void broadcast(void* data, std::size_t bytes, int local_root, const exec::Executor& exec,
-                         const Fingerprint& fp, Deadline deadline) = 0;
-  virtual void barrier(const Fingerprint& fp, Deadline deadline) = 0;
+  virtual engine::Task broadcast(void* data, std::size_t bytes, int local_root,
+                                 const exec::Executor& exec, const Fingerprint& fp,
+                                 engine::Driver& driver) = 0;
+  virtual engine::Task barrier(const Fingerprint& fp, engine::Driver& driver) = 0;
+
+  // The blocking forms: the task driven to completion on this thread by a blocking driver
+  // with `deadline`.
+  void agree(const Fingerprint& fp, Deadline deadline) {
+    run_blocking_call(deadline, [&](engine::Driver& d) { return agree(fp, d); });
+  }
+  void allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                 const exec::Executor& exec, const Fingerprint& fp, Deadline deadline) {
+    run_blocking_call(
+        deadline, [&](engine::Driver& d) { return allreduce(data, count, type, op, exec, fp, d); });
+  }
+  void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                      const exec::Executor& exec, const Fingerprint& fp, Deadline deadline) {
+    run_blocking_call(deadline, [&](engine::Driver& d) {
+      return reduce_scatter(data, count, type, op, exec, fp, d);
+    });
+  }
+  void allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
+                 const Fingerprint& fp, Deadline deadline) {
+    run_blocking_call(deadline,
+                      [&](engine::Driver& d) { return allgather(data, count, type, exec, fp, d); });
+  }
+  void broadcast(void* data, std::size_t bytes, int local_root, const exec::Executor& exec,
+                 const Fingerprint& fp, Deadline deadline) {
+    run_blocking_call(deadline, [&](engine::Driver& d) {
+      return broadcast(data, bytes, local_root, exec, fp, d);
+    });
+  }
+  void barrier(const Fingerprint& fp, Deadline deadline) {
+    run_blocking_call(deadline, [&](engine::Driver& d) { return barrier(fp, d); });
+  }
+
+ private:
+  template <class Make>
+  static void run_blocking_call(Deadline deadline, Make&& make) {
+    engine::Driver d;
+    d.blocking = true;
+    d.deadline = deadline;
+    engine::run_blocking(make(d), d);
+  }
 };
 
 }  // namespace ringlet::groups

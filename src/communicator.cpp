@@ -570,7 +570,7 @@ engine::Task Communicator::Impl::run(Fingerprint fp, Body& body, Check check,
         str_cat("\"seq\": ", fp.seq, ", \"call\": \"", timeline::json_escape(describe(fp)), "\""),
         progress_.since_ns.load(std::memory_order_relaxed));
   }
-  // The body: a task to await, or a blocking step.
+  // The body: a task to await, or a plain call (dup()'s set-up).
   auto run_body = [&]() -> engine::Task {
     if constexpr (std::is_void_v<decltype(body(deadline, fp, driver))>) {
       body(deadline, fp, driver);
@@ -595,7 +595,7 @@ engine::Task Communicator::Impl::run(Fingerprint fp, Body& body, Check check,
       // collective disagree there too, so both get mismatch.
       if (size() > 1 && check != Check::none && table_.agree_locally()) {
         set_phase(local_agreement);
-        local_->agree(fp, deadline);
+        co_await local_->agree(fp, driver);
       }
       set_phase(algorithm);
       co_await run_body();
@@ -623,7 +623,7 @@ engine::Task Communicator::Impl::run(Fingerprint fp, Body& body, Check check,
         local.type = DataType::uint8;
       }
       set_phase(local_agreement);
-      local_->agree(local, deadline);
+      co_await local_->agree(local, driver);
     }
     set_phase(fingerprint_exchange);
     post_fingerprints(x, fp);
@@ -747,6 +747,23 @@ void Communicator::Impl::engine_main() noexcept {
 }
 
 void Communicator::Impl::sleep_until_progress(const engine::Driver& driver) noexcept {
+  if (driver.pollable != nullptr) {
+    // A wait on a word another process or thread advances (shared memory, the hierarchical
+    // pipeline's helper): a short spin, then a futex wait on it of at most kPollSleep, woken
+    // by the peer's publish, abort() (the local group's interrupt) and failure reports; the
+    // engine then polls again (abort flag, deadline, liveness). Every kPollSleep it also lets
+    // the transport move what is ready, for network requests the task has posted, unless
+    // another thread drives the transport now.
+    driver.pollable->sleep(kPollSleep);
+    if (transport_ && !driver.transport_busy) {
+      const auto now = Clock::now();
+      if (now - last_transport_poll_ >= kPollSleep) {
+        last_transport_poll_ = now;
+        transport_->wait_any(std::chrono::milliseconds(0));
+      }
+    }
+    return;
+  }
   if (!transport_) {
     std::this_thread::yield();
     return;
@@ -855,9 +872,8 @@ engine::Task Communicator::Impl::execute_allreduce(algo::Plan plan, const std::b
                                                    engine::Driver& driver) {
   const std::size_t bytes = count * size_of(type);
   if (plan.algorithm == algo::Algorithm::local && size() > 1) {
-    // A blocking step: the local group has no non-blocking form yet.
-    algo::local_allreduce(*local_, exec::executor_for(plan.memory), fp, plan.post_scale, src, dst,
-                          count, type, plan.op, deadline);
+    co_await algo::local_allreduce(*local_, exec::executor_for(plan.memory), fp, plan.post_scale,
+                                   src, dst, count, type, plan.op, driver);
     co_return;
   }
   algo::Context ctx = context(deadline, plan.memory, &fp, &plan, &driver);
@@ -873,7 +889,7 @@ engine::Task Communicator::Impl::execute_allreduce(algo::Plan plan, const std::b
       co_await recursive_doubling(ctx, dst, count, type, plan.op, fp);
       co_return;
     case algo::Algorithm::hierarchical: {
-      // A blocking step: the local group's stages on this thread, the rings on the helper.
+      // The local group's stages are awaits of this task, the rings run on the helper.
       ctx.exec->copy(dst, src, bytes);
       algo::HierContext h;
       h.ring = ctx;
@@ -884,7 +900,7 @@ engine::Task Communicator::Impl::execute_allreduce(algo::Plan plan, const std::b
       h.local_rank = layout_.node_position;
       h.local_size = static_cast<int>(layout_.my_node().size());
       h.pipeline_bytes = config_.hier_pipeline_bytes;
-      algo::hierarchical_allreduce(h, dst, count, type, plan.op);
+      co_await algo::hierarchical_allreduce(h, dst, count, type, plan.op);
       co_return;
     }
     case algo::Algorithm::ring:
@@ -930,11 +946,11 @@ Communicator::Impl::WorkPtr Communicator::Impl::allreduce(Tensor in, Tensor out,
       [this, plan, src, dst, count, type](Deadline deadline, const Fingerprint& f,
                                           engine::Driver& d) -> engine::Task {
         if (plan.algorithm == algo::Algorithm::local && size() > 1) {
-          // A blocking step (the local group has no non-blocking form yet), called here
-          // rather than from a coroutine: one frame less on the shared-memory latency path.
-          algo::local_allreduce(*local_, exec::executor_for(plan.memory), f, plan.post_scale, src,
-                                dst, count, type, plan.op, deadline);
-          return {};
+          // The local group's task, returned from here rather than awaited from
+          // execute_allreduce: one frame less on the shared-memory latency path.
+          (void)deadline;  // the driver's
+          return algo::local_allreduce(*local_, exec::executor_for(plan.memory), f, plan.post_scale,
+                                       src, dst, count, type, plan.op, d);
         }
         return execute_allreduce(plan, src, dst, count, type, f, deadline, d);
       },
@@ -1285,8 +1301,8 @@ Communicator::Impl::WorkPtr Communicator::Impl::barrier(bool async) {
   if (size() > 1 && table_.barrier() == algo::Algorithm::local) {
     return issue(
         fp,
-        [this](Deadline deadline, const Fingerprint& f, engine::Driver&) {
-          local_->barrier(f, deadline);  // a blocking step
+        [this](Deadline, const Fingerprint& f, engine::Driver& d) -> engine::Task {
+          co_await local_->barrier(f, d);
         },
         Check::none, async, true);
   }

@@ -197,6 +197,10 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
   void engine_main() noexcept;
   // The engine's sleep while its task awaits a request: the transport's descriptors.
   void sleep_until_progress(const engine::Driver& driver) noexcept;
+  // The longest sleep of the engine on a Pollable before it polls again (and lets the
+  // transport progress); the futex wake-up ends it sooner.
+  static constexpr std::chrono::microseconds kPollSleep{2000};
+  Clock::time_point last_transport_poll_{};  // engine thread only
   // Waits for the pending collectives, bounded by the deadline, then aborts; stops the engine.
   void stop_engine() noexcept;
   // The fused list: this rank's (count, type) pairs, compared with a neighbour's when the

@@ -244,16 +244,16 @@ class ShmGroup::Impl {
  public:
   Impl(const ShmOptions& options, Deadline deadline);
 
-  void allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
-                 const exec::Executor& exec, const Fingerprint& fp, Deadline deadline);
-  void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
-                      const exec::Executor& exec, const Fingerprint& fp, Deadline deadline);
-  void allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
-                 const Fingerprint& fp, Deadline deadline);
-  void broadcast(void* data, std::size_t bytes, int root, const exec::Executor& exec,
-                 const Fingerprint& fp, Deadline deadline);
-  void barrier(const Fingerprint& fp, Deadline deadline);
-  void agree(const Fingerprint& fp, Deadline deadline);
+  engine::Task allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                         const exec::Executor& exec, const Fingerprint& fp, engine::Driver& d);
+  engine::Task reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                              const exec::Executor& exec, const Fingerprint& fp, engine::Driver& d);
+  engine::Task allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
+                         const Fingerprint& fp, engine::Driver& d);
+  engine::Task broadcast(void* data, std::size_t bytes, int root, const exec::Executor& exec,
+                         const Fingerprint& fp, engine::Driver& d);
+  engine::Task barrier(const Fingerprint& fp, engine::Driver& d);
+  engine::Task agree(const Fingerprint& fp, engine::Driver& d);
   void mark_failed(ErrorCode code) noexcept { mark_failed_about(code, me_); }
   void mark_lost(ErrorCode code, int lost) noexcept {
     for (int j = 0; j < size_; ++j) {
@@ -319,36 +319,50 @@ class ShmGroup::Impl {
   std::string current() const;
 
   Plan plan(std::size_t count, DataType type) const;
-  // Runs one call of the group: checks the state, records (stage, fp, call number), and on
-  // failure marks the group failed so that the other local ranks stop waiting for this one.
-  template <class Body>
-  void run_call(Stage stage, const Fingerprint& fp, std::size_t count, DataType type, ReduceOp op,
-                int root, Body&& body);
+  // Starts one call of the group: checks the state and records (stage, fp, call number);
+  // false when there is nothing to do (one local rank). On failure it marks the group failed,
+  // as fail_call() does.
+  bool begin_call(Stage stage, const Fingerprint& fp, std::size_t count, DataType type, ReduceOp op,
+                  int root);
+  // A call failed: the group is unusable, and the other local ranks are told (so that none
+  // waits for this one) unless the ranks disagreed.
+  void fail_call(const Error& e) noexcept;
   void publish();
-  void wait_rank(int j, std::uint32_t target, Deadline deadline);
-  void wait_all(std::uint32_t target, Deadline deadline);
-  // wait_all for the first stage of a call, then compares every rank's call record.
-  void wait_arrival(std::uint32_t target, Deadline deadline);
+  // The awaitable of a wait for local ranks' progress counters (below).
+  class Wait;
+  // co_await: local rank j reaches `target`; every other local rank reaches `target`.
+  Wait wait_rank(int j, std::uint32_t target, engine::Driver& d);
+  Wait wait_all(std::uint32_t target, engine::Driver& d);
+  // After wait_all for the first stage of a call: compares every rank's call record.
+  void check_arrival() const;
+  // The blocking wait's two phases: spin, then yield (true once j reached `target`); then
+  // sleep on j's counter in bounded slices that check abort, failure, liveness, deadline.
+  bool spin_rank(int j, std::uint32_t target) const;
+  void sleep_rank(int j, std::uint32_t target, Deadline deadline);
   [[noreturn]] void throw_mismatch(int j, const CallRecord& theirs, const CallRecord& ref) const;
   void check_abort_and_failure();
   [[noreturn]] void throw_timeout(std::uint32_t target);
   void check_alive(int j);
 
-  // The small path of allreduce and reduce_scatter: one publish of the whole buffer, then
-  // this rank folds elements [first, first + n) of all slots itself, in local-rank order.
-  void reduce_small(std::byte* data, std::size_t total, std::size_t first, std::size_t n,
-                    std::size_t esize, const exec::Reducer& reduce, const exec::Executor& exec,
-                    Deadline deadline);
-  void allreduce_large(std::byte* data, const Plan& p, const exec::Reducer& reduce,
-                       const exec::Executor& exec, Deadline deadline);
-  void reduce_scatter_large(std::byte* data, const Plan& p, const exec::Reducer& reduce,
-                            const exec::Executor& exec, Deadline deadline);
-  void allgather_large(std::byte* data, const Plan& p, const exec::Executor& exec,
-                       Deadline deadline);
+  // The small path of allreduce and reduce_scatter, around the wait for every rank's
+  // arrival: small_in() copies the whole buffer into this rank's slot and publishes; then
+  // small_fold() folds elements [first, first + n) of all slots itself, in local-rank order.
+  // Plain calls: no coroutine frame of their own on the latency path.
+  void small_in(const std::byte* data, std::size_t total, const exec::Executor& exec);
+  void small_fold(std::byte* data, std::size_t first, std::size_t n, std::size_t esize,
+                  const exec::Reducer& reduce) const;
+  engine::Task allreduce_large(std::byte* data, Plan p, exec::Reducer reduce,
+                               const exec::Executor& exec, engine::Driver& d);
+  engine::Task reduce_scatter_large(std::byte* data, Plan p, exec::Reducer reduce,
+                                    const exec::Executor& exec, engine::Driver& d);
+  engine::Task allgather_large(std::byte* data, Plan p, const exec::Executor& exec,
+                               engine::Driver& d);
+  engine::Task broadcast_large(std::byte* data, std::size_t bytes, int root,
+                               const exec::Executor& exec, engine::Driver& d);
   // Copies chunk k's pieces into this rank's slot; skip_own leaves out the piece this rank
   // reduces itself (it then reads it from the caller's buffer).
-  void copy_in(std::byte* data, const Plan& p, std::size_t k, bool skip_own,
-               const exec::Executor& exec, Deadline deadline);
+  engine::Task copy_in(std::byte* data, const Plan& p, std::size_t k, bool skip_own,
+                       const exec::Executor& exec, engine::Driver& d);
   // out = piece j of slots 0..L-1 folded in local-rank order; `own`, if not null, stands in
   // for this rank's slot.
   void reduce_piece(std::byte* out, std::size_t buf, int j, std::size_t n, const std::byte* own,
@@ -679,19 +693,23 @@ void ShmGroup::Impl::publish() {
   if (c.waiters.load(std::memory_order_seq_cst) != 0) futex_wake_all(&c.progress);
 }
 
-void ShmGroup::Impl::wait_rank(int j, std::uint32_t target, Deadline deadline) {
-  RankControl& c = control(j);
-  if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+bool ShmGroup::Impl::spin_rank(int j, std::uint32_t target) const {
+  const RankControl& c = control(j);
+  if (reached(c.progress.load(std::memory_order_acquire), target)) return true;
   // Spin briefly: the peer is usually a few microseconds away.
   for (int i = spin_; i > 0; --i) {
     cpu_relax();
-    if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+    if (reached(c.progress.load(std::memory_order_acquire), target)) return true;
   }
   for (int i = yields_; i > 0; --i) {
     ::sched_yield();
-    if (reached(c.progress.load(std::memory_order_acquire), target)) return;
+    if (reached(c.progress.load(std::memory_order_acquire), target)) return true;
   }
-  // Then sleep on the peer's counter, in bounded slices that check abort, failure, deadline.
+  return false;
+}
+
+void ShmGroup::Impl::sleep_rank(int j, std::uint32_t target, Deadline deadline) {
+  RankControl& c = control(j);
   const auto start = Clock::now();
   auto next_pid_check = start + kPidCheckAfter;
   for (;;) {
@@ -713,14 +731,108 @@ void ShmGroup::Impl::wait_rank(int j, std::uint32_t target, Deadline deadline) {
   }
 }
 
-void ShmGroup::Impl::wait_all(std::uint32_t target, Deadline deadline) {
-  for (int j = 0; j < size_; ++j) {
-    if (j != me_) wait_rank(j, target, deadline);
+// co_await of a wait for local ranks [next_, end_) (this rank skipped) to reach `target`.
+// Blocking driver: each rank in turn as the group always waited (spin_rank, then
+// sleep_rank), recording the rank in the driver's record only once it has to sleep.
+// Polling driver: the counters are checked once; if one has not reached the target the task
+// suspends with this object as the driver's Pollable, which the engine polls (abort, the
+// failure word, the deadline, the peer's liveness after a second) and sleeps on.
+class ShmGroup::Impl::Wait final : public engine::Pollable {
+ public:
+  Wait(Impl& g, engine::Driver& d, int first, int end, std::uint32_t target) noexcept
+      : g_(g), d_(d), next_(first), end_(end), target_(target) {}
+  Wait(const Wait&) = delete;
+  Wait& operator=(const Wait&) = delete;
+  ~Wait() = default;
+
+  bool await_ready() {
+    if (d_.blocking) {
+      for (int j = next_; j < end_; ++j) {
+        if (j == g_.me_ || g_.spin_rank(j, target_)) continue;
+        d_.note_wait_rank(g_.global(j), d_.record != nullptr ? engine::coarse_ns() : 0);
+        g_.sleep_rank(j, target_, d_.deadline);
+        d_.note_done();
+      }
+      return true;
+    }
+    if (skip_reached()) return true;
+    next_pid_check_ = Clock::now() + kPidCheckAfter;
+    note();
+    return false;
   }
+  void await_suspend(std::coroutine_handle<> h) noexcept {
+    d_.pollable = this;
+    d_.waiter = h;
+  }
+  void await_resume() {
+    if (d_.error) std::rethrow_exception(std::exchange(d_.error, nullptr));
+  }
+
+  bool poll() override {
+    if (skip_reached()) return true;
+    g_.check_abort_and_failure();
+    const auto now = Clock::now();
+    if (now >= d_.deadline) g_.throw_timeout(target_);
+    if (now >= next_pid_check_) {
+      g_.check_alive(next_);
+      next_pid_check_ = now + kPidCheckAfter;
+    }
+    if (next_ != noted_) note();
+    return false;
+  }
+  void sleep(std::chrono::microseconds timeout) noexcept override {
+    RankControl& c = g_.control(next_);
+    for (int i = g_.spin_; i > 0; --i) {
+      cpu_relax();
+      if (reached(c.progress.load(std::memory_order_acquire), target_)) return;
+    }
+    // As sleep_rank(): counted as a waiter, so that the peer's publish wakes this sleep;
+    // interrupt() and a failure report wake every counter's waiters.
+    c.waiters.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t v = c.progress.load(std::memory_order_seq_cst);
+    if (!reached(v, target_)) {
+      const auto us = std::max<long long>(timeout.count(), 1);
+      timespec ts{static_cast<time_t>(us / 1000000), static_cast<long>(us % 1000000) * 1000L};
+      futex(&c.progress, FUTEX_WAIT, v, &ts);
+    }
+    c.waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+ private:
+  // Moves past the ranks that have reached the target; true when none is left.
+  bool skip_reached() noexcept {
+    while (next_ < end_ &&
+           (next_ == g_.me_ ||
+            reached(g_.control(next_).progress.load(std::memory_order_acquire), target_))) {
+      ++next_;
+    }
+    return next_ >= end_;
+  }
+  void note() noexcept {
+    noted_ = next_;
+    const long long now = engine::coarse_ns();
+    d_.waiting_since_ns = now;
+    d_.note_wait_rank(g_.global(next_), now);
+  }
+
+  Impl& g_;
+  engine::Driver& d_;
+  int next_;
+  int end_;
+  std::uint32_t target_;
+  int noted_ = -1;
+  Clock::time_point next_pid_check_{};
+};
+
+ShmGroup::Impl::Wait ShmGroup::Impl::wait_rank(int j, std::uint32_t target, engine::Driver& d) {
+  return Wait(*this, d, j, j + 1, target);
 }
 
-void ShmGroup::Impl::wait_arrival(std::uint32_t target, Deadline deadline) {
-  wait_all(target, deadline);
+ShmGroup::Impl::Wait ShmGroup::Impl::wait_all(std::uint32_t target, engine::Driver& d) {
+  return Wait(*this, d, 0, size_, target);
+}
+
+void ShmGroup::Impl::check_arrival() const {
   const std::size_t parity = call_seq_ % 2;
   const CallRecord& ref = control(0).calls[parity];
   for (int j = 1; j < size_; ++j) {
@@ -747,9 +859,8 @@ void ShmGroup::Impl::throw_mismatch(int j, const CallRecord& theirs, const CallR
   throw Error(ErrorCode::mismatch, what, {global(j), global(0)});
 }
 
-template <class Body>
-void ShmGroup::Impl::run_call(Stage stage, const Fingerprint& fp, std::size_t count, DataType type,
-                              ReduceOp op, int root, Body&& body) {
+bool ShmGroup::Impl::begin_call(Stage stage, const Fingerprint& fp, std::size_t count,
+                                DataType type, ReduceOp op, int root) {
   current_stage_ = stage;
   current_fp_ = fp;
   if (broken_) {
@@ -760,35 +871,39 @@ void ShmGroup::Impl::run_call(Stage stage, const Fingerprint& fp, std::size_t co
     if (abort_flag_ != nullptr && abort_flag_->load(std::memory_order_relaxed)) {
       throw Error(ErrorCode::aborted, str_cat("shm: ", current(), " aborted"));
     }
-    return;
+    return false;
   }
   try {
     check_abort_and_failure();
-    ++call_seq_;
-    CallRecord& r = control(me_).calls[call_seq_ % 2];
-    r.fp = encode(fp);
-    r.call = static_cast<std::uint32_t>(call_seq_);
-    r.count = count;
-    r.root = root;
-    r.stage = stage;
-    r.type = type;
-    r.op = op;
-    body();
   } catch (const Error& e) {
-    broken_ = true;
-    broken_code_ = e.error_code() == ErrorCode::aborted ? ErrorCode::aborted : ErrorCode::peer_lost;
-    if (e.error_code() != ErrorCode::mismatch) {
-      // Tell the others, so that none waits for this rank until its deadline; a peer found
-      // dead is the one they are told about, not this rank that noticed.
-      int about = me_;
-      if (e.error_code() == ErrorCode::peer_lost && e.ranks().size() == 1) {
-        for (int j = 0; j < size_; ++j) {
-          if (j != me_ && global(j) == e.ranks()[0]) about = j;
-        }
-      }
-      mark_failed_about(e.error_code(), about);
-    }
+    fail_call(e);
     throw;
+  }
+  ++call_seq_;
+  CallRecord& r = control(me_).calls[call_seq_ % 2];
+  r.fp = encode(fp);
+  r.call = static_cast<std::uint32_t>(call_seq_);
+  r.count = count;
+  r.root = root;
+  r.stage = stage;
+  r.type = type;
+  r.op = op;
+  return true;
+}
+
+void ShmGroup::Impl::fail_call(const Error& e) noexcept {
+  broken_ = true;
+  broken_code_ = e.error_code() == ErrorCode::aborted ? ErrorCode::aborted : ErrorCode::peer_lost;
+  if (e.error_code() != ErrorCode::mismatch) {
+    // Tell the others, so that none waits for this rank until its deadline; a peer found
+    // dead is the one they are told about, not this rank that noticed.
+    int about = me_;
+    if (e.error_code() == ErrorCode::peer_lost && e.ranks().size() == 1) {
+      for (int j = 0; j < size_; ++j) {
+        if (j != me_ && global(j) == e.ranks()[0]) about = j;
+      }
+    }
+    mark_failed_about(e.error_code(), about);
   }
 }
 
@@ -802,25 +917,27 @@ void ShmGroup::Impl::reduce_piece(std::byte* out, std::size_t buf, int j, std::s
   for (int s = 2; s < size_; ++s) reduce(out, out, src(s), n);
 }
 
-void ShmGroup::Impl::reduce_small(std::byte* data, std::size_t total, std::size_t first,
-                                  std::size_t n, std::size_t esize, const exec::Reducer& reduce,
-                                  const exec::Executor& exec, Deadline deadline) {
-  const std::size_t parity = call_seq_ % 2;
-  if (total != 0) exec.copy(small_slot(parity, me_), data, total);
+void ShmGroup::Impl::small_in(const std::byte* data, std::size_t total,
+                              const exec::Executor& exec) {
+  if (total != 0) exec.copy(small_slot(call_seq_ % 2, me_), data, total);
   publish();
-  wait_arrival(progress_, deadline);
+}
+
+void ShmGroup::Impl::small_fold(std::byte* data, std::size_t first, std::size_t n,
+                                std::size_t esize, const exec::Reducer& reduce) const {
   if (n == 0) return;
+  const std::size_t parity = call_seq_ % 2;
   const std::size_t off = first * esize;
   std::byte* out = data + off;
   reduce(out, small_slot(parity, 0) + off, small_slot(parity, 1) + off, n);
   for (int s = 2; s < size_; ++s) reduce(out, out, small_slot(parity, s) + off, n);
 }
 
-void ShmGroup::Impl::copy_in(std::byte* data, const Plan& p, std::size_t k, bool skip_own,
-                             const exec::Executor& exec, Deadline deadline) {
+engine::Task ShmGroup::Impl::copy_in(std::byte* data, const Plan& p, std::size_t k, bool skip_own,
+                                     const exec::Executor& exec, engine::Driver& d) {
   const std::size_t buf = (large_used_ + k) % 2;
   // Wait until every rank has finished with this buffer's previous use.
-  wait_all(large_free_[buf], deadline);
+  co_await wait_all(large_free_[buf], d);
   for (int j = 0; j < size_; ++j) {
     auto [first, n] = p.piece(j, k);
     if (n != 0 && !(skip_own && j == me_)) {
@@ -831,24 +948,25 @@ void ShmGroup::Impl::copy_in(std::byte* data, const Plan& p, std::size_t k, bool
   stage_[k % 2] = progress_;
 }
 
-void ShmGroup::Impl::allreduce_large(std::byte* data, const Plan& p, const exec::Reducer& reduce,
-                                     const exec::Executor& exec, Deadline deadline) {
+engine::Task ShmGroup::Impl::allreduce_large(std::byte* data, Plan p, exec::Reducer reduce,
+                                             const exec::Executor& exec, engine::Driver& d) {
   // Copy chunk 0 in; then the call records are compared.
-  copy_in(data, p, 0, true, exec, deadline);
-  wait_arrival(stage_[0], deadline);
+  co_await copy_in(data, p, 0, true, exec, d);
+  co_await wait_all(stage_[0], d);
+  check_arrival();
   for (std::size_t k = 0; k < p.chunks; ++k) {
     const std::size_t buf = (large_used_ + k) % 2;
     // Wait for every rank's copy of chunk k.
-    if (k > 0) wait_all(stage_[k % 2], deadline);
+    if (k > 0) co_await wait_all(stage_[k % 2], d);
     // Reduce this rank's piece over all slots (its own from `data`) into slot 0.
     auto [mine, n] = p.piece(me_, k);
     if (n != 0) reduce_piece(piece_ptr(buf, 0, me_), buf, me_, n, data + mine * p.esize, reduce);
     publish();
     const std::uint32_t reduced = progress_;
     // Overlap: copy chunk k+1 into the other buffer while the others reduce chunk k.
-    if (k + 1 < p.chunks) copy_in(data, p, k + 1, true, exec, deadline);
+    if (k + 1 < p.chunks) co_await copy_in(data, p, k + 1, true, exec, d);
     // Wait for every piece of chunk k, then copy the whole chunk out.
-    wait_all(reduced, deadline);
+    co_await wait_all(reduced, d);
     for (int j = 0; j < size_; ++j) {
       auto [first, len] = p.piece(j, k);
       if (len != 0) exec.copy(data + first * p.esize, piece_ptr(buf, 0, j), len * p.esize);
@@ -859,45 +977,50 @@ void ShmGroup::Impl::allreduce_large(std::byte* data, const Plan& p, const exec:
   large_used_ += p.chunks;
 }
 
-void ShmGroup::Impl::reduce_scatter_large(std::byte* data, const Plan& p,
-                                          const exec::Reducer& reduce, const exec::Executor& exec,
-                                          Deadline deadline) {
+engine::Task ShmGroup::Impl::reduce_scatter_large(std::byte* data, Plan p, exec::Reducer reduce,
+                                                  const exec::Executor& exec, engine::Driver& d) {
   // The reduction overwrites the caller's shard, so this rank's own piece goes through its
   // slot like the others.
-  copy_in(data, p, 0, false, exec, deadline);
-  wait_arrival(stage_[0], deadline);
+  co_await copy_in(data, p, 0, false, exec, d);
+  co_await wait_all(stage_[0], d);
+  check_arrival();
   for (std::size_t k = 0; k < p.chunks; ++k) {
     const std::size_t buf = (large_used_ + k) % 2;
     // Wait for every rank's copy of chunk k.
-    if (k > 0) wait_all(stage_[k % 2], deadline);
+    if (k > 0) co_await wait_all(stage_[k % 2], d);
     // Reduce this rank's piece straight into the caller's buffer.
     auto [first, n] = p.piece(me_, k);
     if (n != 0) reduce_piece(data + first * p.esize, buf, me_, n, nullptr, reduce);
     publish();
     large_free_[buf] = progress_;
-    if (k + 1 < p.chunks) copy_in(data, p, k + 1, false, exec, deadline);
+    if (k + 1 < p.chunks) co_await copy_in(data, p, k + 1, false, exec, d);
   }
   large_used_ += p.chunks;
 }
 
-void ShmGroup::Impl::allgather_large(std::byte* data, const Plan& p, const exec::Executor& exec,
-                                     Deadline deadline) {
+engine::Task ShmGroup::Impl::allgather_large(std::byte* data, Plan p, const exec::Executor& exec,
+                                             engine::Driver& d) {
   // Each rank writes its piece of chunk k into slot 0 of the chunk's buffer.
   auto put = [&](std::size_t k) {
-    const std::size_t buf = (large_used_ + k) % 2;
-    wait_all(large_free_[buf], deadline);
     auto [first, n] = p.piece(me_, k);
-    if (n != 0) exec.copy(piece_ptr(buf, 0, me_), data + first * p.esize, n * p.esize);
+    if (n != 0) {
+      exec.copy(piece_ptr((large_used_ + k) % 2, 0, me_), data + first * p.esize, n * p.esize);
+    }
     publish();
     stage_[k % 2] = progress_;
   };
+  co_await wait_all(large_free_[large_used_ % 2], d);
   put(0);
-  wait_arrival(stage_[0], deadline);
+  co_await wait_all(stage_[0], d);
+  check_arrival();
   for (std::size_t k = 0; k < p.chunks; ++k) {
     const std::size_t buf = (large_used_ + k) % 2;
     // Wait for every rank's piece of chunk k.
-    if (k > 0) wait_all(stage_[k % 2], deadline);
-    if (k + 1 < p.chunks) put(k + 1);
+    if (k > 0) co_await wait_all(stage_[k % 2], d);
+    if (k + 1 < p.chunks) {
+      co_await wait_all(large_free_[(large_used_ + k + 1) % 2], d);
+      put(k + 1);
+    }
     for (int j = 0; j < size_; ++j) {
       auto [first, n] = p.piece(j, k);
       if (j != me_ && n != 0) exec.copy(data + first * p.esize, piece_ptr(buf, 0, j), n * p.esize);
@@ -906,6 +1029,33 @@ void ShmGroup::Impl::allgather_large(std::byte* data, const Plan& p, const exec:
     large_free_[buf] = progress_;
   }
   large_used_ += p.chunks;
+}
+
+engine::Task ShmGroup::Impl::broadcast_large(std::byte* b, std::size_t bytes, int root,
+                                             const exec::Executor& exec, engine::Driver& d) {
+  // Chunks of a whole buffer (all L slots), double-buffered: the root runs up to two ahead.
+  const std::size_t chunk = chunk_bytes_ * static_cast<std::size_t>(size_);
+  const std::size_t chunks = (bytes + chunk - 1) / chunk;
+  for (std::size_t k = 0; k < chunks; ++k) {
+    const std::size_t buf = (large_used_ + k) % 2;
+    const std::size_t off = k * chunk, n = std::min(chunk, bytes - off);
+    if (me_ == root) {
+      co_await wait_all(large_free_[buf], d);
+      exec.copy(large_slot(buf, 0), b + off, n);
+    }
+    publish();
+    const std::uint32_t filled = progress_;
+    if (k == 0) {
+      co_await wait_all(filled, d);
+      check_arrival();
+    } else if (me_ != root) {
+      co_await wait_rank(root, filled, d);
+    }
+    if (me_ != root) exec.copy(b + off, large_slot(buf, 0), n);
+    publish();
+    large_free_[buf] = progress_;
+  }
+  large_used_ += chunks;
 }
 
 namespace {
@@ -921,49 +1071,66 @@ void check_data_call(const char* what, const void* data, std::size_t count, Data
 
 }  // namespace
 
-void ShmGroup::Impl::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
-                               const exec::Executor& exec, const Fingerprint& fp,
-                               Deadline deadline) {
+// Every call: validated and (reduce, begin_call) resolved before the group is touched, so that
+// bad arguments leave it intact; then the body, whose Error marks the group failed.
+engine::Task ShmGroup::Impl::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                                       const exec::Executor& exec, const Fingerprint& fp,
+                                       engine::Driver& d) {
   check_data_call("allreduce", data, count, type, exec);
   // Resolved before the call starts: an unsupported (type, op) leaves the group intact.
   const exec::Reducer reduce = exec.reducer(type, op);
-  run_call(Stage::allreduce, fp, count, type, op, -1, [&] {
+  if (!begin_call(Stage::allreduce, fp, count, type, op, -1)) co_return;
+  try {
     const Plan p = plan(count, type);
     auto* bytes = static_cast<std::byte*>(data);
     const std::size_t total = count * p.esize;
     if (total <= small_bytes_) {
       // Low latency: one publish; every rank reduces all slots itself, in local-rank order.
-      reduce_small(bytes, total, 0, count, p.esize, reduce, exec, deadline);
-      return;
+      small_in(bytes, total, exec);
+      co_await wait_all(progress_, d);
+      check_arrival();
+      small_fold(bytes, 0, count, p.esize, reduce);
+    } else {
+      co_await allreduce_large(bytes, p, reduce, exec, d);
     }
-    allreduce_large(bytes, p, reduce, exec, deadline);
-  });
+  } catch (const Error& e) {
+    fail_call(e);
+    throw;
+  }
 }
 
-void ShmGroup::Impl::reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
-                                    const exec::Executor& exec, const Fingerprint& fp,
-                                    Deadline deadline) {
+engine::Task ShmGroup::Impl::reduce_scatter(void* data, std::size_t count, DataType type,
+                                            ReduceOp op, const exec::Executor& exec,
+                                            const Fingerprint& fp, engine::Driver& d) {
   check_data_call("reduce_scatter", data, count, type, exec);
   // Resolved before the call starts: an unsupported (type, op) leaves the group intact.
   const exec::Reducer reduce = exec.reducer(type, op);
-  run_call(Stage::reduce_scatter, fp, count, type, op, -1, [&] {
+  if (!begin_call(Stage::reduce_scatter, fp, count, type, op, -1)) co_return;
+  try {
     const Plan p = plan(count, type);
     auto* bytes = static_cast<std::byte*>(data);
     const std::size_t total = count * p.esize;
     if (total <= small_bytes_) {
       auto [first, end] = shard(count, size_, me_);
-      reduce_small(bytes, total, first, end - first, p.esize, reduce, exec, deadline);
-      return;
+      small_in(bytes, total, exec);
+      co_await wait_all(progress_, d);
+      check_arrival();
+      small_fold(bytes, first, end - first, p.esize, reduce);
+    } else {
+      co_await reduce_scatter_large(bytes, p, reduce, exec, d);
     }
-    reduce_scatter_large(bytes, p, reduce, exec, deadline);
-  });
+  } catch (const Error& e) {
+    fail_call(e);
+    throw;
+  }
 }
 
-void ShmGroup::Impl::allgather(void* data, std::size_t count, DataType type,
-                               const exec::Executor& exec, const Fingerprint& fp,
-                               Deadline deadline) {
+engine::Task ShmGroup::Impl::allgather(void* data, std::size_t count, DataType type,
+                                       const exec::Executor& exec, const Fingerprint& fp,
+                                       engine::Driver& d) {
   check_data_call("allgather", data, count, type, exec);
-  run_call(Stage::allgather, fp, count, type, ReduceOp::sum, -1, [&] {
+  if (!begin_call(Stage::allgather, fp, count, type, ReduceOp::sum, -1)) co_return;
+  try {
     const Plan p = plan(count, type);
     auto* bytes = static_cast<std::byte*>(data);
     const std::size_t total = count * p.esize;
@@ -976,70 +1143,69 @@ void ShmGroup::Impl::allgather(void* data, std::size_t count, DataType type,
                   (end - first) * p.esize);
       }
       publish();
-      wait_arrival(progress_, deadline);
+      co_await wait_all(progress_, d);
+      check_arrival();
       if (first * p.esize != 0) exec.copy(bytes, small_slot(parity, 0), first * p.esize);
       if (end < count) {
         exec.copy(bytes + end * p.esize, small_slot(parity, 0) + end * p.esize,
                   (count - end) * p.esize);
       }
-      return;
+    } else {
+      co_await allgather_large(bytes, p, exec, d);
     }
-    allgather_large(bytes, p, exec, deadline);
-  });
+  } catch (const Error& e) {
+    fail_call(e);
+    throw;
+  }
 }
 
-void ShmGroup::Impl::broadcast(void* data, std::size_t bytes, int root, const exec::Executor& exec,
-                               const Fingerprint& fp, Deadline deadline) {
+engine::Task ShmGroup::Impl::broadcast(void* data, std::size_t bytes, int root,
+                                       const exec::Executor& exec, const Fingerprint& fp,
+                                       engine::Driver& d) {
   RINGLET_CHECK(root >= 0 && root < size_, "shm: broadcast root ", root, " out of range [0, ",
                 size_, ")");
   check_data_call("broadcast", data, bytes, DataType::uint8, exec);
-  run_call(Stage::broadcast, fp, bytes, DataType::uint8, ReduceOp::sum, root, [&] {
+  if (!begin_call(Stage::broadcast, fp, bytes, DataType::uint8, ReduceOp::sum, root)) co_return;
+  try {
     auto* b = static_cast<std::byte*>(data);
     if (bytes <= small_bytes_) {
       const std::size_t parity = call_seq_ % 2;
       if (me_ == root && bytes != 0) exec.copy(small_slot(parity, 0), b, bytes);
       publish();
-      wait_arrival(progress_, deadline);
+      co_await wait_all(progress_, d);
+      check_arrival();
       if (me_ != root && bytes != 0) exec.copy(b, small_slot(parity, 0), bytes);
-      return;
+    } else {
+      co_await broadcast_large(b, bytes, root, exec, d);
     }
-    // Chunks of a whole buffer (all L slots), double-buffered: the root runs up to two ahead.
-    const std::size_t chunk = chunk_bytes_ * static_cast<std::size_t>(size_);
-    const std::size_t chunks = (bytes + chunk - 1) / chunk;
-    for (std::size_t k = 0; k < chunks; ++k) {
-      const std::size_t buf = (large_used_ + k) % 2;
-      const std::size_t off = k * chunk, n = std::min(chunk, bytes - off);
-      if (me_ == root) {
-        wait_all(large_free_[buf], deadline);
-        exec.copy(large_slot(buf, 0), b + off, n);
-      }
-      publish();
-      const std::uint32_t filled = progress_;
-      if (k == 0) {
-        wait_arrival(filled, deadline);
-      } else if (me_ != root) {
-        wait_rank(root, filled, deadline);
-      }
-      if (me_ != root) exec.copy(b + off, large_slot(buf, 0), n);
-      publish();
-      large_free_[buf] = progress_;
-    }
-    large_used_ += chunks;
-  });
+  } catch (const Error& e) {
+    fail_call(e);
+    throw;
+  }
 }
 
-void ShmGroup::Impl::barrier(const Fingerprint& fp, Deadline deadline) {
-  run_call(Stage::barrier, fp, 0, DataType::uint8, ReduceOp::sum, -1, [&] {
+engine::Task ShmGroup::Impl::barrier(const Fingerprint& fp, engine::Driver& d) {
+  if (!begin_call(Stage::barrier, fp, 0, DataType::uint8, ReduceOp::sum, -1)) co_return;
+  try {
     publish();
-    wait_arrival(progress_, deadline);
-  });
+    co_await wait_all(progress_, d);
+    check_arrival();
+  } catch (const Error& e) {
+    fail_call(e);
+    throw;
+  }
 }
 
-void ShmGroup::Impl::agree(const Fingerprint& fp, Deadline deadline) {
-  run_call(Stage::agree, fp, 0, DataType::uint8, ReduceOp::sum, -1, [&] {
+engine::Task ShmGroup::Impl::agree(const Fingerprint& fp, engine::Driver& d) {
+  if (!begin_call(Stage::agree, fp, 0, DataType::uint8, ReduceOp::sum, -1)) co_return;
+  try {
     publish();
-    wait_arrival(progress_, deadline);
-  });
+    co_await wait_all(progress_, d);
+    check_arrival();
+  } catch (const Error& e) {
+    fail_call(e);
+    throw;
+  }
 }
 
 void ShmGroup::Impl::mark_failed_about(ErrorCode code, int about) noexcept {
@@ -1060,28 +1226,35 @@ int ShmGroup::local_rank() const noexcept { return impl_->rank(); }
 int ShmGroup::local_size() const noexcept { return impl_->size(); }
 const std::string& ShmGroup::segment_name() const noexcept { return impl_->name(); }
 
-void ShmGroup::agree(const Fingerprint& fp, Deadline deadline) { impl_->agree(fp, deadline); }
+engine::Task ShmGroup::agree(const Fingerprint& fp, engine::Driver& driver) {
+  return impl_->agree(fp, driver);
+}
 void ShmGroup::mark_failed(ErrorCode code) noexcept { impl_->mark_failed(code); }
 void ShmGroup::mark_lost(ErrorCode code, int lost) noexcept { impl_->mark_lost(code, lost); }
 void ShmGroup::interrupt() noexcept { impl_->interrupt(); }
 
-void ShmGroup::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
-                         const exec::Executor& exec, const Fingerprint& fp, Deadline deadline) {
-  impl_->allreduce(data, count, type, op, exec, fp, deadline);
+engine::Task ShmGroup::allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                                 const exec::Executor& exec, const Fingerprint& fp,
+                                 engine::Driver& driver) {
+  return impl_->allreduce(data, count, type, op, exec, fp, driver);
 }
-void ShmGroup::reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
-                              const exec::Executor& exec, const Fingerprint& fp,
-                              Deadline deadline) {
-  impl_->reduce_scatter(data, count, type, op, exec, fp, deadline);
+engine::Task ShmGroup::reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                                      const exec::Executor& exec, const Fingerprint& fp,
+                                      engine::Driver& driver) {
+  return impl_->reduce_scatter(data, count, type, op, exec, fp, driver);
 }
-void ShmGroup::allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
-                         const Fingerprint& fp, Deadline deadline) {
-  impl_->allgather(data, count, type, exec, fp, deadline);
+engine::Task ShmGroup::allgather(void* data, std::size_t count, DataType type,
+                                 const exec::Executor& exec, const Fingerprint& fp,
+                                 engine::Driver& driver) {
+  return impl_->allgather(data, count, type, exec, fp, driver);
 }
-void ShmGroup::broadcast(void* data, std::size_t bytes, int local_root, const exec::Executor& exec,
-                         const Fingerprint& fp, Deadline deadline) {
-  impl_->broadcast(data, bytes, local_root, exec, fp, deadline);
+engine::Task ShmGroup::broadcast(void* data, std::size_t bytes, int local_root,
+                                 const exec::Executor& exec, const Fingerprint& fp,
+                                 engine::Driver& driver) {
+  return impl_->broadcast(data, bytes, local_root, exec, fp, driver);
 }
-void ShmGroup::barrier(const Fingerprint& fp, Deadline deadline) { impl_->barrier(fp, deadline); }
+engine::Task ShmGroup::barrier(const Fingerprint& fp, engine::Driver& driver) {
+  return impl_->barrier(fp, driver);
+}
 
 }  // namespace ringlet::groups::shm

@@ -13,6 +13,7 @@
 #include "src/bootstrap/store.hpp"
 #include "src/common/deadline.hpp"
 #include "src/common/job_context.hpp"
+#include "src/engine/task.hpp"
 #include "src/exec/executor.hpp"
 #include "src/fingerprint.hpp"
 
@@ -63,22 +64,32 @@ class ShmGroup final : public LocalGroup {
   // The segment's (already unlinked) name; empty when local_size() == 1.
   const std::string& segment_name() const noexcept;
 
-  void agree(const Fingerprint& fp, Deadline deadline) override;
+  // The blocking forms of LocalGroup.
+  using LocalGroup::agree;
+  using LocalGroup::allgather;
+  using LocalGroup::allreduce;
+  using LocalGroup::barrier;
+  using LocalGroup::broadcast;
+  using LocalGroup::reduce_scatter;
+
+  engine::Task agree(const Fingerprint& fp, engine::Driver& driver) override;
   void mark_failed(ErrorCode code) noexcept override;
   void mark_lost(ErrorCode code, int lost) noexcept override;
-  // Without it, a wait sees the abort flag within about 50 ms.
+  // Without it, a blocking wait sees the abort flag within about 50 ms (a polled one at the
+  // engine's next poll, within a few ms).
   void interrupt() noexcept override;
 
-  void allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
-                 const exec::Executor& exec, const Fingerprint& fp, Deadline deadline) override;
-  void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
-                      const exec::Executor& exec, const Fingerprint& fp,
-                      Deadline deadline) override;
-  void allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
-                 const Fingerprint& fp, Deadline deadline) override;
-  void broadcast(void* data, std::size_t bytes, int local_root, const exec::Executor& exec,
-                 const Fingerprint& fp, Deadline deadline) override;
-  void barrier(const Fingerprint& fp, Deadline deadline) override;
+  engine::Task allreduce(void* data, std::size_t count, DataType type, ReduceOp op,
+                         const exec::Executor& exec, const Fingerprint& fp,
+                         engine::Driver& driver) override;
+  engine::Task reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op,
+                              const exec::Executor& exec, const Fingerprint& fp,
+                              engine::Driver& driver) override;
+  engine::Task allgather(void* data, std::size_t count, DataType type, const exec::Executor& exec,
+                         const Fingerprint& fp, engine::Driver& driver) override;
+  engine::Task broadcast(void* data, std::size_t bytes, int local_root, const exec::Executor& exec,
+                         const Fingerprint& fp, engine::Driver& driver) override;
+  engine::Task barrier(const Fingerprint& fp, engine::Driver& driver) override;
 
  private:
   class Impl;

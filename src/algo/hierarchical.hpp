@@ -21,12 +21,15 @@ struct HierContext {
 // Intra-node reduce-scatter -> L inter-node rings in parallel, local rank i driving the ring
 // over shard i -> intra-node allgather. Each node's link carries 2(M-1)/M * S, the lower
 // bound, and the inter-node latency term is 2(M-1)a instead of 2(ML-1)a. The buffer is cut
-// into pipeline chunks; a network thread runs the ring of chunk k while the calling thread
+// into pipeline chunks; a network thread runs the ring of chunk k while the calling task
 // runs the shared-memory stages of the other chunks, so that they overlap. In place. The
 // post-scale step runs on the network thread, on the part of each shard its ring owns.
-// A blocking step of a task: the local group has no non-blocking form yet, and the ring of
-// each chunk is driven to completion on the helper thread.
-void hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count, DataType type,
-                            ReduceOp op);
+// A task: the shared-memory stages are awaits of the local group's tasks, and the wait for a
+// chunk's ring is a Pollable on the helper thread's progress, so that with a polling driver
+// (ctx.ring.driver) the progress engine never blocks in it. The ring of each chunk is still
+// driven to completion on the communicator's persistent helper thread (its own blocking
+// driver); while it runs, the driver's transport_busy keeps the engine off the transport.
+engine::Task hierarchical_allreduce(HierContext& ctx, std::byte* buf, std::size_t count,
+                                    DataType type, ReduceOp op);
 
 }  // namespace ringlet::algo

@@ -105,6 +105,20 @@ bool advance(Task& task, Driver& driver) {
     driver.conn = nullptr;
     auto waiter = std::exchange(driver.waiter, {});
     waiter.resume();
+  } else if (driver.pollable != nullptr) {
+    bool ready = false;
+    try {
+      // The Pollable applies the deadline itself, naming the ranks it waited for.
+      ready = driver.pollable->poll();
+      if (ready) driver.note_done();
+    } catch (...) {
+      driver.error = std::current_exception();
+      ready = true;
+    }
+    if (!ready) return false;
+    driver.pollable = nullptr;
+    auto waiter = std::exchange(driver.waiter, {});
+    waiter.resume();
   }
   if (!task.h_.done()) return false;
   if (task.h_.promise().error) std::rethrow_exception(task.h_.promise().error);

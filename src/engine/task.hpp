@@ -13,9 +13,21 @@
 //   Task t = ring(ctx);
 //   while (!advance(t, d)) transport.wait_any(...);   // the engine
 //
-// A task never blocks in polling mode, except in the steps that have no non-blocking form
-// yet (the local group's collectives, the hierarchical pipeline): they are plain calls
-// inside the coroutine.
+// The other kind of wait is a Pollable: a word that another process or thread advances (a
+// local group's shared-memory flags, the hierarchical pipeline's helper thread). Blocking,
+// its await waits as the group always has (a short spin, yields, then a futex wait in
+// bounded slices); polled, it checks the word once and suspends the task, recording the
+// local peer it waits for (as a global rank) in the AwaitRecord.
+//
+// A task never blocks in polling mode. The engine's rule while its task is suspended
+// (src/communicator.cpp, sleep_until_progress): on a request, it sleeps in the transport's
+// wait_any() until a descriptor is ready, interrupt() or the deadline; on a Pollable, it
+// spins briefly on the awaited word, then sleeps in a futex wait on it of at most a few
+// milliseconds (woken by the peer's publish, abort() and a peer's failure report), and
+// between two such sleeps lets the transport move whatever is ready (wait_any(0)), so that
+// posted network requests keep progressing; with nothing pending it sleeps on its condition
+// variable. Either way it tests the wait again, sees the deadline and the abort flag, and
+// resumes the task once the wait is over.
 #pragma once
 
 #include <atomic>
@@ -57,6 +69,22 @@ inline long long coarse_ns() noexcept {
       .count();
 }
 
+// A wait on something other than a transport request; see the header comment. An awaitable
+// that suspends on one sets Driver::pollable to itself and stays alive (in the suspended
+// coroutine's frame) until the engine resumes it.
+class Pollable {
+ public:
+  // Checks once, without blocking: true when the wait is over. Throws the wait's failure
+  // (deadline, abort, a lost peer) as a ringlet::Error naming the ranks.
+  virtual bool poll() = 0;
+  // Sleeps until the awaited word may have changed, a wake-up (interrupt(), a peer's failure
+  // report) or `timeout`, whichever comes first. Never throws.
+  virtual void sleep(std::chrono::microseconds timeout) noexcept = 0;
+
+ protected:
+  ~Pollable() = default;
+};
+
 // How a task's awaits behave, and where a polled task is suspended. One per running task,
 // used by one thread at a time.
 struct Driver {
@@ -66,12 +94,17 @@ struct Driver {
   Deadline deadline = Deadline::max();
   int rank = -1;                  // for messages
   AwaitRecord* record = nullptr;  // may be null
-  // While a polled task is suspended: the request it waits for, and who waits.
+  // While a polled task is suspended: the request it waits for (or the Pollable), and who
+  // waits.
   transport::Connection* conn = nullptr;
+  Pollable* pollable = nullptr;
   transport::Request request{};
   bool is_send = false;
   std::coroutine_handle<> waiter;
   long long waiting_since_ns = 0;
+  // Set while another thread drives the task's transport (the hierarchical pipeline's
+  // helper): the engine then sleeps on the Pollable only, never in the transport.
+  bool transport_busy = false;
   // A failure of the request's test (or the deadline), delivered to the waiting coroutine.
   std::exception_ptr error;
 
@@ -79,6 +112,13 @@ struct Driver {
     if (record == nullptr) return;
     record->peer.store(c->peer(), std::memory_order_relaxed);
     record->direction.store(send ? 1 : 0, std::memory_order_relaxed);
+    record->since_ns.store(now_ns, std::memory_order_relaxed);
+  }
+  // As note_wait(), for a wait on the node-local peer `peer` (a global rank).
+  void note_wait_rank(int peer, long long now_ns) const noexcept {
+    if (record == nullptr) return;
+    record->peer.store(peer, std::memory_order_relaxed);
+    record->direction.store(0, std::memory_order_relaxed);
     record->since_ns.store(now_ns, std::memory_order_relaxed);
   }
   void note_done() const noexcept {
@@ -200,9 +240,9 @@ inline Completion sent(Driver& d, transport::Connection* c, transport::Request r
   return Completion{&d, c, r, true};
 }
 
-// One step of a polled task: tests the request it waits for and, once it has completed (or
-// failed, or the deadline passed), resumes the task until it waits again. Returns true once
-// the task has finished, and rethrows its exception. Never blocks itself.
+// One step of a polled task: tests the request (or polls the Pollable) it waits for and, once
+// it has completed (or failed, or the deadline passed), resumes the task until it waits again.
+// Returns true once the task has finished, and rethrows its exception. Never blocks itself.
 bool advance(Task& task, Driver& driver);
 
 // Drives `task` to completion on this thread (driver.blocking must be true): the blocking

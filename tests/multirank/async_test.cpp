@@ -730,5 +730,199 @@ TEST(AsyncFault, PeerKilledInTheMiddleOfAQueue) {
       go);
 }
 
+// --- queued collectives over shared memory (the polled local group) ------------------------
+
+// One node of 4 ranks: every collective runs in the shared-memory group. Queued behind a
+// large first one, they all run on the progress engine as polled tasks; waited in random
+// order, each is checked against the serial reference.
+class AsyncShm : public ::testing::TestWithParam<RankMode> {};
+
+TEST_P(AsyncShm, QueueOnOneNodeOfFourRanks) {
+  auto group = make_rank_group(GetParam());
+  group->run(4, [](RankContext& ctx) {
+    Options o;
+    o.node_id = "one-node";
+    Communicator comm = ctx.create(o);
+    for (std::uint64_t round = 0; round < 2; ++round) {
+      std::vector<Op> ops = make_queue(ctx.size, 48, std::size_t{4} << 20, 777 + round);
+      // Above the crossover first, so that the queue starts on the engine at once.
+      ops.front().kind = Op::allreduce_inplace;
+      ops.front().count = std::size_t{1} << 18;
+      std::vector<Work> works;
+      for (auto& op : ops) works.push_back(issue(comm, op));
+      std::vector<std::size_t> order(ops.size());
+      for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::mt19937 shuffle(static_cast<unsigned>(ctx.rank * 31 + round));
+      std::shuffle(order.begin(), order.end(), shuffle);
+      for (std::size_t i : order) {
+        try {
+          works[i].wait();
+        } catch (const Error& e) {
+          FAIL() << "rank " << ctx.rank << ": #" << i << " " << describe(ops[i])
+                 << " threw: " << e.what();
+        }
+        const std::string err = check(ops[i], ctx.size, ctx.rank);
+        ASSERT_TRUE(err.empty()) << "rank " << ctx.rank << ": #" << i << " " << describe(ops[i])
+                                 << ": " << err;
+      }
+      // A blocking call after the queue, through the same group.
+      std::vector<std::int32_t> v(1000, ctx.rank);
+      comm.allreduce(std::span<std::int32_t>(v));
+      ASSERT_EQ(v[999], 0 + 1 + 2 + 3);
+    }
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, AsyncShm, ::testing::Values(RankMode::threads, RankMode::processes),
+                         [](const ::testing::TestParamInfo<RankMode>& info) {
+                           return std::string(to_string(info.param));
+                         });
+
+// While the engine's task waits in shared memory for a local peer that has not arrived, the
+// progress record names that peer (its global rank) and the deadline error quotes it.
+TEST(AsyncShmProgress, SnapshotNamesTheLocalPeerAwaited) {
+  auto group = make_rank_group(RankMode::threads);
+  group->run(2, [](RankContext& ctx) {
+    Options o;
+    o.timeout = 3s;
+    o.node_id = "one-node";
+    Communicator comm = ctx.create(o);
+    if (ctx.rank == 1) {
+      // Never calls the allreduce: rank 0's times out; then rank 1 leaves.
+      std::this_thread::sleep_for(5s);
+      return;
+    }
+    std::vector<float> buf(1 << 20, 1.0f);  // above the crossover: queued for the engine
+    Work w = comm.allreduce_async(std::span<float>(buf));
+    ProgressSnapshot seen;
+    for (int i = 0; i < 200 && seen.peer != 1; ++i) {
+      std::this_thread::sleep_for(10ms);
+      seen = progress_snapshot(comm);
+    }
+    EXPECT_EQ(seen.peer, 1);
+    EXPECT_FALSE(seen.peer_send);
+    EXPECT_NE(seen.fingerprint.find("allreduce(count=1048576"), std::string::npos)
+        << seen.fingerprint;
+    EXPECT_GE(seen.since_ns, seen.started_ns);
+    EXPECT_FALSE(w.test());
+    const auto start = Clock::now();
+    try {
+      w.wait();
+      ADD_FAILURE() << "the allreduce without its peer completed";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(e.code(), ErrorCode::timeout) << what;
+      EXPECT_NE(what.find("local rank 1 (rank 1)"), std::string::npos) << what;
+    }
+    EXPECT_LT(Clock::now() - start, 3s + 2s);
+  });
+}
+
+// A local peer killed while the survivors' engines are suspended on shared-memory waits:
+// every queued collective fails on every survivor within the deadline, naming the peer.
+TEST(AsyncShmFault, PeerKilledWhileTheEngineWaitsInSharedMemory) {
+  auto group = make_rank_group(RankMode::processes);
+  GroupOptions go;
+  go.victims = {2};
+  go.limit = 120s;
+  group->run(
+      4,
+      [](RankContext& ctx) {
+        Options o;
+        o.timeout = 10s;
+        o.node_id = "one-node";
+        Communicator comm = ctx.create(o);
+        std::vector<float> warm(1000, 1.0f);
+        comm.allreduce(std::span<float>(warm));
+        if (ctx.rank == 2) {
+          std::this_thread::sleep_for(300ms);  // the others are queued and waiting by now
+          ::kill(::getpid(), SIGKILL);
+        }
+        std::vector<std::vector<float>> bufs;
+        for (std::size_t k = 0; k < 8; ++k) bufs.emplace_back(k % 2 == 0 ? 300000 : 100, 1.0f);
+        std::vector<Work> works;
+        const auto start = Clock::now();
+        int failed = 0;
+        for (auto& b : bufs) {
+          try {
+            works.push_back(comm.allreduce_async(std::span<float>(b)));
+          } catch (const Error& e) {
+            EXPECT_NE(e.code(), ErrorCode::invalid_argument) << e.what();
+            failed += static_cast<int>(bufs.size() - works.size());
+            break;
+          }
+        }
+        std::optional<Work> barrier;
+        try {
+          barrier.emplace(comm.barrier_async());
+        } catch (const Error&) {
+          ++failed;
+        }
+        for (auto& w : works) {
+          try {
+            w.wait();
+          } catch (const Error& e) {
+            ++failed;
+            const std::string what = e.what();
+            EXPECT_TRUE(e.code() == ErrorCode::peer_lost || e.code() == ErrorCode::aborted) << what;
+          }
+        }
+        if (barrier) {
+          try {
+            barrier->wait();
+          } catch (const Error&) {
+            ++failed;
+          }
+        }
+        EXPECT_EQ(failed, 9) << "rank " << ctx.rank;
+        EXPECT_LT(Clock::now() - start, 10s + 5s);
+      },
+      go);
+}
+
+// abort() on one rank while its engine and the others' are suspended on shared-memory
+// waits: every queued collective fails on every rank, promptly.
+TEST(AsyncShmFault, AbortWhileTheEngineWaitsInSharedMemory) {
+  auto group = make_rank_group(RankMode::threads);
+  group->run(4, [](RankContext& ctx) {
+    Options o;
+    o.timeout = 20s;
+    o.node_id = "one-node";
+    Communicator comm = ctx.create(o);
+    if (ctx.rank == 3) std::this_thread::sleep_for(1s);  // the others wait in shared memory
+    std::vector<std::vector<float>> bufs(16, std::vector<float>(1 << 18, 1.0f));
+    std::vector<Work> works;
+    const auto start = Clock::now();
+    int failed = 0;
+    for (auto& b : bufs) {
+      try {
+        works.push_back(comm.allreduce_async(std::span<float>(b)));
+      } catch (const Error& e) {
+        EXPECT_NE(e.code(), ErrorCode::invalid_argument) << e.what();
+        failed += static_cast<int>(bufs.size() - works.size());
+        break;
+      }
+    }
+    std::thread aborter;
+    if (ctx.rank == 0) {
+      aborter = std::thread([&] {
+        std::this_thread::sleep_for(300ms);
+        comm.abort();
+      });
+    }
+    for (auto& w : works) {
+      try {
+        w.wait();
+      } catch (const Error& e) {
+        ++failed;
+        EXPECT_TRUE(e.code() == ErrorCode::aborted || e.code() == ErrorCode::peer_lost) << e.what();
+      }
+    }
+    if (aborter.joinable()) aborter.join();
+    EXPECT_EQ(failed, 16) << "rank " << ctx.rank;
+    EXPECT_LT(Clock::now() - start, 10s);
+  });
+}
+
 }  // namespace
 }  // namespace ringlet::testing

@@ -27,6 +27,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +37,7 @@
 #include "src/common/partition.hpp"
 #include "src/common/str_cat.hpp"
 #include "src/common/unique_fd.hpp"
+#include "src/engine/task.hpp"
 #include "src/exec/executor.hpp"
 #include "src/fingerprint.hpp"
 
@@ -67,39 +69,84 @@ ShmOptions options_for(int local_rank, int local_size, std::uint64_t job,
 Deadline in(std::chrono::milliseconds d) { return Clock::now() + d; }
 
 // A rank's group as its communicator calls it: every call carries the fingerprint of a
-// collective of its own (the next sequence number) and the host executor.
+// collective of its own (the next sequence number) and the host executor. Blocking by
+// default; polled() drives each call's task as the progress engine does (advance, and while
+// it is suspended, sleep on its Pollable), counting the suspensions and recording the peer
+// awaited in `record`.
 class Calls {
  public:
   explicit Calls(ShmGroup& g) : g_(g) {}
   int local_rank() const { return g_.local_rank(); }
   int local_size() const { return g_.local_size(); }
   const std::string& segment_name() const { return g_.segment_name(); }
+  ShmGroup& group() { return g_; }
+  void polled(bool on) { polled_ = on; }
+  int suspensions() const { return suspensions_; }
+  engine::AwaitRecord record;
+  // Called by a polled call at each suspension (after the first advance()).
+  std::function<void(const engine::Driver&)> on_suspend;
+
   void allreduce(void* data, std::size_t count, DataType type, ReduceOp op, Deadline d) {
-    g_.allreduce(data, count, type, op, exec::host_executor(),
-                 next(CollectiveKind::allreduce, count, type, op, -1), d);
+    const Fingerprint fp = next(CollectiveKind::allreduce, count, type, op, -1);
+    if (!polled_) return g_.allreduce(data, count, type, op, exec::host_executor(), fp, d);
+    drive(d, [&](engine::Driver& dr) {
+      return g_.allreduce(data, count, type, op, exec::host_executor(), fp, dr);
+    });
   }
   void reduce_scatter(void* data, std::size_t count, DataType type, ReduceOp op, Deadline d) {
-    g_.reduce_scatter(data, count, type, op, exec::host_executor(),
-                      next(CollectiveKind::reduce_scatter, count, type, op, -1), d);
+    const Fingerprint fp = next(CollectiveKind::reduce_scatter, count, type, op, -1);
+    if (!polled_) return g_.reduce_scatter(data, count, type, op, exec::host_executor(), fp, d);
+    drive(d, [&](engine::Driver& dr) {
+      return g_.reduce_scatter(data, count, type, op, exec::host_executor(), fp, dr);
+    });
   }
   void allgather(void* data, std::size_t count, DataType type, Deadline d) {
-    g_.allgather(data, count, type, exec::host_executor(),
-                 next(CollectiveKind::allgather, count, type, ReduceOp::sum, -1), d);
+    const Fingerprint fp = next(CollectiveKind::allgather, count, type, ReduceOp::sum, -1);
+    if (!polled_) return g_.allgather(data, count, type, exec::host_executor(), fp, d);
+    drive(d, [&](engine::Driver& dr) {
+      return g_.allgather(data, count, type, exec::host_executor(), fp, dr);
+    });
   }
   void broadcast(void* data, std::size_t bytes, int root, Deadline d) {
-    g_.broadcast(data, bytes, root, exec::host_executor(),
-                 next(CollectiveKind::broadcast, bytes, DataType::uint8, ReduceOp::sum, root), d);
+    const Fingerprint fp =
+        next(CollectiveKind::broadcast, bytes, DataType::uint8, ReduceOp::sum, root);
+    if (!polled_) return g_.broadcast(data, bytes, root, exec::host_executor(), fp, d);
+    drive(d, [&](engine::Driver& dr) {
+      return g_.broadcast(data, bytes, root, exec::host_executor(), fp, dr);
+    });
   }
   void barrier(Deadline d) {
-    g_.barrier(next(CollectiveKind::barrier, 0, DataType::uint8, ReduceOp::max, -1), d);
+    const Fingerprint fp = next(CollectiveKind::barrier, 0, DataType::uint8, ReduceOp::max, -1);
+    if (!polled_) return g_.barrier(fp, d);
+    drive(d, [&](engine::Driver& dr) { return g_.barrier(fp, dr); });
   }
 
  private:
   Fingerprint next(CollectiveKind kind, std::size_t count, DataType type, ReduceOp op, int root) {
     return Fingerprint{++seq_, kind, type, op, root, count};
   }
+  template <class Make>
+  void drive(Deadline deadline, Make&& make) {
+    engine::Driver d;
+    d.blocking = false;
+    d.deadline = deadline;
+    d.record = &record;
+    record.reset();
+    engine::Task t = make(d);
+    while (!engine::advance(t, d)) {
+      // Suspended: on a shared-memory wait, never on a transport request.
+      if (d.pollable == nullptr || d.conn != nullptr) {
+        throw std::logic_error("a polled group task suspended without its Pollable");
+      }
+      ++suspensions_;
+      if (on_suspend) on_suspend(d);
+      d.pollable->sleep(std::chrono::milliseconds(2));
+    }
+  }
   ShmGroup& g_;
   std::uint64_t seq_ = 0;
+  bool polled_ = false;
+  int suspensions_ = 0;
 };
 
 // Names in /dev/shm that contain `part`.
@@ -788,6 +835,223 @@ TEST(ShmProcesses, SurvivorsNameTheKilledRankNotTheOneThatNoticed) {
     if (r == kVictim) continue;
     EXPECT_EQ(result.codes[r], 50 + kVictim) << "local rank " << r << " named another rank";
   }
+}
+
+// --- the polled form (the progress engine's) ---------------------------------------------
+
+// Every call's task driven as the progress engine drives it on some local ranks and to
+// completion on the others: the same results as the serial references, every path (small,
+// chunked, broadcast, barrier) included.
+TEST(ShmPolled, PolledAndBlockingRanksMatchTheReference) {
+  for (const Param& param : {Param{2, 0}, Param{3, 4096}, Param{4, 0}, Param{4, 4096}}) {
+    const int size = param.size;
+    std::atomic<int> suspended{0};
+    auto errors = run_threads(
+        size,
+        [&](Calls& g) {
+          g.polled(g.local_rank() % 2 == 0);
+          for (std::size_t count : counts_for(size, param.chunk_bytes == 0)) {
+            EXPECT_EQ(check_allreduce<float>(g, count, ReduceOp::sum), "") << "size " << size;
+            EXPECT_EQ(check_allreduce<std::int64_t>(g, count, ReduceOp::max), "");
+            std::vector<double> a(count), b(count);
+            for (std::size_t i = 0; i < count; ++i)
+              a[i] = b[i] = value_of<double>(g.local_rank(), i);
+            g.allreduce(a.data(), count, DataType::float64, ReduceOp::sum, in(60s));
+            g.reduce_scatter(b.data(), count, DataType::float64, ReduceOp::sum, in(60s));
+            g.allgather(b.data(), count, DataType::float64, in(60s));
+            EXPECT_EQ(std::memcmp(a.data(), b.data(), count * sizeof(double)), 0)
+                << "size " << size << " count " << count;
+            for (int root = 0; root < size; ++root) {
+              std::vector<std::uint8_t> data(count * 3 + 1);
+              for (std::size_t i = 0; i < data.size(); ++i) {
+                data[i] = static_cast<std::uint8_t>(g.local_rank() == root ? i * 31 + root : 0xee);
+              }
+              g.broadcast(data.data(), data.size(), root, in(60s));
+              for (std::size_t i = 0; i < data.size(); ++i) {
+                if (data[i] != static_cast<std::uint8_t>(i * 31 + root)) {
+                  ADD_FAILURE() << "broadcast of " << data.size() << " from " << root << " index "
+                                << i;
+                  break;
+                }
+              }
+            }
+            g.barrier(in(30s));
+          }
+          suspended.fetch_add(g.suspensions());
+        },
+        param.chunk_bytes);
+    expect_no_errors(errors);
+    // The polled ranks did suspend (else this test would not test the polled form).
+    EXPECT_GT(suspended.load(), 0) << "size " << size;
+  }
+}
+
+// A polled task waiting for a late peer suspends, records the peer's global rank, and the
+// driver sleeps on the futex rather than spinning: a bounded number of polls in 300 ms.
+TEST(ShmPolled, SuspendsAndRecordsTheGlobalRankAwaited) {
+  std::atomic<int> peer_seen{-1};
+  std::atomic<int> polls{0};
+  auto errors = run_threads(2, [&](Calls& g) {
+    if (g.local_rank() == 1) {
+      std::this_thread::sleep_for(300ms);
+      g.barrier(in(30s));
+      return;
+    }
+    g.polled(true);
+    g.on_suspend = [&](const engine::Driver& d) {
+      if (d.record != nullptr) peer_seen.store(d.record->peer.load());
+    };
+    g.barrier(in(30s));
+    polls.store(g.suspensions());
+    EXPECT_EQ(g.record.peer.load(), -1);  // done: no peer awaited
+    EXPECT_GE(g.record.step.load(), 1u);
+  });
+  expect_no_errors(errors);
+  EXPECT_EQ(peer_seen.load(), 101);  // local rank 1 is global rank 101
+  EXPECT_GE(polls.load(), 1);
+  // 300 ms in sleeps of at most 2 ms: about 150 polls, never a busy loop.
+  EXPECT_LT(polls.load(), 2000);
+}
+
+// abort() of a rank (its abort flag and the group's interrupt()) wakes its suspended task at
+// once; the peer hears that the rank failed.
+TEST(ShmPolled, AbortWakesASuspendedTask) {
+  std::atomic<bool> abort_rank0{false};
+  std::atomic<bool> rank0_done{false};
+  std::chrono::milliseconds waited{};
+  auto errors = run_threads(
+      2,
+      [&](Calls& g) {
+        if (g.local_rank() == 1) {
+          while (!rank0_done) std::this_thread::sleep_for(5ms);
+          g.barrier(in(30s));  // the peer failed: peer_lost at once
+          return;
+        }
+        g.polled(true);
+        std::thread aborter([&] {
+          std::this_thread::sleep_for(200ms);
+          abort_rank0.store(true);
+          g.group().interrupt();
+        });
+        const auto start = Clock::now();
+        try {
+          g.barrier(in(30s));
+        } catch (...) {
+          waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+          aborter.join();
+          rank0_done = true;
+          throw;
+        }
+        aborter.join();
+        rank0_done = true;
+      },
+      0,
+      [&](ShmOptions& o) {
+        if (o.local_rank == 0) o.job.abort_flag = &abort_rank0;
+      });
+  ASSERT_TRUE(errors[0]);
+  ASSERT_TRUE(errors[1]);
+  std::string what;
+  EXPECT_EQ(code_of(errors[0], &what), ErrorCode::aborted) << what;
+  EXPECT_EQ(code_of(errors[1], &what), ErrorCode::peer_lost) << what;
+  EXPECT_NE(what.find("local rank 0 (rank 100)"), std::string::npos) << what;
+  EXPECT_LT(waited, 1000ms);
+}
+
+// The deadline of a suspended task: timeout naming the local rank awaited (with its global
+// rank); the peer learns that this rank timed out.
+TEST(ShmPolled, DeadlineWhileSuspendedNamesThePeer) {
+  std::atomic<bool> rank0_done{false};
+  auto errors = run_threads(2, [&](Calls& g) {
+    if (g.local_rank() == 1) {
+      while (!rank0_done) std::this_thread::sleep_for(5ms);
+      g.barrier(in(30s));
+      return;
+    }
+    g.polled(true);
+    std::vector<float> data(100000, 1.0f);
+    const auto start = Clock::now();
+    try {
+      g.allreduce(data.data(), data.size(), DataType::float32, ReduceOp::sum, in(300ms));
+    } catch (...) {
+      EXPECT_LT(Clock::now() - start, 2s);
+      rank0_done = true;
+      throw;
+    }
+    rank0_done = true;
+  });
+  ASSERT_TRUE(errors[0]);
+  std::string what;
+  EXPECT_EQ(code_of(errors[0], &what), ErrorCode::timeout);
+  EXPECT_NE(what.find("timed out waiting for local rank 1 (rank 101)"), std::string::npos) << what;
+  ASSERT_TRUE(errors[1]);
+  EXPECT_EQ(code_of(errors[1], &what), ErrorCode::timeout);
+  EXPECT_NE(what.find("local rank 0 (rank 100) timed out"), std::string::npos) << what;
+}
+
+// mark_lost() by another local rank while a task is suspended: the task fails at once with
+// "local rank X (rank Y) was lost", naming the lost rank, not the reporter.
+TEST(ShmPolled, PeerReportedLostWhileSuspended) {
+  std::atomic<bool> rank0_done{false};
+  std::chrono::milliseconds waited{};
+  auto errors = run_threads(3, [&](Calls& g) {
+    if (g.local_rank() == 1) {
+      // Lost: never joins; leaves once rank 0 has its error.
+      while (!rank0_done) std::this_thread::sleep_for(5ms);
+      return;
+    }
+    if (g.local_rank() == 2) {
+      std::this_thread::sleep_for(200ms);
+      g.group().mark_lost(ErrorCode::peer_lost, 101);
+      return;
+    }
+    g.polled(true);
+    const auto start = Clock::now();
+    try {
+      g.barrier(in(30s));
+    } catch (...) {
+      waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+      rank0_done = true;
+      throw;
+    }
+    rank0_done = true;
+  });
+  ASSERT_TRUE(errors[0]);
+  std::string what;
+  EXPECT_EQ(code_of(errors[0], &what), ErrorCode::peer_lost) << what;
+  EXPECT_NE(what.find("local rank 1 (rank 101) was lost (noticed by local rank 2 (rank 102))"),
+            std::string::npos)
+      << what;
+  EXPECT_LT(waited, 1000ms);
+}
+
+// A local peer process that dies while a polled task waits for it: peer_lost naming it,
+// after about a second (the liveness check), well before the deadline.
+TEST(ShmPolledProcesses, DeadPeerFailsASuspendedTask) {
+  auto result = run_forked(
+      2,
+      [](int r, std::shared_ptr<bootstrap::Store> store, std::uint64_t job) -> int {
+        auto g = ShmGroup::create(options_for(r, 2, job, store), in(30s));
+        Calls calls(*g);
+        calls.barrier(in(30s));
+        if (r == 1) {
+          std::this_thread::sleep_for(100ms);
+          ::kill(::getpid(), SIGKILL);
+        }
+        calls.polled(true);
+        try {
+          calls.barrier(in(30s));
+        } catch (const Error& e) {
+          const std::string what = e.what();
+          if (what.find("local rank 1 (rank 101)") == std::string::npos) return kWrongResult;
+          throw;
+        }
+        return 0;
+      },
+      60s);
+  EXPECT_EQ(result.codes[0], 10 + static_cast<int>(ErrorCode::peer_lost));
+  EXPECT_EQ(result.codes[1], 128 + SIGKILL);
+  EXPECT_LT(result.elapsed, 10s);
 }
 
 }  // namespace
