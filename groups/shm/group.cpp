@@ -782,9 +782,11 @@ class ShmGroup::Impl::Wait final : public engine::Pollable {
   }
   void sleep(std::chrono::microseconds timeout) noexcept override {
     RankControl& c = g_.control(next_);
-    for (int i = g_.spin_; i > 0; --i) {
-      cpu_relax();
-      if (reached(c.progress.load(std::memory_order_acquire), target_)) return;
+    // The blocking wait's phases once per rank awaited: spin, then yield (with more ranks
+    // than cores the peer needs this core to get there), then sleep on its counter.
+    if (spun_for_ != next_) {
+      spun_for_ = next_;
+      if (g_.spin_rank(next_, target_)) return;
     }
     // As sleep_rank(): counted as a waiter, so that the peer's publish wakes this sleep;
     // interrupt() and a failure report wake every counter's waiters.
@@ -821,6 +823,7 @@ class ShmGroup::Impl::Wait final : public engine::Pollable {
   int end_;
   std::uint32_t target_;
   int noted_ = -1;
+  int spun_for_ = -1;
   Clock::time_point next_pid_check_{};
 };
 
