@@ -37,12 +37,13 @@
 namespace ringlet::run {
 namespace {
 
-constexpr auto kGrace = std::chrono::seconds(3);               // SIGTERM -> SIGKILL
-constexpr auto kKillWait = std::chrono::seconds(5);            // SIGKILL -> give up waiting
-constexpr auto kDrainLimit = std::chrono::seconds(2);          // output of exited ranks
-constexpr std::size_t kMaxLine = 64 * 1024;                    // longer lines are split
-constexpr int kTagJobId = 1;                                   // mpirun's "[1,rank]" prefix
-constexpr auto kReportWait = std::chrono::milliseconds(1500);  // hang signal -> SIGTERM
+constexpr auto kGrace = std::chrono::seconds(3);                      // SIGTERM -> SIGKILL
+constexpr auto kKillWait = std::chrono::seconds(5);                   // SIGKILL -> give up waiting
+constexpr auto kDrainLimit = std::chrono::seconds(2);                 // output of exited ranks
+constexpr std::size_t kMaxLine = 64 * 1024;                           // longer lines are split
+constexpr int kTagJobId = 1;                                          // mpirun's "[1,rank]" prefix
+constexpr auto kReportWait = std::chrono::milliseconds(1500);         // hang signal -> SIGTERM
+constexpr auto kFailureReportWait = std::chrono::milliseconds(1000);  // the same, after a failure
 // What a rank's library writes first on its report pipe once its signal handler is in place.
 constexpr std::string_view kReportsOn = "hang reports: on";
 
@@ -58,6 +59,7 @@ struct Rank {
   int status = 0;  // 0..255, 128+S when killed by signal S
   int signal = 0;
   bool reports = false;  // said "hang reports: on" on its report pipe: the signal is handled
+  bool asked = false;    // was sent the hang signal last time reports were asked for
 };
 
 // One stream of a rank: the read end of its stdout or stderr pipe (--tag-output), or of its
@@ -110,6 +112,10 @@ class Supervisor {
   std::optional<Deadline> drain_deadline_;   // stop reading output of exited ranks
   std::optional<Deadline> report_deadline_;  // hang reports asked for; SIGTERM at this time
   std::map<int, HangReport> reports_;        // the latest hang report of each rank
+  std::map<int, Deadline> report_time_;      // when it came
+  std::optional<Deadline> asked_at_;         // when the hang signal was last sent
+  bool ask_for_reports(Deadline now, bool every_rank);
+  bool reports_in() const;
 };
 
 long Supervisor::alive() const {
@@ -155,11 +161,12 @@ bool Supervisor::spawn(int r) {
   if (opts_.tag_output && (!make_pipe(out_rd, out_wr) || !make_pipe(err_rd, err_wr))) {
     return false;
   }
-  // Untagged output goes straight to our terminal, so hang reports come through a pipe of
-  // their own, named to the rank by RINGLET_REPORT_FD (not for ssh: an fd does not cross it;
-  // there --tag-output lets the diagnosis read them).
-  // A RINGLET_REPORT_FD of our own (ringlet-run under ringlet-run) is never passed on.
-  const bool report_pipe = !opts_.tag_output && opts_.mode != LaunchMode::ssh;
+  // Hang reports come through a pipe of their own, named to the rank by RINGLET_REPORT_FD:
+  // untagged output goes straight to our terminal, and the library says on it that it
+  // handles the hang signal (not for ssh: an fd does not cross it; there --tag-output lets
+  // the diagnosis read the reports). A RINGLET_REPORT_FD of our own (ringlet-run under
+  // ringlet-run) is never passed on.
+  const bool report_pipe = opts_.mode != LaunchMode::ssh;
   auto& env = envs_[static_cast<std::size_t>(r)];
   std::erase_if(env, [](const std::string& e) { return e.starts_with("RINGLET_REPORT_FD="); });
   if (report_pipe) {
@@ -286,12 +293,47 @@ void Supervisor::on_exit(Rank& rank) {
   } else {
     say(str_cat("rank ", rank.rank, " (pid ", rank.pid, ") ", how));
   }
+  // The survivors say where they stand before they go, so that the diagnosis sees the whole
+  // chain of waits (the rank that failed first is often not the culprit: it only timed out
+  // first); at most kFailureReportWait, less once every rank asked has answered.
+  if (ask_for_reports(Clock::now(), false)) {
+    report_deadline_ = Clock::now() + kFailureReportWait;
+    return;
+  }
   begin_termination(SIGTERM);
+}
+
+// Sends the hang signal to the live ranks that handle it (every_rank: with --tag-output, every
+// live rank, as the --timeout path always did). False when no rank was asked.
+bool Supervisor::ask_for_reports(Deadline now, bool every_rank) {
+  if (opts_.hang_signal <= 0) return false;
+  long asked = 0;
+  for (auto& r : ranks_) {
+    r.asked = !r.exited && (r.reports || (every_rank && opts_.tag_output));
+    if (r.asked) {
+      ::kill(-r.pid, opts_.hang_signal);
+      ++asked;
+    }
+  }
+  if (asked > 0) asked_at_ = now;
+  return asked > 0;
+}
+
+// Whether every rank asked has answered since (or has exited).
+bool Supervisor::reports_in() const {
+  if (!asked_at_) return true;
+  for (const auto& r : ranks_) {
+    if (!r.asked || r.exited) continue;
+    auto it = report_time_.find(r.rank);
+    if (it == report_time_.end() || it->second < *asked_at_) return false;
+  }
+  return true;
 }
 
 void Supervisor::emit(Stream& s, std::string_view line) {
   if (auto report = parse_hang_report(line); report && report->rank == s.rank) {
     reports_[s.rank] = *report;
+    report_time_[s.rank] = Clock::now();
   }
   if (s.out_fd < 0) {
     if (line.starts_with(kReportsOn)) {
@@ -402,11 +444,7 @@ int Supervisor::run() {
         // Each rank logs where it stands (RINGLET_HANG_SIGNAL) before the job ends.
         say(str_cat("job exceeded --timeout ", opts_.timeout_text, " s; asking ",
                     plural(asked, "rank"), " for hang reports, then terminating"));
-        for (const auto& rank : ranks_) {
-          if (!rank.exited && (opts_.tag_output || rank.reports)) {
-            ::kill(-rank.pid, opts_.hang_signal);
-          }
-        }
+        ask_for_reports(now, true);
         report_deadline_ = now + kReportWait;
       } else {
         say(str_cat("job exceeded --timeout ", opts_.timeout_text, " s; terminating ",
@@ -414,7 +452,7 @@ int Supervisor::run() {
         begin_termination(SIGTERM);
       }
     }
-    if (report_deadline_ && !terminating_ && now >= *report_deadline_) {
+    if (report_deadline_ && !terminating_ && (now >= *report_deadline_ || reports_in())) {
       begin_termination(SIGTERM);
     }
     if (kill_deadline_ && !killed_ && now >= *kill_deadline_) {
