@@ -737,10 +737,10 @@ void ShmGroup::Impl::sleep_rank(int j, std::uint32_t target, Deadline deadline) 
 // Polling driver: the counters are checked once; if one has not reached the target the task
 // suspends with this object as the driver's Pollable, which the engine polls (abort, the
 // failure word, the deadline, the peer's liveness after a second) and sleeps on.
-class ShmGroup::Impl::Wait final : public engine::Pollable {
+class ShmGroup::Impl::Wait final : public engine::PollableAwait {
  public:
   Wait(Impl& g, engine::Driver& d, int first, int end, std::uint32_t target) noexcept
-      : g_(g), d_(d), next_(first), end_(end), target_(target) {}
+      : PollableAwait(d), g_(g), next_(first), end_(end), target_(target) {}
   Wait(const Wait&) = delete;
   Wait& operator=(const Wait&) = delete;
   ~Wait() = default;
@@ -759,13 +759,6 @@ class ShmGroup::Impl::Wait final : public engine::Pollable {
     next_pid_check_ = Clock::now() + kPidCheckAfter;
     note();
     return false;
-  }
-  void await_suspend(std::coroutine_handle<> h) noexcept {
-    d_.pollable = this;
-    d_.waiter = h;
-  }
-  void await_resume() {
-    if (d_.error) std::rethrow_exception(std::exchange(d_.error, nullptr));
   }
 
   bool poll() override {
@@ -818,7 +811,6 @@ class ShmGroup::Impl::Wait final : public engine::Pollable {
   }
 
   Impl& g_;
-  engine::Driver& d_;
   int next_;
   int end_;
   std::uint32_t target_;

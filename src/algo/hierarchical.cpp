@@ -45,11 +45,11 @@ struct Pipeline {
 // Pollable the engine polls and sleeps on (Pipeline::changes). The network thread has the
 // same deadline, and its error names the peer it waited for: the wait gives it a moment past
 // the deadline before reporting the deadline without a name.
-class RingDone final : public engine::Pollable {
+class RingDone final : public engine::PollableAwait {
  public:
   RingDone(Pipeline& p, engine::Driver& d, std::size_t k, std::size_t chunks, std::size_t lr,
            Deadline deadline) noexcept
-      : p_(p), d_(d), k_(k), chunks_(chunks), lr_(lr), deadline_(deadline) {}
+      : PollableAwait(d), p_(p), k_(k), chunks_(chunks), lr_(lr), deadline_(deadline) {}
   RingDone(const RingDone&) = delete;
   RingDone& operator=(const RingDone&) = delete;
   ~RingDone() = default;
@@ -63,13 +63,6 @@ class RingDone final : public engine::Pollable {
       throw_timeout();
     }
     return true;
-  }
-  void await_suspend(std::coroutine_handle<> h) noexcept {
-    d_.pollable = this;
-    d_.waiter = h;
-  }
-  void await_resume() {
-    if (d_.error) std::rethrow_exception(std::exchange(d_.error, nullptr));
   }
 
   bool poll() override {
@@ -96,7 +89,6 @@ class RingDone final : public engine::Pollable {
   }
 
   Pipeline& p_;
-  engine::Driver& d_;
   std::size_t k_, chunks_, lr_;
   Deadline deadline_;
 };

@@ -128,6 +128,25 @@ struct Driver {
   }
 };
 
+// An awaiter that is its own Pollable: the suspend and resume halves every such wait shares
+// (the local group's waits, the hierarchical pipeline's); subclasses give await_ready(),
+// poll() and sleep().
+class PollableAwait : public Pollable {
+ public:
+  void await_suspend(std::coroutine_handle<> h) noexcept {
+    d_.pollable = this;
+    d_.waiter = h;
+  }
+  void await_resume() {
+    if (d_.error) std::rethrow_exception(std::exchange(d_.error, nullptr));
+  }
+
+ protected:
+  explicit PollableAwait(Driver& d) noexcept : d_(d) {}
+  ~PollableAwait() = default;
+  Driver& d_;
+};
+
 // Coroutine frames come from a small per-thread cache of recycled blocks (plain new and
 // delete under AddressSanitizer), so that a collective's few frames cost no malloc on the
 // latency path once warm.
