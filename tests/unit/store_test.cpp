@@ -377,8 +377,10 @@ TEST_P(RankRecordTest, AStaleRankCannotReplaceARanksRecordsAndADuplicateIsMismat
   });
   const std::string info = stale->get_string("c/info/0", in(20s));
   const std::string job = stale->get_string("c/job", in(1s));
-  for (auto [key, forged] :
-       {std::pair{"c/info/0", "1 3 digest other-node"}, std::pair{"c/job", "12345"}}) {
+  for (auto entry : {std::pair{"c/info/0", "1 3 digest other-node"}, std::pair{"c/job", "12345"}}) {
+    // Not a structured binding: clang before 16 cannot capture one in the lambda.
+    const char* key = entry.first;
+    const char* forged = entry.second;
     auto [code, what] = error_of([&] { stale->set_string(key, forged); });
     EXPECT_EQ(code, ErrorCode::mismatch) << key << ": " << what;
     EXPECT_NE(what.find("c/claim/0"), std::string::npos) << what;
