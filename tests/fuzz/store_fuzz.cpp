@@ -12,9 +12,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -23,6 +25,7 @@
 
 #include "src/bootstrap/store.hpp"
 #include "src/bootstrap/tcp_store_protocol.hpp"
+#include "tests/fuzz/dial.hpp"
 
 namespace {
 
@@ -93,13 +96,7 @@ void health_check(Server& s) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   Server& s = server();
   if (size == 0) return 0;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) std::abort();
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(s.port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) std::abort();
+  const int fd = ringlet::fuzz::dial_loopback(static_cast<std::uint16_t>(s.port));
   if ((data[0] & 1) != 0) {
     const auto h = valid_hello();
     send_all(fd, h.data(), h.size());

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "include/ringlet/ringlet.hpp"
+#include "tests/fuzz/dial.hpp"
 #include "transports/tcp/handshake.hpp"
 #include "transports/tcp/transport.hpp"
 #include "transports/tcp/wire.hpp"
@@ -36,16 +37,7 @@ using namespace ringlet::transport;
 using namespace ringlet::transport::tcp;
 constexpr std::uint64_t kJob = 0x5eed0f0f;
 
-int dial(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) std::abort();
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) std::abort();
-  return fd;
-}
+int dial(std::uint16_t port) { return ringlet::fuzz::dial_loopback(port); }
 
 bool send_all(int fd, const unsigned char* p, std::size_t n) {
   while (n > 0) {
