@@ -859,7 +859,7 @@ TEST(ShmPolled, PolledAndBlockingRanksMatchTheReference) {
             g.allreduce(a.data(), count, DataType::float64, ReduceOp::sum, in(60s));
             g.reduce_scatter(b.data(), count, DataType::float64, ReduceOp::sum, in(60s));
             g.allgather(b.data(), count, DataType::float64, in(60s));
-            EXPECT_EQ(std::memcmp(a.data(), b.data(), count * sizeof(double)), 0)
+            EXPECT_TRUE(count == 0 || std::memcmp(a.data(), b.data(), count * sizeof(double)) == 0)
                 << "size " << size << " count " << count;
             for (int root = 0; root < size; ++root) {
               std::vector<std::uint8_t> data(count * 3 + 1);

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <optional>
 
 #include "emu_internal.hpp"
 
@@ -497,6 +498,9 @@ namespace {
 struct Outcome {
   WireStatus status;
   uint32_t rnr_timer;
+  // A successful receive completion, pushed only once the ACK is on its way (see serve).
+  std::optional<CqEntry> completion = std::nullopt;
+  bool solicited = false;
 };
 
 bool source_matches(const Qp& qp, const WireReq& m) {
@@ -571,9 +575,9 @@ Outcome execute(Qp& qp, const WireReq& m, const uint8_t* payload) {
     if (m.op == kWrite) return {kAck, 0};
     RecvWr r = std::move(qp.rq.front());
     qp.rq.pop_front();
-    qp.rcq->push({recv_wc(qp, r, IBV_WC_SUCCESS, m), qp.weak_from_this(), qp.epoch, false, r.seq},
-                 (m.flags & IBV_SEND_SOLICITED) != 0);
-    return {kAck, 0};
+    return {kAck, 0,
+            CqEntry{recv_wc(qp, r, IBV_WC_SUCCESS, m), qp.weak_from_this(), qp.epoch, false, r.seq},
+            (m.flags & IBV_SEND_SOLICITED) != 0};
   }
 
   // SEND: scatter into the first posted receive.
@@ -616,14 +620,14 @@ Outcome execute(Qp& qp, const WireReq& m, const uint8_t* payload) {
       }
     }
   }
-  qp.rcq->push({recv_wc(qp, r, status, m), qp.weak_from_this(), qp.epoch, false, r.seq},
-               (m.flags & IBV_SEND_SOLICITED) != 0 || status != IBV_WC_SUCCESS);
   if (status != IBV_WC_SUCCESS) {
+    qp.rcq->push({recv_wc(qp, r, status, m), qp.weak_from_this(), qp.epoch, false, r.seq}, true);
     qp.to_error_locked();
     return {status == IBV_WC_LOC_LEN_ERR ? kRemInvReq : kRemOp, 0};
   }
   qp.rq_psn = (qp.rq_psn + m.npkts) & 0xffffff;
-  return {kAck, 0};
+  return {kAck, 0, CqEntry{recv_wc(qp, r, status, m), qp.weak_from_this(), qp.epoch, false, r.seq},
+          (m.flags & IBV_SEND_SOLICITED) != 0};
 }
 
 }  // namespace
@@ -639,14 +643,26 @@ void Nic::serve(Conn* c) {
     payload.resize(m.length);
     if (m.length && io_all(c->fd, payload.data(), m.length, false, abort, forever) != 0) break;
     Outcome out{kDrop, 0};
+    bool replied = false, reply_failed = false;
     if (port_state.load() == IBV_PORT_ACTIVE) {
       if (auto qp = find_qp(m.dst_qpn)) {
         std::lock_guard<std::mutex> l(qp->mu);
         out = execute(*qp, m, payload.data());
+        if (out.completion) {
+          // As on a NIC, the ACK leaves before the application can see the receive: a process
+          // stopped (SIGSTOP) right after its completion must not leave the requester waiting.
+          WireRep rep{kMagic, out.status, out.rnr_timer, 0};
+          reply_failed = io_all(c->fd, &rep, sizeof(rep), true, abort, forever) != 0;
+          replied = true;
+          qp->rcq->push(*out.completion, out.solicited);
+        }
       }
     }
-    WireRep rep{kMagic, out.status, out.rnr_timer, 0};
-    if (io_all(c->fd, &rep, sizeof(rep), true, abort, forever) != 0) break;
+    if (reply_failed) break;
+    if (!replied) {
+      WireRep rep{kMagic, out.status, out.rnr_timer, 0};
+      if (io_all(c->fd, &rep, sizeof(rep), true, abort, forever) != 0) break;
+    }
   }
   c->done = true;
 }
