@@ -903,6 +903,7 @@ engine::Task Communicator::Impl::execute_allreduce(algo::Plan plan, const std::b
       co_await algo::hierarchical_allreduce(h, dst, count, type, plan.op);
       co_return;
     }
+    case algo::Algorithm::rabenseifner:  // not selectable yet (no algorithm file): the ring
     case algo::Algorithm::ring:
       co_await algo::ring_allreduce(ctx, src, dst, count, type, plan.op);
       co_return;

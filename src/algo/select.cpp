@@ -107,6 +107,8 @@ std::string_view to_string(Algorithm a) noexcept {
       return "recursive_doubling";
     case Algorithm::ring:
       return "ring";
+    case Algorithm::rabenseifner:
+      return "rabenseifner";
     case Algorithm::hierarchical:
       return "hierarchical";
   }

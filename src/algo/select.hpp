@@ -23,6 +23,7 @@ enum class Algorithm : std::uint8_t {
   local,               // the node's local group alone (the job is one node)
   recursive_doubling,  // latency-optimal, log2 N exchanges of the whole message
   ring,                // pipelined ring, bandwidth-optimal
+  rabenseifner,        // recursive halving + doubling, bandwidth-optimal in log2 N steps
   hierarchical,        // local reduce-scatter, parallel inter-node rings, local allgather
 };
 
