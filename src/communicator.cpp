@@ -12,8 +12,10 @@
 #include <thread>
 #include <type_traits>
 
+#include "src/algo/cost_model.hpp"
 #include "src/algo/hierarchical.hpp"
 #include "src/algo/local.hpp"
+#include "src/algo/probe.hpp"
 #include "src/algo/recursive_doubling.hpp"
 #include "src/algo/ring.hpp"
 #include "src/bootstrap/launch_env.hpp"
@@ -144,8 +146,9 @@ void Communicator::Impl::set_up(const Identity& id) {
   in.shape = layout_.shape;
   in.local_group = local_ != nullptr;
   in.traits = traits_;
-  table_ = algo::SelectTable::build(in);
   register_scratch();
+  if (in.spec.model) in.model_ranges = model_ranges(in, deadline);
+  table_ = algo::SelectTable::build(in);
   RINGLET_LOG(info, "rank ", rank(), "/", size(), " on node ", layout_.node_index, " of ",
               node_count(), " (local rank ", local_rank(), "/", local_size(), ", ",
               to_string(layout_.shape), "), transport ",
@@ -318,6 +321,45 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
     peers_[static_cast<std::size_t>(peer)] = conn.get();
     connections_[peer] = std::move(conn);
   }
+}
+
+std::vector<algo::Range> Communicator::Impl::model_ranges(const algo::SelectInputs& in,
+                                                          Deadline deadline) {
+  const bool one_node_local = in.shape == JobShape::one_node && in.local_group;
+  if (size() == 1 || one_node_local) return {};  // the local group serves every size
+  // Measured on this job's ring links, agreed by every rank (the slowest rank's figures), so
+  // that every rank builds the same table.
+  const algo::ProbeOptions options;
+  std::vector<std::byte> buf(2 * options.large_bytes);
+  auto mr = transport_->register_memory(buf, MemoryKind::host);
+  engine::Driver driver;
+  driver.blocking = true;
+  driver.deadline = deadline;
+  driver.rank = rank();
+  algo::Context ctx = context(deadline, MemoryKind::host, nullptr, nullptr, &driver);
+  algo::ProbeResult probe;
+  engine::run_blocking(algo::probe_links(ctx, buf, mr.get(), options, &probe), driver);
+  algo::CostModel model;
+  model.net = {probe.alpha_s, probe.beta_s_per_byte};
+  model.slice_bytes = slice_bytes_;
+  if (config_.shm_chunk_bytes != 0) model.local_chunk_bytes = config_.shm_chunk_bytes;
+  model.hier_pipeline_bytes = config_.hier_pipeline_bytes;
+  algo::ModelShape shape;
+  shape.nodes = node_count();
+  shape.ranks_per_node = (size() + node_count() - 1) / node_count();
+  shape.local_group = in.local_group;
+  std::vector<algo::Algorithm> candidates = {algo::Algorithm::recursive_doubling,
+                                             algo::Algorithm::ring, algo::Algorithm::rabenseifner};
+  if (in.shape == JobShape::uniform && in.local_group) {
+    candidates.push_back(algo::Algorithm::hierarchical);
+  }
+  std::vector<algo::Range> ranges = algo::predicted_ranges(model, shape, candidates);
+  RINGLET_LOG(info, "cost model: alpha ", probe.alpha_s * 1e6, " us, beta ",
+              probe.beta_s_per_byte * 1e9, " ns/byte (",
+              probe.beta_s_per_byte > 0 ? 1e-9 / probe.beta_s_per_byte : 0.0,
+              " GB/s) on the ring's links, the slowest rank's; probe took ",
+              probe.seconds_spent * 1e3, " ms");
+  return ranges;
 }
 
 void Communicator::Impl::register_scratch() {

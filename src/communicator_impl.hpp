@@ -163,6 +163,9 @@ class [[gnu::visibility("hidden")]] Communicator::Impl final : private algo::Run
     publish(key, std::as_bytes(std::span(text.data(), text.size())));
   }
   void register_scratch();
+  // RINGLET_ALGO=model: probes the links and returns the cost model's allreduce ranges
+  // (empty where the local group serves every size).
+  std::vector<algo::Range> model_ranges(const algo::SelectInputs& in, Deadline deadline);
   // One collective as a task: fingerprint check, then `body`. Any error aborts the
   // communicator, is reported to the peers, and is thrown with the collective's name.
   // `body(deadline, fp, driver)` returns an engine::Task, or nothing (a blocking step).

@@ -119,6 +119,10 @@ AlgorithmSpec parse_algorithm_spec(std::string_view text, std::string_view what)
   const std::string s = ascii_lower(trim(text));
   AlgorithmSpec spec;
   if (s.empty() || s == "auto") return spec;
+  if (s == "model") {
+    spec.model = true;
+    return spec;
+  }
   auto bad = [&](std::string_view why) {
     return Error(ErrorCode::invalid_argument,
                  str_cat(what, "=", text, ": ", why,
@@ -174,6 +178,11 @@ SelectTable SelectTable::build(const SelectInputs& in) {
     } else {
       t.ranges_ = {{0, in.crossover_bytes, Algorithm::recursive_doubling},
                    {in.crossover_bytes + 1, kMaxBytes, large}};
+    }
+    if (in.spec.model && !in.model_ranges.empty()) {
+      RINGLET_CHECK(in.model_ranges.front().lo == 0 && in.model_ranges.back().hi == kMaxBytes,
+                    "the cost model's ranges do not cover every size");
+      t.ranges_ = in.model_ranges;
     }
   }
   // Requested ranges, the first one winning where they overlap: painted last to first.

@@ -43,9 +43,12 @@ struct Range {
 // ("ring", "recursive_doubling" or "rd", "hier" or "hierarchical", "local" or "shm"); or
 // ranges "rd:0-64K;ring:64K-max" (sizes in bytes with optional K, M, G suffixes, "max" for
 // no bound; the first range that contains a size wins; sizes no range covers take auto).
+// "model": the cost model (src/algo/cost_model.hpp) over alpha and beta that the job
+// measures on its own links at create() (src/algo/probe.hpp) chooses every size's algorithm.
 struct AlgorithmSpec {
   std::vector<Range> ranges;
-  bool is_auto() const noexcept { return ranges.empty(); }
+  bool model = false;
+  bool is_auto() const noexcept { return ranges.empty() && !model; }
 };
 // Throws Error(invalid_argument) naming `what` (the variable or option) for a bad spec.
 AlgorithmSpec parse_algorithm_spec(std::string_view text, std::string_view what);
@@ -57,6 +60,9 @@ struct SelectInputs {
   JobShape shape = JobShape::single;
   bool local_group = false;  // a local group serves this node (shared memory enabled)
   transport::TransportTraits traits;
+  // With spec.model: the cost model's ranges (covering 0..max), which replace the automatic
+  // choice; empty: the automatic choice.
+  std::vector<Range> model_ranges;
 };
 
 // The allreduce ranges in force, covering 0..max without gaps, and why.
