@@ -571,6 +571,20 @@ void Communicator::Impl::fail_and_throw(const Error& e, const Fingerprint& fp) {
     emit_hang_report(format_hang_report(snapshot(&fp, peer)));
     out =
         Error(ErrorCode::timeout, str_cat(e.cause(), " [", describe_progress(fp), "]"), e.ranks());
+  } else if (e.error_code() == ErrorCode::timeout && e.origin_rank() >= 0 &&
+             e.origin_rank() != rank()) {
+    // Another rank's deadline reached this one first, while it waited for some peer itself:
+    // deadlines along a chain of waits fire within milliseconds, and the first report to
+    // arrive need not be the one that names the culprit. Say, and report, whom this rank
+    // was waiting for.
+    const int awaited = progress_.await.peer.load(std::memory_order_relaxed);
+    if (awaited >= 0 && awaited != e.origin_rank()) {
+      emit_hang_report(format_hang_report(snapshot(&fp, awaited)));
+      out = Error(ErrorCode::timeout,
+                  str_cat(e.cause(), " [rank ", rank(), "'s ", describe_progress(fp), "]"),
+                  e.ranks());
+      out.reported_by(e.origin_rank());
+    }
   }
   if (timeline_) [[unlikely]]
     timeline_->end(out.cause());
