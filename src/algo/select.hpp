@@ -23,6 +23,7 @@ enum class Algorithm : std::uint8_t {
   local,               // the node's local group alone (the job is one node)
   recursive_doubling,  // latency-optimal, log2 N exchanges of the whole message
   ring,                // pipelined ring, bandwidth-optimal
+  rabenseifner,        // recursive halving + doubling, bandwidth-optimal in log2 N steps
   hierarchical,        // local reduce-scatter, parallel inter-node rings, local allgather
 };
 
@@ -39,7 +40,8 @@ struct Range {
 };
 
 // A parsed RINGLET_ALGO / Options::algorithm. "auto" (empty ranges); one name for every size
-// ("ring", "recursive_doubling" or "rd", "hier" or "hierarchical", "local" or "shm"); or
+// ("ring", "rabenseifner", "recursive_doubling" or "rd", "hier" or "hierarchical", "local" or
+// "shm"); or
 // ranges "rd:0-64K;ring:64K-max" (sizes in bytes with optional K, M, G suffixes, "max" for
 // no bound; the first range that contains a size wins; sizes no range covers take auto).
 struct AlgorithmSpec {
