@@ -126,8 +126,9 @@ std::string apply(const Flag& flag, std::string_view value, PerfArgs& args) {
   // --algo: a name here; size ranges ("rd:0-64K;ring:64K-max") are checked by the library.
   const std::string algo = lower(value);
   if (algo.find(':') == std::string::npos && algo != "auto" && algo != "ring" &&
-      algo != "recursive_doubling" && algo != "rd" && algo != "hier" && algo != "local") {
-    return bad("expected auto, ring, recursive_doubling, hier, local or size ranges");
+      algo != "rabenseifner" && algo != "recursive_doubling" && algo != "rd" && algo != "hier" &&
+      algo != "local") {
+    return bad("expected auto, ring, rabenseifner, recursive_doubling, hier, local or size ranges");
   }
   args.algo = algo;
   return "";
@@ -415,7 +416,8 @@ std::string usage(std::string_view program) {
       "float64, fp64)\n"
       "  -o, --op OP              sum prod min max avg (avg: floating-point types); "
       "default sum\n"
-      "      --algo ALGO          auto ring recursive_doubling hier local, or ranges such as\n"
+      "      --algo ALGO          auto ring rabenseifner recursive_doubling hier local, or\n"
+      "                           ranges such as\n"
       "                           rd:0-64K;ring:64K-max (Options::algorithm)\n"
       "      --memory host|cuda   where the buffer lives (cuda: device 0, on a CUDA stream;\n"
       "                           builds with CUDA); default host\n"

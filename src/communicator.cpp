@@ -16,6 +16,7 @@
 #include "src/algo/hierarchical.hpp"
 #include "src/algo/local.hpp"
 #include "src/algo/probe.hpp"
+#include "src/algo/rabenseifner.hpp"
 #include "src/algo/recursive_doubling.hpp"
 #include "src/algo/ring.hpp"
 #include "src/bootstrap/launch_env.hpp"
@@ -304,9 +305,11 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
   traits_ = transport_->traits();
   publish(str_cat("addr/", rank()), transport_->local_address());
 
-  // Ring neighbours, the partners of recursive doubling, and the inter-node ring of this
-  // rank's local index.
+  // Ring neighbours, the partners of recursive doubling and of Rabenseifner's allreduce
+  // (RINGLET_ALGO may select either at any size), and the inter-node ring of this rank's
+  // local index.
   std::vector<int> wanted = algo::recursive_doubling_peers(rank(), size());
+  for (int peer : algo::rabenseifner_peers(rank(), size())) wanted.push_back(peer);
   wanted.push_back(mod(rank() - 1, size()));
   wanted.push_back(mod(rank() + 1, size()));
   if (layout_.shape == JobShape::uniform) {
@@ -959,9 +962,11 @@ engine::Task Communicator::Impl::execute_allreduce(algo::Plan plan, const std::b
       co_await algo::hierarchical_allreduce(h, dst, count, type, plan.op);
       co_return;
     }
-    case algo::Algorithm::rabenseifner:  // not selectable yet (no algorithm file): the ring
     case algo::Algorithm::ring:
       co_await algo::ring_allreduce(ctx, src, dst, count, type, plan.op);
+      co_return;
+    case algo::Algorithm::rabenseifner:
+      co_await algo::rabenseifner_allreduce(ctx, src, dst, count, type, plan.op);
       co_return;
   }
 }

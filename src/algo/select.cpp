@@ -21,6 +21,8 @@ std::string_view trim(std::string_view s) {
 bool parse_name(std::string_view name, Algorithm* out) {
   if (name == "ring") {
     *out = Algorithm::ring;
+  } else if (name == "rabenseifner") {
+    *out = Algorithm::rabenseifner;
   } else if (name == "rd" || name == "recursive_doubling") {
     *out = Algorithm::recursive_doubling;
   } else if (name == "hier" || name == "hierarchical") {
@@ -126,8 +128,8 @@ AlgorithmSpec parse_algorithm_spec(std::string_view text, std::string_view what)
   auto bad = [&](std::string_view why) {
     return Error(ErrorCode::invalid_argument,
                  str_cat(what, "=", text, ": ", why,
-                         " (expected auto, ring, recursive_doubling, hier, local, or ranges such "
-                         "as rd:0-64K;ring:64K-max)"));
+                         " (expected auto, ring, rabenseifner, recursive_doubling, hier, local, "
+                         "or ranges such as rd:0-64K;ring:64K-max)"));
   };
   Algorithm a{};
   if (s.find(':') == std::string::npos) {

@@ -40,7 +40,8 @@ struct Range {
 };
 
 // A parsed RINGLET_ALGO / Options::algorithm. "auto" (empty ranges); one name for every size
-// ("ring", "recursive_doubling" or "rd", "hier" or "hierarchical", "local" or "shm"); or
+// ("ring", "rabenseifner", "recursive_doubling" or "rd", "hier" or "hierarchical", "local" or
+// "shm"); or
 // ranges "rd:0-64K;ring:64K-max" (sizes in bytes with optional K, M, G suffixes, "max" for
 // no bound; the first range that contains a size wins; sizes no range covers take auto).
 // "model": the cost model (src/algo/cost_model.hpp) over alpha and beta that the job

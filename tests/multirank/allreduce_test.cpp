@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <set>
@@ -115,12 +116,14 @@ void run_matrix(RankContext& ctx, const std::vector<std::size_t>& counts) {
 struct MatrixParam {
   RankMode mode;
   int ranks;
-  std::string algo;  // RINGLET_ALGO, "" for the default
+  std::string algo;             // RINGLET_ALGO, "" for the default
+  std::size_t slice_bytes = 0;  // RINGLET_SLICE_BYTES, 0 for the transport's
 };
 
 std::string matrix_name(const ::testing::TestParamInfo<MatrixParam>& info) {
   std::string s = str_cat(to_string(info.param.mode), "_", info.param.ranks, "ranks");
   if (!info.param.algo.empty()) s += "_" + info.param.algo;
+  if (info.param.slice_bytes != 0) s += str_cat("_slice", info.param.slice_bytes);
   return s;
 }
 
@@ -130,6 +133,9 @@ TEST_P(AllreduceMatrixTest, EveryTypeAndOpMatchesSerialReference) {
   const MatrixParam& p = GetParam();
   std::optional<ScopedEnv> algo;
   if (!p.algo.empty()) algo.emplace("RINGLET_ALGO", p.algo);
+  // Small slices: 65537 elements then take many pieces per step (windows wrap around).
+  std::optional<ScopedEnv> slice;
+  if (p.slice_bytes != 0) slice.emplace("RINGLET_SLICE_BYTES", std::to_string(p.slice_bytes));
   auto group = make_rank_group(p.mode);
   const auto counts = matrix_counts(p.ranks);
   group->run(p.ranks, [&](RankContext& ctx) { run_matrix(ctx, counts); });
@@ -147,14 +153,132 @@ INSTANTIATE_TEST_SUITE_P(
                       MatrixParam{RankMode::threads, 3, "recursive_doubling"},
                       MatrixParam{RankMode::threads, 5, "recursive_doubling"},
                       MatrixParam{RankMode::threads, 6, "recursive_doubling"},
-                      MatrixParam{RankMode::threads, 7, "recursive_doubling"}),
+                      MatrixParam{RankMode::threads, 7, "recursive_doubling"},
+                      MatrixParam{RankMode::threads, 2, "rabenseifner"},
+                      MatrixParam{RankMode::threads, 3, "rabenseifner", 4096},
+                      MatrixParam{RankMode::threads, 4, "rabenseifner"},
+                      MatrixParam{RankMode::threads, 5, "rabenseifner", 4096},
+                      MatrixParam{RankMode::threads, 6, "rabenseifner"},
+                      MatrixParam{RankMode::threads, 7, "rabenseifner", 4096},
+                      MatrixParam{RankMode::threads, 8, "rabenseifner", 4096}),
     matrix_name);
 
 INSTANTIATE_TEST_SUITE_P(Processes, AllreduceMatrixTest,
                          ::testing::Values(MatrixParam{RankMode::processes, 2, ""},
                                            MatrixParam{RankMode::processes, 3, ""},
-                                           MatrixParam{RankMode::processes, 4, ""}),
+                                           MatrixParam{RankMode::processes, 4, ""},
+                                           MatrixParam{RankMode::processes, 3, "rabenseifner"},
+                                           MatrixParam{RankMode::processes, 5, "rabenseifner",
+                                                       4096},
+                                           MatrixParam{RankMode::processes, 6, "rabenseifner"}),
                          matrix_name);
+
+// Rabenseifner's allreduce beyond the matrix: its reduction order, its one post-scale and
+// messages of many slices. RINGLET_ALGO=rabenseifner for every size.
+struct RabParam {
+  RankMode mode;
+  int ranks;
+};
+
+std::string rab_name(const ::testing::TestParamInfo<RabParam>& info) {
+  return str_cat(to_string(info.param.mode), "_", info.param.ranks, "ranks");
+}
+
+class RabenseifnerTest : public ::testing::TestWithParam<RabParam> {};
+
+// Inputs whose float32 sum depends on the order of the additions (large terms of both
+// signs and small ones): every rank must still end with the same bits, close to the exact
+// sum.
+TEST_P(RabenseifnerTest, Float32SumIsBitwiseIdenticalOnEveryRank) {
+  const RabParam& p = GetParam();
+  ScopedEnv algo("RINGLET_ALGO", "rabenseifner");
+  ScopedEnv slice("RINGLET_SLICE_BYTES", "4096");
+  auto group = make_rank_group(p.mode);
+  group->run(p.ranks, [&](RankContext& ctx) {
+    Communicator comm = ctx.create();
+    const int n = comm.size();
+    auto input = [](int r, std::size_t i) {
+      const float big = (r % 2 == 0 ? 1.0f : -1.0f) * 3.0e7f * static_cast<float>(i % 5 + 1);
+      return big + 0.3f * static_cast<float>(r + 1) + 1.0e-3f * static_cast<float>(i % 17);
+    };
+    std::uint64_t hash = kFnvSeed;
+    for (std::size_t count :
+         {std::size_t{1}, static_cast<std::size_t>(n - 1), std::size_t{1021}, std::size_t{40009}}) {
+      std::vector<float> buf(count);
+      for (std::size_t i = 0; i < count; ++i) buf[i] = input(comm.rank(), i);
+      comm.allreduce(std::span<float>(buf), ReduceOp::sum);
+      for (std::size_t i = 0; i < count; ++i) {
+        long double exact = 0;
+        long double magnitude = 0;
+        for (int r = 0; r < n; ++r) {
+          exact += input(r, i);
+          magnitude += std::abs(static_cast<long double>(input(r, i)));
+        }
+        // n - 1 roundings of partial sums no larger than the magnitude.
+        const long double bound = n * magnitude * 6.0e-8L;
+        ASSERT_LE(std::abs(static_cast<long double>(buf[i]) - exact), bound)
+            << "count " << count << ", index " << i << " on rank " << comm.rank();
+      }
+      hash = fnv1a(hash, buf.data(), buf.size() * sizeof(float));
+    }
+    expect_identical_on_all_ranks(ctx, hash, "rabenseifner-bits");
+  });
+}
+
+// avg divides each element exactly once: the same input v on every rank averages to v; a
+// second division (or none) gives v / n (or n v). The sums are exact in both types.
+TEST_P(RabenseifnerTest, AvgPostScaleRunsOncePerElement) {
+  const RabParam& p = GetParam();
+  ScopedEnv algo("RINGLET_ALGO", "rabenseifner");
+  auto group = make_rank_group(p.mode);
+  group->run(p.ranks, [&](RankContext& ctx) {
+    Communicator comm = ctx.create();
+    const int n = comm.size();
+    std::uint64_t hash = kFnvSeed;
+    for (std::size_t count : {std::size_t{1}, static_cast<std::size_t>(n - 1),
+                              static_cast<std::size_t>(n + 1), std::size_t{4099}}) {
+      std::vector<double> in(count);
+      std::vector<double> out(count, -1.0);
+      for (std::size_t i = 0; i < count; ++i) in[i] = n * static_cast<double>(i % 97 + 1);
+      comm.allreduce(std::span<const double>(in), std::span<double>(out), ReduceOp::avg);
+      std::vector<float> f(count, 5.0f * static_cast<float>(n));
+      comm.allreduce(std::span<float>(f), ReduceOp::avg);
+      for (std::size_t i = 0; i < count; ++i) {
+        ASSERT_EQ(out[i], in[i]) << "index " << i << " of " << count;
+        ASSERT_EQ(f[i], 5.0f * static_cast<float>(n)) << "index " << i << " of " << count;
+      }
+      hash = fnv1a(hash, out.data(), out.size() * sizeof(double));
+    }
+    expect_identical_on_all_ranks(ctx, hash, "rabenseifner-avg");
+  });
+}
+
+// 20 MiB of float32 at the transport's slice: several slices per step, every slot reused.
+TEST_P(RabenseifnerTest, ManySlicesAtTheTransportSlice) {
+  const RabParam& p = GetParam();
+  ScopedEnv algo("RINGLET_ALGO", "rabenseifner");
+  auto group = make_rank_group(p.mode);
+  group->run(p.ranks, [&](RankContext& ctx) {
+    Communicator comm = ctx.create();
+    std::uint64_t hash = kFnvSeed;
+    const std::size_t count = (std::size_t{5} << 20) + 7;
+    bool ok = check_allreduce<float>(comm, count, ReduceOp::sum, true, hash);
+    if (ok) ok = check_allreduce<float>(comm, count, ReduceOp::max, false, hash);
+    if (ok) expect_identical_on_all_ranks(ctx, hash, "rabenseifner-large");
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, RabenseifnerTest,
+                         ::testing::Values(RabParam{RankMode::threads, 2},
+                                           RabParam{RankMode::threads, 3},
+                                           RabParam{RankMode::threads, 4},
+                                           RabParam{RankMode::threads, 6},
+                                           RabParam{RankMode::threads, 7}),
+                         rab_name);
+INSTANTIATE_TEST_SUITE_P(Processes, RabenseifnerTest,
+                         ::testing::Values(RabParam{RankMode::processes, 3},
+                                           RabParam{RankMode::processes, 5}),
+                         rab_name);
 
 // Both sides of the crossover between recursive doubling and the ring, with the crossover
 // moved by RINGLET_CROSSOVER_BYTES and at its default.

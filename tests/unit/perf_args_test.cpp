@@ -86,6 +86,9 @@ TEST(PerfArgsTest, LongFlagsWithAndWithoutEquals) {
   EXPECT_EQ(r.args.type, DataType::bfloat16);
   EXPECT_EQ(r.args.op, ReduceOp::prod);
   EXPECT_EQ(r.args.algo, "ring");
+  const ParseResult rab = parse({"--algo", "Rabenseifner"});
+  ASSERT_EQ(rab.error, "");
+  EXPECT_EQ(rab.args.algo, "rabenseifner");
 }
 
 TEST(PerfArgsTest, HelpFlag) {

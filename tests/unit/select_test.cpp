@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include "src/algo/rabenseifner.hpp"
+#include "src/algo/recursive_doubling.hpp"
+
 namespace ringlet::algo {
 namespace {
 
@@ -33,6 +36,52 @@ TEST(SelectTest, ParsesNamesAndRanges) {
                                 {64 * K, kMaxBytes, Algorithm::ring}}));
   EXPECT_EQ(parse_algorithm_spec("ring:1M-2M", "x").ranges,
             (std::vector<Range>{{1 << 20, 2 << 20, Algorithm::ring}}));
+}
+
+TEST(SelectTest, ParsesRabenseifner) {
+  EXPECT_EQ(parse_algorithm_spec("rabenseifner", "x").ranges,
+            (std::vector<Range>{{0, kMaxBytes, Algorithm::rabenseifner}}));
+  EXPECT_EQ(parse_algorithm_spec(" Rabenseifner ", "x").ranges,
+            (std::vector<Range>{{0, kMaxBytes, Algorithm::rabenseifner}}));
+  EXPECT_EQ(to_string(Algorithm::rabenseifner), "rabenseifner");
+  EXPECT_EQ(parse_algorithm_spec("rd:0-64K;rabenseifner:64K-1M;ring:1M-max", "x").ranges,
+            (std::vector<Range>{{0, 64 * K, Algorithm::recursive_doubling},
+                                {64 * K, 1 << 20, Algorithm::rabenseifner},
+                                {1 << 20, kMaxBytes, Algorithm::ring}}));
+  const SelectTable t = table("rd:0-64K;rabenseifner:64K-1M;ring:1M-max", JobShape::flat, false);
+  EXPECT_EQ(t.allreduce(64 * K), Algorithm::recursive_doubling);  // the first range wins
+  EXPECT_EQ(t.allreduce(64 * K + 1), Algorithm::rabenseifner);
+  EXPECT_EQ(t.allreduce(1 << 20), Algorithm::rabenseifner);
+  EXPECT_EQ(t.allreduce((1 << 20) + 1), Algorithm::ring);
+  EXPECT_EQ(describe(t),
+            "allreduce: recursive_doubling 0-64K, rabenseifner 65537-1M, ring 1048577-max; "
+            "barrier: recursive_doubling");
+  // Forced for every size, on every shape (it needs only the network connections).
+  for (JobShape shape : {JobShape::flat, JobShape::one_node, JobShape::uniform}) {
+    const SelectTable f = table("rabenseifner", shape, true);
+    EXPECT_EQ(f.allreduce(0), Algorithm::rabenseifner);
+    EXPECT_EQ(f.allreduce(kMaxBytes), Algorithm::rabenseifner);
+    EXPECT_TRUE(f.fallbacks().empty());
+  }
+  // auto is unchanged: it never picks rabenseifner (yet).
+  for (std::size_t bytes : {std::size_t{0}, 64 * K, 64 * K + 1, std::size_t{1} << 30}) {
+    EXPECT_NE(table("auto", JobShape::flat, false).allreduce(bytes), Algorithm::rabenseifner);
+  }
+  for (const char* bad : {"rabenseifner:", "raben", "rabenseifner:2-1"}) {
+    EXPECT_THROW(parse_algorithm_spec(bad, "RINGLET_ALGO"), Error) << bad;
+  }
+}
+
+TEST(SelectTest, RabenseifnerTalksToTheRecursiveDoublingPartners) {
+  for (int size = 1; size <= 33; ++size) {
+    for (int rank = 0; rank < size; ++rank) {
+      EXPECT_EQ(rabenseifner_peers(rank, size), recursive_doubling_peers(rank, size))
+          << "rank " << rank << " of " << size;
+    }
+  }
+  EXPECT_EQ(rabenseifner_peers(0, 6), (std::vector<int>{1}));        // folds into rank 1
+  EXPECT_EQ(rabenseifner_peers(1, 6), (std::vector<int>{0, 3, 4}));  // group 0: 1, 2 -> 3, 4
+  EXPECT_EQ(rabenseifner_peers(5, 6), (std::vector<int>{3, 4}));     // group 3: 2, 1
 }
 
 TEST(SelectTest, RejectsBadSpecsNamingTheVariable) {
