@@ -128,8 +128,8 @@ AlgorithmSpec parse_algorithm_spec(std::string_view text, std::string_view what)
   auto bad = [&](std::string_view why) {
     return Error(ErrorCode::invalid_argument,
                  str_cat(what, "=", text, ": ", why,
-                         " (expected auto, ring, rabenseifner, recursive_doubling, hier, local, "
-                         "or ranges such as rd:0-64K;ring:64K-max)"));
+                         " (expected auto, model, ring, rabenseifner, recursive_doubling, hier, "
+                         "local, or ranges such as rd:0-64K,ring:64K-)"));
   };
   Algorithm a{};
   if (s.find(':') == std::string::npos) {
@@ -139,7 +139,7 @@ AlgorithmSpec parse_algorithm_spec(std::string_view text, std::string_view what)
   }
   std::string_view rest = s;
   while (!rest.empty()) {
-    const std::size_t semi = rest.find(';');
+    const std::size_t semi = rest.find_first_of(";,");
     std::string_view item = trim(rest.substr(0, semi));
     rest = semi == std::string_view::npos ? std::string_view() : rest.substr(semi + 1);
     if (item.empty()) continue;
@@ -154,7 +154,9 @@ AlgorithmSpec parse_algorithm_spec(std::string_view text, std::string_view what)
     }
     r.algorithm = a;
     if (!parse_size(trim(item.substr(colon + 1, dash - colon - 1)), &r.lo) ||
-        !parse_size(trim(item.substr(dash + 1)), &r.hi) || r.lo > r.hi) {
+        !(trim(item.substr(dash + 1)).empty() ? (r.hi = kMaxBytes, true)
+                                              : parse_size(trim(item.substr(dash + 1)), &r.hi)) ||
+        r.lo > r.hi) {
       throw bad(str_cat("range \"", item, "\" has bad bounds"));
     }
     spec.ranges.push_back(r);

@@ -41,9 +41,9 @@ struct Range {
 
 // A parsed RINGLET_ALGO / Options::algorithm. "auto" (empty ranges); one name for every size
 // ("ring", "rabenseifner", "recursive_doubling" or "rd", "hier" or "hierarchical", "local" or
-// "shm"); or
-// ranges "rd:0-64K;ring:64K-max" (sizes in bytes with optional K, M, G suffixes, "max" for
-// no bound; the first range that contains a size wins; sizes no range covers take auto).
+// "shm"); or ranges "rd:0-64K,ring:64K-" separated by ',' or ';' (sizes in bytes with
+// optional K, M, G suffixes; "max" or nothing after the dash for no bound; the first range
+// that contains a size wins; sizes no range covers take auto).
 // "model": the cost model (src/algo/cost_model.hpp) over alpha and beta that the job
 // measures on its own links at create() (src/algo/probe.hpp) chooses every size's algorithm.
 struct AlgorithmSpec {

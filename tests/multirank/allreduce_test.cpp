@@ -160,7 +160,12 @@ INSTANTIATE_TEST_SUITE_P(
                       MatrixParam{RankMode::threads, 5, "rabenseifner", 4096},
                       MatrixParam{RankMode::threads, 6, "rabenseifner"},
                       MatrixParam{RankMode::threads, 7, "rabenseifner", 4096},
-                      MatrixParam{RankMode::threads, 8, "rabenseifner", 4096}),
+                      MatrixParam{RankMode::threads, 8, "rabenseifner", 4096},
+                      // The cost model's table over the probed links (with shared memory on,
+                      // one node: the local group's, as auto's).
+                      MatrixParam{RankMode::threads, 3, "model"},
+                      MatrixParam{RankMode::threads, 4, "model", 4096},
+                      MatrixParam{RankMode::threads, 6, "model"}),
     matrix_name);
 
 INSTANTIATE_TEST_SUITE_P(Processes, AllreduceMatrixTest,
@@ -170,7 +175,8 @@ INSTANTIATE_TEST_SUITE_P(Processes, AllreduceMatrixTest,
                                            MatrixParam{RankMode::processes, 3, "rabenseifner"},
                                            MatrixParam{RankMode::processes, 5, "rabenseifner",
                                                        4096},
-                                           MatrixParam{RankMode::processes, 6, "rabenseifner"}),
+                                           MatrixParam{RankMode::processes, 6, "rabenseifner"},
+                                           MatrixParam{RankMode::processes, 4, "model"}),
                          matrix_name);
 
 // Rabenseifner's allreduce beyond the matrix: its reduction order, its one post-scale and

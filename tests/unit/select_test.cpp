@@ -39,6 +39,13 @@ TEST(SelectTest, ParsesNamesAndRanges) {
 }
 
 TEST(SelectTest, ParsesRabenseifner) {
+  // The spelling: ',' between ranges, an open upper bound, the first range winning.
+  EXPECT_EQ(parse_algorithm_spec("recursive_doubling:0-64K,ring:64K-", "x").ranges,
+            (std::vector<Range>{{0, 64 << 10, Algorithm::recursive_doubling},
+                                {64 << 10, kMaxBytes, Algorithm::ring}}));
+  EXPECT_TRUE(parse_algorithm_spec("model", "x").model);
+  EXPECT_FALSE(parse_algorithm_spec("model", "x").is_auto());
+  EXPECT_TRUE(parse_algorithm_spec("auto", "x").is_auto());
   EXPECT_EQ(parse_algorithm_spec("rabenseifner", "x").ranges,
             (std::vector<Range>{{0, kMaxBytes, Algorithm::rabenseifner}}));
   EXPECT_EQ(parse_algorithm_spec(" Rabenseifner ", "x").ranges,
@@ -85,8 +92,8 @@ TEST(SelectTest, RabenseifnerTalksToTheRecursiveDoublingPartners) {
 }
 
 TEST(SelectTest, RejectsBadSpecsNamingTheVariable) {
-  for (const char* bad : {"tree", "ring:", "ring:5-", "ring:9-3", "ring:1X-2", "ring;rd",
-                          "nccl:0-max", "rd:0-99999999999999999999", ";"}) {
+  for (const char* bad : {"tree", "ring:", "ring:-5", "ring:5-x", "ring:9-3", "ring:1X-2",
+                          "ring;rd", "nccl:0-max", "rd:0-99999999999999999999", ";"}) {
     try {
       parse_algorithm_spec(bad, "RINGLET_ALGO");
       ADD_FAILURE() << bad << " was accepted";
@@ -108,6 +115,23 @@ TEST(SelectTest, AutomaticTableFollowsTheMeasuredCrossover) {
   EXPECT_FALSE(t.agree_locally());
   EXPECT_EQ(describe(t),
             "allreduce: recursive_doubling 0-64K, ring 65537-max; barrier: recursive_doubling");
+}
+
+TEST(SelectTest, TheModelsRangesReplaceTheAutomaticChoice) {
+  SelectInputs in;
+  in.spec = parse_algorithm_spec("model", "RINGLET_ALGO");
+  in.crossover_bytes = 64 * K;
+  in.shape = JobShape::flat;
+  in.model_ranges = {{0, 200 * K, Algorithm::recursive_doubling},
+                     {200 * K + 1, kMaxBytes, Algorithm::rabenseifner}};
+  const SelectTable t = SelectTable::build(in);
+  EXPECT_EQ(t.allreduce_ranges(), in.model_ranges);
+  EXPECT_EQ(t.allreduce(200 * K), Algorithm::recursive_doubling);
+  EXPECT_EQ(t.allreduce(200 * K + 1), Algorithm::rabenseifner);
+  // Before the probe has run (or where it does not: one node with a local group), the
+  // automatic table stands.
+  in.model_ranges.clear();
+  EXPECT_EQ(SelectTable::build(in).allreduce(64 * K + 1), Algorithm::ring);
 }
 
 TEST(SelectTest, AutomaticTablePerShape) {
