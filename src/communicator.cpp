@@ -305,11 +305,9 @@ void Communicator::Impl::connect_peers(Deadline deadline) {
   traits_ = transport_->traits();
   publish(str_cat("addr/", rank()), transport_->local_address());
 
-  // Ring neighbours, the partners of recursive doubling and of Rabenseifner's allreduce
-  // (RINGLET_ALGO may select either at any size), and the inter-node ring of this rank's
-  // local index.
+  // Ring neighbours, the partners of recursive doubling (Rabenseifner's allreduce has the
+  // same: rabenseifner_peers), and the inter-node ring of this rank's local index.
   std::vector<int> wanted = algo::recursive_doubling_peers(rank(), size());
-  for (int peer : algo::rabenseifner_peers(rank(), size())) wanted.push_back(peer);
   wanted.push_back(mod(rank() - 1, size()));
   wanted.push_back(mod(rank() + 1, size()));
   if (layout_.shape == JobShape::uniform) {

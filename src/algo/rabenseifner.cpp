@@ -9,6 +9,8 @@
 
 #include <algorithm>
 
+#include "src/algo/pof2.hpp"
+#include "src/algo/recursive_doubling.hpp"
 #include "src/algo/ring.hpp"
 #include "src/common/check.hpp"
 
@@ -16,29 +18,6 @@ namespace ringlet::algo {
 namespace {
 
 using transport::Request;
-
-struct Layout {
-  int pof2 = 1;   // largest power of two <= size
-  int extra = 0;  // size - pof2: the ranks that fold into a partner
-};
-
-Layout layout_of(int size) {
-  Layout l;
-  while (l.pof2 * 2 <= size) l.pof2 *= 2;
-  l.extra = size - l.pof2;
-  return l;
-}
-
-// Index in the power-of-two group, or -1 for an even rank below 2 * extra (it folds into
-// the odd rank above it).
-int group_rank(int rank, const Layout& l) {
-  if (rank < 2 * l.extra) return rank % 2 == 1 ? rank / 2 : -1;
-  return rank - l.extra;
-}
-
-int real_rank(int group, const Layout& l) {
-  return group < l.extra ? group * 2 + 1 : group + l.extra;
-}
 
 // Elements [begin, begin + count) of the buffer, cut into pieces of at most slice_bytes.
 // Both ends of an exchange cut the same range the same way, so the n-th send matches the
@@ -156,16 +135,7 @@ engine::Task exchange(Context& ctx, std::byte* dst, Step s, exec::Reducer reduce
 }  // namespace
 
 std::vector<int> rabenseifner_peers(int rank, int size) {
-  std::vector<int> peers;
-  const Layout l = layout_of(size);
-  if (rank < 2 * l.extra) peers.push_back(rank % 2 == 1 ? rank - 1 : rank + 1);
-  const int g = group_rank(rank, l);
-  if (g >= 0) {
-    for (int mask = 1; mask < l.pof2; mask <<= 1) peers.push_back(real_rank(g ^ mask, l));
-  }
-  std::sort(peers.begin(), peers.end());
-  peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
-  return peers;
+  return recursive_doubling_peers(rank, size);
 }
 
 engine::Task rabenseifner_allreduce(Context& ctx, const std::byte* src, std::byte* dst,
@@ -178,7 +148,7 @@ engine::Task rabenseifner_allreduce(Context& ctx, const std::byte* src, std::byt
     co_return;
   }
   const exec::Reducer reduce = ctx.exec->reducer(type, op);
-  const Layout l = layout_of(n);
+  const Pof2Layout l = pof2_layout(n);
   auto conn = [&](int peer) {
     transport::Connection* c = ctx.peers[static_cast<std::size_t>(peer)];
     RINGLET_CHECK(c != nullptr, "rank ", r, " has no connection to rank ", peer,

@@ -7,38 +7,14 @@
 
 #include <algorithm>
 
+#include "src/algo/pof2.hpp"
 #include "src/common/check.hpp"
 
 namespace ringlet::algo {
-namespace {
-
-struct Layout {
-  int pof2 = 1;   // largest power of two <= size
-  int extra = 0;  // size - pof2
-};
-
-Layout layout_of(int size) {
-  Layout l;
-  while (l.pof2 * 2 <= size) l.pof2 *= 2;
-  l.extra = size - l.pof2;
-  return l;
-}
-
-// Rank inside the power-of-two group, or -1 for a rank that hands its data off.
-int group_rank(int rank, const Layout& l) {
-  if (rank < 2 * l.extra) return rank % 2 == 1 ? rank / 2 : -1;
-  return rank - l.extra;
-}
-
-int real_rank(int group, const Layout& l) {
-  return group < l.extra ? group * 2 + 1 : group + l.extra;
-}
-
-}  // namespace
 
 std::vector<int> recursive_doubling_peers(int rank, int size) {
   std::vector<int> peers;
-  Layout l = layout_of(size);
+  Pof2Layout l = pof2_layout(size);
   if (rank < 2 * l.extra) peers.push_back(rank % 2 == 1 ? rank - 1 : rank + 1);
   int g = group_rank(rank, l);
   if (g >= 0) {
@@ -67,7 +43,7 @@ engine::Task recursive_doubling_allreduce(Context& ctx, std::byte* buf, std::siz
   std::byte* in = out + message;
   std::byte* theirs = in + head;
   if (head > 0) exec.copy(out, prefix->mine.data(), head);
-  const Layout l = layout_of(n);
+  const Pof2Layout l = pof2_layout(n);
   const int r = ctx.rank;
 
   auto stage = [&] {
